@@ -1,0 +1,24 @@
+"""Shared test setup: every test gets its own profile directory and no network surprises."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point TARA_HOME at a fresh folder so no test touches the real profile."""
+    monkeypatch.setenv("TARA_HOME", str(tmp_path / "tara-home"))
+    monkeypatch.setenv("TARA_PASSPHRASE", "test passphrase")
+    yield
