@@ -596,7 +596,11 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
                     "alignment",
                     "general.alignment",
                     alignment_problem
-                    or f"general.alignment is {claimed} but the tensor data is laid out with alignment {derived}",
+                    or (
+                        f"general.alignment is {claimed} but the tensor data is laid out with alignment {derived}"
+                        if claimed is not None
+                        else f"general.alignment is missing (so 32) but the tensor data is laid out with alignment {derived}"
+                    ),
                 )
             )
             alignment = derived
