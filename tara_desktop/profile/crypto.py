@@ -1,0 +1,108 @@
+"""Record encryption for the profile: Fernet tokens bound to the record they belong to.
+
+Every key *generation* has a random 32-byte secret. From it, HKDF-SHA256 derives the Fernet key that
+encrypts records, the HMAC key of the audit trail and the key of the settings lookup index. A secret is
+stored only *wrapped*: Fernet-encrypted under a key-encryption key (KEK) that comes from the OS keyring
+or from the user's passphrase through scrypt.
+
+A sealed record is the raw Fernet token (base64-decoded to save space) of ``binding + "\\n" + payload``.
+The binding names the table and row (``"messages/12/3"``), so a ciphertext copied onto another row is
+detected when it is opened, as is any changed byte (Fernet's HMAC).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import unicodedata
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+SECRET_BYTES = 32
+
+# scrypt cost for passphrase-derived keys: 2**15 * 8 * 128 B = 32 MiB, ~0.1 s here. Stored per KEK,
+# so a later version can raise it for new keys without breaking old profiles.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+class IntegrityFailure(Exception):
+    """A sealed record failed to open: its bytes changed, or it belongs to another record."""
+
+
+def new_secret() -> bytes:
+    return os.urandom(SECRET_BYTES)
+
+
+def _hkdf(secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def _fernet(key32: bytes) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(key32))
+
+
+def _seal(fernet: Fernet, binding: str, payload: bytes) -> bytes:
+    token = fernet.encrypt(binding.encode("ascii") + b"\n" + payload)
+    return base64.urlsafe_b64decode(token)
+
+
+def _open(fernet: Fernet, binding: str, sealed: bytes) -> bytes:
+    try:
+        plain = fernet.decrypt(base64.urlsafe_b64encode(sealed))
+    except (InvalidToken, ValueError, TypeError) as exc:
+        raise IntegrityFailure("its bytes were changed") from exc
+    head, sep, payload = plain.partition(b"\n")
+    if not sep or head != binding.encode("ascii"):
+        raise IntegrityFailure("it holds the encrypted content of another record")
+    return payload
+
+
+class RecordKeys:
+    """The keys of one generation, derived from its secret."""
+
+    def __init__(self, gen: int, secret: bytes) -> None:
+        self.gen = gen
+        self._fernet = _fernet(_hkdf(secret, b"tara/profile/records/fernet/v1"))
+        self._mac_key = _hkdf(secret, b"tara/profile/audit/hmac/v1")
+        self._index_key = _hkdf(secret, b"tara/profile/settings/index/v1")
+
+    def seal(self, binding: str, payload: bytes) -> bytes:
+        return _seal(self._fernet, binding, payload)
+
+    def open(self, binding: str, sealed: bytes) -> bytes:
+        return _open(self._fernet, binding, sealed)
+
+    def mac(self, data: bytes) -> bytes:
+        return hmac.digest(self._mac_key, data, "sha256")
+
+    def lookup(self, name: str) -> bytes:
+        """A keyed hash of a setting's name: the settings table is indexed without names in clear."""
+        return hmac.digest(self._index_key, name.encode("utf-8", "surrogatepass"), "sha256")
+
+
+def wrap_secret(kek: bytes, binding: str, secret: bytes) -> bytes:
+    return _seal(_fernet(kek), binding, secret)
+
+
+def unwrap_secret(kek: bytes, binding: str, wrapped: bytes) -> bytes:
+    return _open(_fernet(kek), binding, wrapped)
+
+
+def normalize_passphrase(passphrase: str) -> bytes:
+    """The same typed passphrase gives the same bytes whatever the input method composed."""
+    return unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogatepass")
+
+
+def derive_kek(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(normalize_passphrase(passphrase))
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

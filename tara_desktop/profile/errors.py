@@ -1,0 +1,31 @@
+"""Errors of the encrypted profile; all are :class:`~tara_desktop.errors.ProfileError` (a TaraError)."""
+
+from __future__ import annotations
+
+from tara_desktop.errors import ProfileError
+
+__all__ = ["ConsentError", "ProfileError", "ProfileLocked", "RecordDamaged", "WrongPassphrase"]
+
+
+class ProfileLocked(ProfileError):
+    """The profile needs a passphrase and none was given (no TARA_PASSPHRASE, no argument)."""
+
+
+class WrongPassphrase(ProfileError):
+    """The passphrase does not unlock this profile. Nothing was changed."""
+
+
+class RecordDamaged(ProfileError):
+    """One record failed its integrity check (its bytes were changed or moved outside TARA).
+
+    ``table`` and ``record_id`` name the record; every other record stays readable.
+    """
+
+    def __init__(self, message: str, *, table: str, record_id: int | str) -> None:
+        super().__init__(message)
+        self.table = table
+        self.record_id = record_id
+
+
+class ConsentError(ProfileError):
+    """An unknown consent kind was named."""

@@ -1,0 +1,297 @@
+"""``Profile``: one user's encrypted profile directory, opened (and created when missing) in one call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tara_desktop import paths
+from tara_desktop.jobs import JobState
+from tara_desktop.profile import crypto, keys
+from tara_desktop.profile.audit import AuditTrail
+from tara_desktop.profile.consent import Consent
+from tara_desktop.profile.errors import ProfileError, RecordDamaged
+from tara_desktop.profile.store import ProfileStore
+from tara_desktop.profile.vault import DB_NAME, SCHEMA, SCHEMA_VERSION, Vault, connect, now
+
+log = logging.getLogger(__name__)
+
+DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def _initialized(conn: sqlite3.Connection) -> bool:
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return False
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'profile_id'").fetchone() is not None
+
+
+def _read_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+
+
+def _restrict(path: Path, mode: int) -> None:
+    if os.name == "posix":
+        try:
+            os.chmod(path, mode)
+        except OSError:
+            pass
+
+
+class Profile:
+    """The user's encrypted profile: ``store``, ``consent``, ``audit``; export, rotate, delete, status."""
+
+    def __init__(self, directory: Path, vault: Vault) -> None:
+        self.dir = directory
+        self._vault = vault
+        self.store = ProfileStore(vault)
+        self.audit = AuditTrail(vault)
+        self.consent = Consent(vault, self.store, self.audit)
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        profile_dir: Path | None = None,
+        *,
+        passphrase: str | None = None,
+        key_source: str | None = None,
+        create: bool = True,
+    ) -> Profile:
+        """Open the profile in ``profile_dir`` (default: ``paths.profile_dir()``), creating it if missing.
+
+        The key comes from the OS keyring, or from ``passphrase`` / ``TARA_PASSPHRASE``. A new profile uses
+        the keyring when one exists, unless a passphrase is given or ``key_source`` / ``TARA_KEY_SOURCE``
+        says "passphrase". Raises ProfileError (ProfileLocked, WrongPassphrase) with a clear sentence.
+        """
+        directory = paths.profile_dir(profile_dir)
+        db = directory / DB_NAME
+        if not db.exists() and not create:
+            raise ProfileError(f"there is no TARA profile in {directory}; check --profile or TARA_HOME")
+        if directory.exists() and not directory.is_dir():
+            raise ProfileError(f"{directory} is a file, not a folder; choose another profile folder")
+        owns_dir = not directory.exists() or not any(directory.iterdir())
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ProfileError(f"the profile folder {directory} cannot be created ({exc.strerror}); choose another") from exc
+        conn = connect(db)
+        _restrict(db, 0o600)
+        try:
+            vault = cls._create(conn, db, passphrase, key_source, owns_dir)
+            if vault is None:
+                vault = cls._unlock(conn, db, passphrase)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(directory, vault)
+
+    @staticmethod
+    def _create(
+        conn: sqlite3.Connection, db: Path, passphrase: str | None, key_source: str | None, owns_dir: bool
+    ) -> Vault | None:
+        """Create the profile if the database is new; None if it already is a profile."""
+        if _initialized(conn):
+            return None
+        profile_id = secrets.token_hex(16)
+        source = keys.choose_source_for_new_profile(profile_id, passphrase, key_source)
+        vault = Vault(db, conn, source, profile_id)
+        with vault.lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if _initialized(conn):  # another process created it meanwhile
+                    conn.execute("ROLLBACK")
+                    return None
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                kek_id, params, kek = source.new_kek()
+                secret = crypto.new_secret()
+                at = now()
+                conn.execute("INSERT INTO keks (id, source, params, created_at) VALUES (?, ?, ?, ?)",
+                             (kek_id, source.kind, json.dumps(params), at))
+                conn.execute("INSERT INTO data_keys (gen, kek_id, wrapped, created_at) VALUES (1, ?, ?, ?)",
+                             (kek_id, crypto.wrap_secret(kek, "data_keys/1", secret), at))
+                for key, value in {
+                    "schema_version": str(SCHEMA_VERSION), "profile_id": profile_id, "key_source": source.kind,
+                    "active_gen": "1", "created_at": str(at), "owns_dir": "1" if owns_dir else "0",
+                }.items():
+                    vault.set_meta(key, value)
+                vault.keys = {1: crypto.RecordKeys(1, secret)}
+                vault.active_gen = 1
+                AuditTrail(vault).append_in_transaction("profile.created", {"key_source": source.kind})
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        log.info("created a profile (%s key)", source.kind)
+        return vault
+
+    @staticmethod
+    def _unlock(conn: sqlite3.Connection, db: Path, passphrase: str | None) -> Vault:
+        meta = _read_meta(conn)
+        if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise ProfileError(f"the profile in {db.parent} was made by a newer TARA; update TARA to open it")
+        source = keys.source_for_existing_profile(meta.get("key_source", ""), meta["profile_id"], passphrase)
+        vault = Vault(db, conn, source, meta["profile_id"])
+        with vault.lock:
+            vault.load_keys()  # a wrong passphrase stops here, before anything is written
+            vault.active_gen = int(meta.get("active_gen", "1"))
+        from tara_desktop.profile import rotation
+
+        if meta.get("rotation"):
+            try:
+                rotation.resume(vault)
+            except RecordDamaged as exc:
+                log.warning("an interrupted key rotation cannot finish yet: %s", exc.table)
+        else:
+            referenced = {str(k) for (k,) in conn.execute("SELECT id FROM keks")}
+            source.keep_only(referenced)  # drop a KEK left in the keyring by a rotation killed early
+        return vault
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def profile_id(self) -> str:
+        return self._vault.profile_id
+
+    @property
+    def key_source(self) -> str:
+        """"keyring" or "passphrase"."""
+        return self._vault.source.kind
+
+    @property
+    def database(self) -> Path:
+        return self._vault.path
+
+    # -- operations ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        v = self._vault
+        with v.read():
+            rotation = v.get_meta("rotation")
+            created = v.get_meta("created_at")
+        files = [Path(f"{v.path}{s}") for s in DB_SUFFIXES]
+        return {
+            "dir": str(self.dir),
+            "database": str(v.path),
+            "profile_id": v.profile_id,
+            "key_source": v.source.kind,
+            "key_source_detail": v.source.describe(),
+            "key_generation": v.active_gen,
+            "rotation_in_progress": rotation is not None,
+            "created_at": float(created) if created else None,
+            "size_bytes": sum(f.stat().st_size for f in files if f.exists()),
+            "counts": self.store.counts(),
+            "consent": {k: {"granted": s.granted, "chosen": s.chosen, "at": s.at} for k, s in self.consent.all().items()},
+        }
+
+    def export(self, out: Path | str, state: JobState | None = None) -> dict[str, Any]:
+        """Write everything, decrypted, to OUT (a folder, or a .zip); audited. Returns a summary."""
+        from tara_desktop.profile.export import export_profile
+
+        return export_profile(self, Path(out), state)
+
+    def rotate_key(self, state: JobState | None = None) -> int:
+        """Re-encrypt everything under a new key; returns the new key generation."""
+        from tara_desktop.profile.rotation import rotate_key
+
+        return rotate_key(self._vault, state)
+
+    def verify_records(self) -> list[str]:
+        """Open every record; the descriptions of the damaged ones (empty when all are intact)."""
+        damaged: list[str] = []
+        for info in self.store.list_conversations():
+            if info.damaged:
+                damaged.append(f"the title of conversation {info.id}")
+            self.store.messages(info.id, on_damaged="skip", damaged=damaged)
+        self.store.settings(on_damaged="skip", damaged=damaged)
+        for blob in self.store.list_blobs(on_damaged="skip", damaged=damaged):
+            try:
+                self.store.get_blob(blob.id)
+            except RecordDamaged as exc:
+                damaged.append(str(exc))
+        self.audit.entries(on_damaged="skip", damaged=damaged)
+        return damaged
+
+    def delete_everything(self) -> dict[str, Any]:
+        """Destroy the key (keyring entry) and the files; the profile is closed afterwards."""
+        v = self._vault
+        with v.lock:
+            if not v.closed:
+                v.conn.close()
+                v.closed = True
+        return delete_profile(self.dir, source=v.source)
+
+    def close(self) -> None:
+        self._vault.close()
+
+    def __enter__(self) -> Profile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _shred(path: Path) -> None:
+    """Overwrite a file with zeros, sync, delete. (Its content is ciphertext; the key is gone first.)"""
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as fh:
+            chunk = bytes(1 << 20)
+            left = size
+            while left > 0:
+                n = min(left, len(chunk))
+                fh.write(chunk[:n])
+                left -= n
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        log.info("could not overwrite %s before deleting: %s", path.name, exc.strerror)
+    path.unlink(missing_ok=True)
+
+
+def delete_profile(directory: Path, *, source: keys.KeySource | None = None) -> dict[str, Any]:
+    """Delete a profile without needing its key: the keyring entry, then the database files (overwritten),
+    then the whole folder when TARA created it. Returns what was removed and what was left."""
+    db = directory / DB_NAME
+    if not db.exists():
+        raise ProfileError(f"there is no TARA profile in {directory}; check --profile or TARA_HOME")
+    meta: dict[str, str] = {}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            meta = _read_meta(conn) if _initialized(conn) else {}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        log.info("profile metadata unreadable (%s); deleting the files anyway", exc)
+    keyring_deleted = False
+    if source is None and meta.get("key_source") == "keyring" and keys.keyring_backend() is not None:
+        source = keys.KeyringSource(meta["profile_id"])
+    if source is not None and source.kind == "keyring":
+        source.destroy()
+        keyring_deleted = True
+    removed = []
+    for suffix in DB_SUFFIXES:
+        f = Path(f"{db}{suffix}")
+        if f.exists():
+            _shred(f)
+            removed.append(f.name)
+    kept: list[str] = []
+    if meta.get("owns_dir") == "1":
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(f"{directory} (the whole profile folder)")
+    elif directory.exists():
+        kept = sorted(p.name for p in directory.iterdir())
+        if not kept:
+            directory.rmdir()
+    log.info("profile deleted")
+    return {"dir": str(directory), "removed": removed, "kept": kept, "keyring_entry_deleted": keyring_deleted}

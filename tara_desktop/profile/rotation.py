@@ -1,0 +1,184 @@
+"""Key rotation: re-seal every record under a fresh data key (and a fresh key-encryption key).
+
+Crash-safe at every moment: the new key is wrapped and stored *before* any record uses it, the old one is
+dropped only after no record uses it any more, and every row names the generation that sealed it. So a
+kill leaves each record readable with the old or the new key; the next ``Profile.open`` (or another
+``rotate_key``) finishes the interrupted rotation. In the OS keyring, the old and new KEK sit side by side
+until the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tara_desktop.jobs import JobState
+from tara_desktop.profile import crypto
+from tara_desktop.profile.audit import AuditTrail, mac_input, open_head, seal_head
+from tara_desktop.profile.errors import ProfileError, RecordDamaged
+from tara_desktop.profile.vault import SEALED_TABLES, Vault, loads, now
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+def _begin(vault: Vault) -> None:
+    """Make and store the new generation; mark the rotation as in progress."""
+    kek_id, params, kek = vault.source.new_kek()  # durable (keyring written) before the profile names it
+    with vault.write() as conn:
+        if vault.get_meta("rotation") is not None:
+            return  # another process started one meanwhile: finish that one
+        old = vault.active_gen
+        new = int(conn.execute("SELECT MAX(gen) FROM data_keys").fetchone()[0]) + 1
+        secret = crypto.new_secret()
+        conn.execute("INSERT INTO keks (id, source, params, created_at) VALUES (?, ?, ?, ?)",
+                     (kek_id, vault.source.kind, json.dumps(params), now()))
+        conn.execute("INSERT INTO data_keys (gen, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?)",
+                     (new, kek_id, crypto.wrap_secret(kek, f"data_keys/{new}", secret), now()))
+        vault.set_meta("rotation", json.dumps({"to": new, "kek": kek_id, "from": old, "started_at": now()}))
+        AuditTrail(vault).append_in_transaction("key.rotation.started", {"from": old, "to": new})
+        vault.set_meta("active_gen", str(new))
+
+
+Resealer = Callable[[Vault, crypto.RecordKeys, tuple[Any, ...]], None]
+
+
+def _reseal_conversation(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, gen, data = row
+    b = f"conversations/{rid}"
+    plain = v.open(b, gen, data, f"the title of conversation {rid}", "conversations", rid)
+    v.conn.execute("UPDATE conversations SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
+
+
+def _reseal_message(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, cid, gen, data = row
+    b = f"messages/{rid}/{cid}"
+    plain = v.open(b, gen, data, f"message {rid} of conversation {cid}", "messages", rid)
+    v.conn.execute("UPDATE messages SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
+
+
+def _reseal_setting(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, gen, data = row
+    b = f"settings/{rid}"
+    plain = v.open(b, gen, data, f"setting {rid}", "settings", rid)
+    lookup = k.lookup(str(loads(plain)["key"]))
+    v.conn.execute("UPDATE settings SET gen = ?, data = ?, lookup = ? WHERE id = ?",
+                   (k.gen, k.seal(b, plain), lookup, rid))
+
+
+def _reseal_consent(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, kind, gen, data = row
+    b = f"consent/{rid}/{kind}"
+    plain = v.open(b, gen, data, f"consent record {rid} ({kind})", "consent", rid)
+    v.conn.execute("UPDATE consent SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
+
+
+def _reseal_blob(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, kind, gen, info, data = row
+    bi, bd = f"blobs/{rid}/{kind}/info", f"blobs/{rid}/{kind}/data"
+    what = f"blob {rid} ({kind})"
+    info_plain = v.open(bi, gen, info, what, "blobs", rid)
+    data_plain = v.open(bd, gen, data, what, "blobs", rid)
+    v.conn.execute("UPDATE blobs SET gen = ?, info = ?, data = ? WHERE id = ?",
+                   (k.gen, k.seal(bi, info_plain), k.seal(bd, data_plain), rid))
+
+
+def _reseal_audit(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, gen, data = row
+    b = f"audit/{rid}"
+    body = v.open(b, gen, data, f"audit entry #{rid}", "audit", rid)
+    mac = k.mac(mac_input(int(rid), crypto.sha256(body)))
+    v.conn.execute("UPDATE audit SET gen = ?, data = ?, mac = ? WHERE id = ?", (k.gen, k.seal(b, body), mac, rid))
+
+
+STEPS: dict[str, tuple[str, Resealer]] = {
+    "conversations": ("id, gen, data", _reseal_conversation),
+    "messages": ("id, conversation_id, gen, data", _reseal_message),
+    "settings": ("id, gen, data", _reseal_setting),
+    "consent": ("id, kind, gen, data", _reseal_consent),
+    "blobs": ("id, kind, gen, info, data", _reseal_blob),
+    "audit": ("id, gen, data", _reseal_audit),
+}
+assert set(STEPS) == set(SEALED_TABLES)
+
+
+def _remaining(vault: Vault, to: int) -> int:
+    return sum(
+        int(vault.conn.execute(f"SELECT COUNT(*) FROM {t} WHERE gen != ?", (to,)).fetchone()[0])  # noqa: S608
+        for t in SEALED_TABLES
+    )
+
+
+def _head_gen(vault: Vault) -> int | None:
+    raw = vault.get_meta("audit_head")
+    return None if raw is None else int(json.loads(raw)["gen"])
+
+
+def resume(vault: Vault, state: JobState | None = None) -> int | None:
+    """Finish a rotation in progress; returns the new generation, or None when none was in progress."""
+    with vault.lock:
+        raw = vault.get_meta("rotation")
+        if raw is None:
+            return None
+        plan = json.loads(raw)
+        to, kek_id = int(plan["to"]), str(plan["kek"])
+        total = max(1, _remaining(vault, to))
+    done = 0
+    for table, (columns, reseal) in STEPS.items():
+        while True:
+            if state is not None:
+                state.check()
+            with vault.write() as conn:
+                keys = vault.keys_for(to)
+                rows = conn.execute(
+                    f"SELECT {columns} FROM {table} WHERE gen != ? ORDER BY id LIMIT ?", (to, BATCH)  # noqa: S608
+                ).fetchall()
+                for row in rows:
+                    try:
+                        reseal(vault, keys, tuple(row))
+                    except RecordDamaged as exc:
+                        raise RecordDamaged(
+                            f"the key rotation cannot finish: {exc}; both keys are kept meanwhile",
+                            table=exc.table, record_id=exc.record_id,
+                        ) from exc
+            done += len(rows)
+            if state is not None:
+                state.report(min(done / total, 0.99), f"re-encrypting {table}")
+            if len(rows) < BATCH:
+                break
+    with vault.write() as conn:
+        if vault.get_meta("rotation") is None:
+            return to  # another process finished it
+        if _remaining(vault, to):
+            raise ProfileError("records were added with the old key during the rotation; run rotate-key again")
+        if _head_gen(vault) != to:
+            head = open_head(vault)
+            if head is not None:
+                vault.set_meta("audit_head", seal_head(vault, head))
+        conn.execute("DELETE FROM data_keys WHERE gen != ? OR kek_id != ?", (to, kek_id))
+        conn.execute("DELETE FROM keks WHERE id != ?", (kek_id,))
+        vault.set_meta("rotation", None)
+        AuditTrail(vault).append_in_transaction("key.rotated", {"generation": to, "source": vault.source.kind})
+    vault.keys = {to: vault.keys_for(to)}
+    vault.source.keep_only({kek_id})
+    vault.checkpoint()  # old ciphertexts (now zeroed by secure_delete) leave the -wal file too
+    if state is not None:
+        state.report(1.0, "key rotated")
+    log.info("profile key rotated to generation %s", to)
+    return to
+
+
+def rotate_key(vault: Vault, state: JobState | None = None) -> int:
+    """Rotate the profile key (or finish an interrupted rotation); returns the new generation."""
+    with vault.lock:
+        in_progress = vault.get_meta("rotation") is not None
+    if not in_progress:
+        if state is not None:
+            state.report(0.0, "making a new key")
+        _begin(vault)
+    gen = resume(vault, state)
+    assert gen is not None
+    return gen
