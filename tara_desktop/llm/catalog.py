@@ -39,7 +39,7 @@ class CatalogModel(BaseModel):
     head_dim: int | None = Field(None, gt=0)
     license: str
     domains: list[str] = Field(min_length=1)
-    source: str | None = Field(None, pattern=r"^https://\S+$")
+    source: str | None = Field(None, pattern=r"^https?://\S+$")
     notes: str = ""
 
     @field_validator("sha256")

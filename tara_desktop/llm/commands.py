@@ -7,12 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from tara_desktop.llm import gguf_file
+
+if TYPE_CHECKING:
+    from tara_desktop.profile import Profile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     gguf = subparsers.add_parser("gguf", help="inspect, validate or repair a GGUF model file")
-    gsub = gguf.add_subparsers(dest="gguf_command", metavar="ACTION", required=True)
+    gsub = gguf.add_subparsers(dest="gguf_command", metavar="ACTION", parser_class=type(gguf), required=True)
 
     p = gsub.add_parser("info", help="what a GGUF file holds: architecture, size, quantization, context...")
     p.add_argument("path", metavar="PATH")
@@ -29,6 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", metavar="PATH")
     p.add_argument("out", metavar="OUT")
     p.set_defaults(handler=_gguf_repair)
+
+    models = subparsers.add_parser("models", help="your models and the catalog: list, add, remove, download")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(models), required=True)
+
+    p = msub.add_parser("list", help="installed and available models, their size and whether they fit")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(handler=_models_list)
+
+    p = msub.add_parser("add", help="validate a GGUF file and register it (the file is linked, not copied)")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--name", help="the name to show (default: the file name)")
+    p.set_defaults(handler=_models_add)
+
+    p = msub.add_parser("remove", help="forget a registered model (the file stays on disk)")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(handler=_models_remove)
+
+    p = msub.add_parser("download", help="download a catalog model into your models folder (resumable)")
+    p.add_argument("name", metavar="NAME", help="a catalog id, as shown by `tara models list`")
+    p.set_defaults(handler=_models_download)
 
 
 def _human_bytes(n: int) -> str:
@@ -103,4 +128,135 @@ def _gguf_repair(args: argparse.Namespace) -> int:
     for line in report.fixes:
         print(f"fixed: {line}")
     print(f"ok: wrote {report.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- tara models
+
+
+def _open_profile() -> Profile:
+    from tara_desktop.profile import Profile
+
+    return Profile.open()
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr; ``end()`` finishes the line only if something was drawn."""
+
+    def __init__(self) -> None:
+        self.drawn = False
+
+    def __call__(self, fraction: float | None, message: str) -> None:
+        if fraction is None:
+            sys.stderr.write(f"\r{message[:70]:<70}")
+        else:
+            filled = int(fraction * 30)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:5.1f}% {message[:60]:<60}")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            self.drawn = False
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from tara_desktop.config import load_configs
+    from tara_desktop.llm.catalog import load_catalog
+    from tara_desktop.llm.library import ModelLibrary, list_models
+
+    configs = load_configs()
+    catalog = load_catalog(known_domains=set(configs.domains))
+    profile = _open_profile()
+    try:
+        rows = list_models(
+            ModelLibrary(profile), catalog,
+            n_ctx=configs.app.llm.context_size, budget_mb=configs.app.llm.memory_budget_mb,
+            n_batch=configs.app.llm.batch_size,
+        )
+    finally:
+        profile.close()
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+        return 0
+    header = ("NAME", "STATUS", "SIZE", "FITS THIS COMPUTER", "LOADED")
+    table = [header]
+    for r in rows:
+        size = _human_bytes(r.size_bytes) if r.size_bytes else "?"
+        fit = r.fit.verdict if r.fit.verdict == "unknown" else f"{r.fit.verdict} ({r.fit.reason})"
+        table.append((r.name, r.status, size, fit, "yes" if r.loaded else "no"))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    for r in rows:
+        if r.problem:
+            print(f"note: {r.name}: {r.problem}", file=sys.stderr)
+    print(f"(estimates at a {configs.app.llm.context_size}-token context and a "
+          f"{configs.app.llm.memory_budget_mb} MB memory budget; `tara models download NAME` fetches an available model)")
+    return 0
+
+
+def _models_add(args: argparse.Namespace) -> int:
+    from tara_desktop.jobs import JobState
+    from tara_desktop.llm.catalog import load_catalog
+    from tara_desktop.llm.library import ModelLibrary
+
+    catalog = load_catalog()
+    profile = _open_profile()
+    try:
+        bar = _ProgressBar()
+        state = JobState(bar if sys.stderr.isatty() else None)
+        try:
+            model = ModelLibrary(profile).add(args.path, name=args.name, catalog=catalog, state=state)
+        finally:
+            bar.end()
+    finally:
+        profile.close()
+    print(f"added {model.name}: {model.path} ({_human_bytes(model.size_bytes)}, sha256 {model.sha256[:12]}...)")
+    return 0
+
+
+def _models_remove(args: argparse.Namespace) -> int:
+    from tara_desktop.llm.library import ModelLibrary
+
+    profile = _open_profile()
+    try:
+        model = ModelLibrary(profile).remove(args.name)
+    finally:
+        profile.close()
+    print(f"removed {model.name} from your models; the file {model.path} was not deleted")
+    return 0
+
+
+def _models_download(args: argparse.Namespace) -> int:
+    from tara_desktop import paths
+    from tara_desktop.errors import TaraError
+    from tara_desktop.jobs import JobState
+    from tara_desktop.llm.catalog import load_catalog
+    from tara_desktop.llm.download import download
+    from tara_desktop.llm.library import ModelLibrary
+
+    entry = load_catalog().get(args.name)
+    if entry.bundled or entry.source is None:
+        raise TaraError(f"{entry.id} ships with TARA and is not downloaded: it is in {paths.bundled_models_dir()}")
+    profile = _open_profile()
+    try:
+        library = ModelLibrary(profile)
+        dest = paths.user_models_dir(paths.profile_dir()) / entry.file
+        known = next((m for m in library.models() if m.path == dest.resolve()), None)
+        if known is not None and dest.exists():
+            print(f"{entry.id} is already downloaded: {dest} (registered as {known.name})")
+            return 0
+        if not dest.exists():
+            bar = _ProgressBar()
+            try:
+                download(entry.source, dest, sha256=entry.sha256, state=JobState(bar), expected_size=entry.size_bytes)
+            finally:
+                bar.end()
+        if known is None:
+            library.add(dest, name=entry.id, origin="downloaded", catalog=load_catalog())
+    finally:
+        profile.close()
+    print(f"downloaded {entry.id} to {dest} and added it to your models")
     return 0

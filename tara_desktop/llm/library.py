@@ -1,0 +1,364 @@
+"""The user's models: GGUF files they added or downloaded, kept (encrypted) in the profile, and the list
+that shows them beside the catalog with whether each fits this computer.
+
+Files are linked, not copied: the library stores the path, the name, the sha256, the size and when it was
+added. Removing a model from the library never deletes the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from tara_desktop import paths
+from tara_desktop.errors import TaraError
+from tara_desktop.jobs import JobState
+from tara_desktop.llm import gguf_file
+from tara_desktop.llm.catalog import Catalog, CatalogModel
+
+log = logging.getLogger(__name__)
+
+SETTING_KEY = "models.library"
+_MB = 1024 * 1024
+
+Verdict = Literal["fits", "may be slow", "won't fit", "unknown"]
+
+
+class _Store(Protocol):
+    def get_setting(self, key: str, default: Any = None) -> Any: ...
+    def set_setting(self, key: str, value: Any) -> None: ...
+
+
+class _Audit(Protocol):
+    def append(self, event: str, details: dict[str, Any] | None = None) -> int: ...
+
+
+class ProfileLike(Protocol):
+    @property
+    def store(self) -> _Store: ...
+    @property
+    def audit(self) -> _Audit: ...
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    path: Path
+    sha256: str
+    size_bytes: int
+    added_at: str
+    origin: str = "added"  # "added" (tara models add) or "downloaded"
+    catalog_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Any) -> InstalledModel | None:
+        try:
+            return cls(
+                name=str(d["name"]),
+                path=Path(d["path"]),
+                sha256=str(d["sha256"]),
+                size_bytes=int(d["size_bytes"]),
+                added_at=str(d["added_at"]),
+                origin=str(d.get("origin", "added")),
+                catalog_id=d.get("catalog_id"),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 120 or any(c in name for c in "\n\r\t"):
+        raise TaraError("a model name must be 1 to 120 characters on one line: choose another name with --name")
+    return name
+
+
+class ModelLibrary:
+    """The registered models of one profile."""
+
+    def __init__(self, profile: ProfileLike) -> None:
+        self._profile = profile
+
+    def models(self) -> list[InstalledModel]:
+        raw = self._profile.store.get_setting(SETTING_KEY, [])
+        if not isinstance(raw, list):
+            log.warning("the model library setting is not a list; ignoring it")
+            return []
+        out = []
+        for item in raw:
+            model = InstalledModel.from_json(item)
+            if model is None:
+                log.warning("skipping a malformed model library entry")
+                continue
+            out.append(model)
+        return out
+
+    def _save(self, models: list[InstalledModel]) -> None:
+        self._profile.store.set_setting(SETTING_KEY, [m.to_json() for m in models])
+
+    def find(self, name: str) -> InstalledModel | None:
+        key = name.strip().lower()
+        for m in self.models():
+            if m.name.lower() == key:
+                return m
+        return None
+
+    def get(self, name: str) -> InstalledModel:
+        found = self.find(name)
+        if found is None:
+            names = ", ".join(m.name for m in self.models()) or "none yet"
+            raise TaraError(f"no installed model is called {name!r} (installed: {names}): see `tara models list`")
+        return found
+
+    def add(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        catalog: Catalog | None = None,
+        origin: str = "added",
+        state: JobState | None = None,
+    ) -> InstalledModel:
+        """Validate a GGUF file and register it under ``name`` (default: the file name without .gguf)."""
+        p = Path(path).expanduser()
+        try:
+            p = p.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            raise TaraError(f"{path} does not exist: check the path") from None
+        except OSError as exc:
+            raise TaraError(f"{path} cannot be opened ({exc.strerror or exc}): check the path") from None
+        entry = catalog.by_file(p.name) if catalog is not None else None
+        expected = entry.sha256 if entry is not None else None
+        info = gguf_file.validate(p, expected_sha256=expected, state=state)
+        if info.model_type == "adapter":
+            raise TaraError(
+                f"{p.name} is a LoRA adapter, not a model: put it in the model mapping as an adapter of its base model"
+            )
+        digest = info.sha256 or gguf_file.sha256_file(p, state=state)
+        final_name = _check_name(name if name is not None else p.stem)
+        current = self.models()
+        for m in current:
+            if m.path == p:
+                raise TaraError(f"{p} is already registered as {m.name!r}: nothing to do")
+            if m.name.lower() == final_name.lower():
+                raise TaraError(
+                    f"a model called {m.name!r} is already registered ({m.path}): choose another name with --name"
+                )
+        model = InstalledModel(
+            name=final_name,
+            path=p,
+            sha256=digest,
+            size_bytes=info.size_bytes,
+            added_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            origin=origin,
+            catalog_id=entry.id if entry is not None else None,
+        )
+        self._save([*current, model])
+        self._profile.audit.append(
+            "model_import",
+            {
+                "name": model.name,
+                "file": p.name,
+                "sha256": digest,
+                "size_bytes": model.size_bytes,
+                "architecture": info.architecture,
+                "origin": origin,
+            },
+        )
+        return model
+
+    def remove(self, name: str) -> InstalledModel:
+        """Forget a model (the file stays where it is)."""
+        model = self.get(name)
+        self._save([m for m in self.models() if m.name != model.name])
+        self._profile.audit.append("model_remove", {"name": model.name, "file": model.path.name, "sha256": model.sha256})
+        return model
+
+
+# ----------------------------------------------------------------------------- fit on this machine
+
+
+@dataclass(frozen=True)
+class FitEstimate:
+    need_bytes: int | None
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True)
+class Memory:
+    available_bytes: int
+    total_bytes: int
+
+    @classmethod
+    def now(cls) -> Memory:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return cls(int(vm.available), int(vm.total))
+
+
+def need_bytes(weights: int, kv_cache: int, *, n_embd: int = 4096, n_vocab: int = 32000, n_ctx: int = 2048,
+               n_batch: int = 256) -> int:
+    """Memory to run a model: weights (memory-mapped, but resident to run at speed) + the f16 KV cache +
+    llama.cpp's working buffers (logits and activations for one batch) + a fixed overhead."""
+    compute = n_vocab * 4 * 2 + n_batch * n_embd * 4 * 24 + n_ctx * n_batch * 4 * 2
+    return weights + kv_cache + compute + 16 * _MB
+
+
+def judge_fit(need: int | None, *, budget_mb: int, memory: Memory) -> FitEstimate:
+    """fits / may be slow / won't fit: against TARA's memory budget and this computer's memory."""
+    if need is None:
+        return FitEstimate(None, "unknown", "its size is not known")
+    need_mb = need / _MB
+    if need > memory.total_bytes:
+        return FitEstimate(need, "won't fit", f"needs {need_mb:,.0f} MB, more than this computer's {memory.total_bytes / _MB:,.0f} MB")
+    if need_mb > budget_mb:
+        return FitEstimate(
+            need, "won't fit",
+            f"needs {need_mb:,.0f} MB, over the {budget_mb:,} MB memory budget (raise llm.memory_budget_mb)",
+        )
+    if need > memory.available_bytes:
+        return FitEstimate(
+            need, "may be slow",
+            f"needs {need_mb:,.0f} MB but {memory.available_bytes / _MB:,.0f} MB are free now (close other apps)",
+        )
+    return FitEstimate(need, "fits", f"needs {need_mb:,.0f} MB")
+
+
+def estimate_for_file(info: gguf_file.GgufInfo, n_ctx: int, n_batch: int = 256) -> int:
+    return need_bytes(
+        info.size_bytes,
+        info.kv_cache_bytes(n_ctx),
+        n_embd=info.n_embd or 4096,
+        n_vocab=info.vocab_size or 32000,
+        n_ctx=n_ctx,
+        n_batch=n_batch,
+    )
+
+
+def estimate_for_catalog(model: CatalogModel, n_ctx: int, n_batch: int = 256) -> int | None:
+    weights = model.weights_bytes()
+    kv = model.kv_cache_bytes(n_ctx)
+    if weights is None:
+        return None
+    if kv is None:  # no architecture numbers: fall back to the catalog's own estimate
+        return max(weights, model.ram_mb * _MB)
+    return need_bytes(weights, kv, n_ctx=n_ctx, n_batch=n_batch)
+
+
+# ----------------------------------------------------------------------------- the list
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str
+    status: Literal["installed", "bundled", "available", "missing"]
+    path: Path | None
+    size_bytes: int | None
+    fit: FitEstimate
+    loaded: bool
+    catalog_id: str | None = None
+    license: str | None = None
+    domains: tuple[str, ...] = ()
+    quantization: str | None = None
+    problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "path": str(self.path) if self.path else None,
+            "size_bytes": self.size_bytes,
+            "fit": self.fit.verdict,
+            "fit_reason": self.fit.reason,
+            "need_bytes": self.fit.need_bytes,
+            "loaded": self.loaded,
+            "catalog_id": self.catalog_id,
+            "license": self.license,
+            "domains": list(self.domains),
+            "quantization": self.quantization,
+            "problem": self.problem,
+        }
+
+
+def list_models(
+    library: ModelLibrary | None,
+    catalog: Catalog,
+    *,
+    n_ctx: int,
+    budget_mb: int,
+    n_batch: int = 256,
+    loaded: Collection[Path] = (),
+    memory: Memory | None = None,
+    models_dir: Path | None = None,
+) -> list[ModelRow]:
+    """Installed models (the user's, then bundled ones), then catalog models not installed yet."""
+    memory = memory or Memory.now()
+    loaded_set = {Path(p).resolve() for p in loaded}
+    rows: list[ModelRow] = []
+    installed_files: set[str] = set()
+
+    def describe_file(path: Path) -> tuple[gguf_file.GgufInfo | None, str | None]:
+        try:
+            return gguf_file.inspect(path), None
+        except gguf_file.InvalidGguf as exc:
+            return None, str(exc)
+
+    for m in library.models() if library is not None else []:
+        entry = catalog.find(m.catalog_id) if m.catalog_id else catalog.by_file(m.path.name)
+        info, problem = describe_file(m.path)
+        if info is not None:
+            fit = judge_fit(estimate_for_file(info, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
+        else:
+            fit = FitEstimate(None, "unknown", "the file is missing or damaged")
+        installed_files.add(m.path.name)
+        rows.append(ModelRow(
+            name=m.name,
+            status="installed" if info is not None else "missing",
+            path=m.path,
+            size_bytes=info.size_bytes if info is not None else m.size_bytes,
+            fit=fit,
+            loaded=m.path.resolve() in loaded_set,
+            catalog_id=entry.id if entry else None,
+            license=entry.license if entry else None,
+            domains=tuple(entry.domains) if entry else (),
+            quantization=info.quantization if info is not None else None,
+            problem=problem,
+        ))
+    bundled_dir = models_dir or paths.bundled_models_dir()
+    for entry in catalog:
+        if entry.file in installed_files:
+            continue
+        path = bundled_dir / entry.file if entry.bundled else None
+        if path is not None and path.is_file():
+            info, problem = describe_file(path)
+            fit = (judge_fit(estimate_for_file(info, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
+                   if info is not None else FitEstimate(None, "unknown", "the file is damaged"))
+            rows.append(ModelRow(
+                name=entry.id, status="bundled", path=path,
+                size_bytes=info.size_bytes if info is not None else None, fit=fit,
+                loaded=path.resolve() in loaded_set, catalog_id=entry.id, license=entry.license,
+                domains=tuple(entry.domains), quantization=info.quantization if info is not None else entry.quantization,
+                problem=problem,
+            ))
+            continue
+        fit = judge_fit(estimate_for_catalog(entry, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
+        rows.append(ModelRow(
+            name=entry.id, status="missing" if entry.bundled else "available", path=None,
+            size_bytes=entry.size_bytes or entry.weights_bytes(), fit=fit, loaded=False,
+            catalog_id=entry.id, license=entry.license, domains=tuple(entry.domains),
+            quantization=entry.quantization,
+            problem="the bundled demo model has not been built yet" if entry.bundled else None,
+        ))
+    return rows

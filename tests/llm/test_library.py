@@ -1,0 +1,162 @@
+"""The user's model library in the real encrypted profile, and the fit estimate."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tara_desktop.errors import TaraError
+from tara_desktop.llm import gguf_file
+from tara_desktop.llm.catalog import load_catalog
+from tara_desktop.llm.gguf_file import InvalidGguf
+from tara_desktop.llm.library import (
+    SETTING_KEY,
+    Memory,
+    ModelLibrary,
+    estimate_for_file,
+    judge_fit,
+    list_models,
+)
+from tara_desktop.profile import Profile
+
+from .gguf_corpus import write_valid_gguf
+
+MB = 1024 * 1024
+GB = 1024 * MB
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Iterator[Profile]:
+    p = Profile.open(tmp_path / "profile")
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    (tmp_path / "files").mkdir()
+    return write_valid_gguf(tmp_path / "files" / "My-Model.Q8_0.gguf")
+
+
+def test_add_registers_a_link_with_its_sha256_and_audits_it(profile: Profile, model_file: Path) -> None:
+    lib = ModelLibrary(profile)
+    model = lib.add(model_file)
+    assert model.name == "My-Model.Q8_0"
+    assert model.path == model_file.resolve()
+    assert model.sha256 == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    assert model.size_bytes == model_file.stat().st_size
+    assert model.origin == "added"
+    # linked, not copied: the only copy is the user's file
+    assert not any(p.suffix == ".gguf" for p in profile.dir.rglob("*"))
+    assert lib.models() == [model]
+    stored = profile.store.get_setting(SETTING_KEY)
+    assert stored[0]["path"] == str(model_file.resolve())
+    entries = [e for e in profile.audit.entries() if e.event == "model_import"]
+    assert len(entries) == 1
+    assert entries[0].details["sha256"] == model.sha256 and entries[0].details["file"] == "My-Model.Q8_0.gguf"
+    assert profile.audit.verify().ok
+
+
+def test_the_library_survives_reopening_the_profile(tmp_path: Path, model_file: Path) -> None:
+    with Profile.open(tmp_path / "p") as p:
+        ModelLibrary(p).add(model_file, name="mine")
+    with Profile.open(tmp_path / "p") as p:
+        assert [m.name for m in ModelLibrary(p).models()] == ["mine"]
+
+
+def test_add_refuses_bad_files_duplicates_and_adapters(profile: Profile, model_file: Path, tmp_path: Path) -> None:
+    lib = ModelLibrary(profile)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(model_file.read_bytes()[:2000])
+    with pytest.raises(InvalidGguf, match="truncated"):
+        lib.add(bad)
+    with pytest.raises(TaraError, match="does not exist"):
+        lib.add(tmp_path / "nope.gguf")
+    lib.add(model_file, name="one")
+    with pytest.raises(TaraError, match="already registered as 'one'"):
+        lib.add(model_file, name="two")
+    other = write_valid_gguf(tmp_path / "other.gguf", seed=1)
+    with pytest.raises(TaraError, match="a model called 'one' is already registered .*--name"):
+        lib.add(other, name="ONE")
+    assert [m.name for m in lib.models()] == ["one"]
+
+
+def test_add_checks_the_catalog_sha256_for_a_known_file_name(profile: Profile, tmp_path: Path) -> None:
+    catalog_file = tmp_path / "catalog.yaml"
+    catalog_file.write_text(
+        "models:\n"
+        "  - {id: m1, name: M1, file: known.gguf, architecture: llama, parameters: 1B, quantization: Q8_0,\n"
+        f"     ram_mb: 10, license: MIT, domains: [general], source: 'https://example.org/known.gguf', sha256: '{'0' * 64}'}}\n",
+        encoding="utf-8",
+    )
+    catalog = load_catalog(catalog_file)
+    f = write_valid_gguf(tmp_path / "known.gguf")
+    with pytest.raises(InvalidGguf, match="sha256 .* was expected"):
+        ModelLibrary(profile).add(f, catalog=catalog)
+    assert ModelLibrary(profile).models() == []
+
+
+def test_remove_forgets_the_model_but_keeps_the_file(profile: Profile, model_file: Path) -> None:
+    lib = ModelLibrary(profile)
+    lib.add(model_file, name="mine")
+    removed = lib.remove("MINE")
+    assert removed.name == "mine" and lib.models() == []
+    assert model_file.exists()
+    with pytest.raises(TaraError, match="no installed model is called 'mine'"):
+        lib.remove("mine")
+
+
+def test_fit_verdicts() -> None:
+    mem = Memory(available_bytes=3 * GB, total_bytes=8 * GB)
+    assert judge_fit(1 * GB, budget_mb=2048, memory=mem).verdict == "fits"
+    over_budget = judge_fit(2500 * MB, budget_mb=2048, memory=mem)
+    assert over_budget.verdict == "won't fit" and "llm.memory_budget_mb" in over_budget.reason
+    slow = judge_fit(5 * GB, budget_mb=6000, memory=mem)
+    assert slow.verdict == "may be slow" and "free now" in slow.reason
+    assert judge_fit(9 * GB, budget_mb=100_000, memory=mem).verdict == "won't fit"
+    assert judge_fit(None, budget_mb=2048, memory=mem).verdict == "unknown"
+
+
+def test_estimate_for_a_file_adds_the_kv_cache_at_the_context(model_file: Path) -> None:
+    info = gguf_file.inspect(model_file)
+    small, large = estimate_for_file(info, 512), estimate_for_file(info, 4096)
+    assert small > info.size_bytes
+    # the difference is the KV cache growth plus the context-sized buffers
+    assert large - small >= info.kv_cache_bytes(4096) - info.kv_cache_bytes(512)
+
+
+def test_list_shows_installed_bundled_and_available(profile: Profile, model_file: Path, tmp_path: Path) -> None:
+    lib = ModelLibrary(profile)
+    lib.add(model_file, name="mine")
+    bundled = tmp_path / "install_models"
+    bundled.mkdir()
+    write_valid_gguf(bundled / "tara-demo.gguf")
+    catalog = load_catalog()
+    mem = Memory(available_bytes=4 * GB, total_bytes=16 * GB)
+    rows = list_models(lib, catalog, n_ctx=2048, budget_mb=2048, memory=mem, models_dir=bundled,
+                       loaded={model_file})
+    by_name = {r.name: r for r in rows}
+    assert [r.name for r in rows][:2] == ["mine", "tara-demo"]
+    assert by_name["mine"].status == "installed" and by_name["mine"].loaded
+    assert by_name["mine"].fit.verdict == "fits" and by_name["mine"].size_bytes == model_file.stat().st_size
+    assert by_name["tara-demo"].status == "bundled" and not by_name["tara-demo"].loaded
+    assert by_name["llama-3.2-1b-instruct-q4_0"].status == "available"
+    assert by_name["llama-3.2-1b-instruct-q4_0"].fit.verdict == "fits"
+    assert by_name["llama-3.1-8b-instruct-q4_k_m"].fit.verdict == "won't fit"  # 2 GB budget
+    big_budget = list_models(lib, catalog, n_ctx=2048, budget_mb=64_000, memory=mem, models_dir=bundled)
+    assert {r.name: r for r in big_budget}["llama-3.1-8b-instruct-q4_k_m"].fit.verdict == "may be slow"
+
+
+def test_a_registered_file_that_disappeared_is_listed_as_missing(profile: Profile, model_file: Path, tmp_path: Path) -> None:
+    lib = ModelLibrary(profile)
+    lib.add(model_file, name="gone")
+    model_file.unlink()
+    rows = list_models(lib, load_catalog(), n_ctx=2048, budget_mb=2048,
+                       memory=Memory(4 * GB, 16 * GB), models_dir=tmp_path)
+    gone = rows[0]
+    assert gone.name == "gone" and gone.status == "missing" and "does not exist" in (gone.problem or "")

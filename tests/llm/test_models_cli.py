@@ -1,0 +1,159 @@
+"""``tara models list|add|remove|download`` through the real CLI, profile and a local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tara_desktop.cli import main as tara
+from tara_desktop.profile import Profile
+
+from .gguf_corpus import write_valid_gguf
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = write_valid_gguf(tmp_path / "mine.gguf")
+    assert tara(["models", "add", str(model), "--name", "My model"]) == 0
+    assert capsys.readouterr().out.startswith("added My model: ")
+
+    assert tara(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    mine = rows[0]
+    assert mine["name"] == "My model" and mine["status"] == "installed" and mine["loaded"] is False
+    assert mine["fit"] == "fits" and mine["size_bytes"] == model.stat().st_size
+    ids = {r["catalog_id"] for r in rows}
+    assert {"llama-3.1-8b-instruct-q4_k_m", "phi-3.5-mini-instruct-q4_k_m", "qwen2.5-3b-instruct-q4_0",
+            "llama-3.2-1b-instruct-q4_0", "tara-demo"} <= ids
+
+    assert tara(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["NAME", "STATUS", "SIZE", "FITS", "THIS", "COMPUTER", "LOADED"]
+    assert "My model" in out and "llama-3.1-8b-instruct-q4_k_m  available" in out
+
+    assert tara(["models", "add", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert _lines(err) == [f"error: {model} is already registered as 'My model': nothing to do"]
+
+    assert tara(["models", "remove", "my model"]) == 0
+    assert "was not deleted" in capsys.readouterr().out
+    assert model.exists()
+    assert tara(["models", "remove", "my model"]) == 2
+    assert _lines(capsys.readouterr().err)[0].startswith("error: no installed model is called 'my model'")
+
+
+def test_add_a_bad_file_is_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("not a model\n")
+    assert tara(["models", "add", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert _lines(captured.err) == ["error: the file is text (it starts with 'not a model?'), not a GGUF model: choose a .gguf model file"]
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the install (configs) with a catalog of our own, so no test ever touches the internet."""
+    root = tmp_path / "install"
+    shutil.copytree(PROJECT / "configs", root / "configs")
+    (root / "models").mkdir()
+    monkeypatch.setenv("TARA_INSTALL_DIR", str(root))
+    return root
+
+
+def _catalog(root: Path, source: str, sha256: str | None) -> None:
+    sha = f"'{sha256}'" if sha256 else "null"
+    (root / "models" / "catalog.yaml").write_text(
+        "models:\n"
+        "  - {id: tara-demo, name: Demo, file: tara-demo.gguf, bundled: true, architecture: llama,\n"
+        "     parameters: tiny, quantization: F16, ram_mb: 64, license: Apache-2.0, domains: [general]}\n"
+        "  - {id: small, name: Small, file: small.gguf, architecture: llama, parameters: 1M, quantization: Q8_0,\n"
+        f"     ram_mb: 64, license: MIT, domains: [general], source: '{source}', sha256: {sha}}}\n",
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    served = tmp_path / "served"
+    served.mkdir()
+    data = write_valid_gguf(served / "small.gguf").read_bytes()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", data
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
+
+
+def test_download_a_catalog_model_into_the_user_models_dir(
+    install: Path, file_server: tuple[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, data = file_server
+    _catalog(install, f"{base}/small.gguf", hashlib.sha256(data).hexdigest())
+    assert tara(["models", "download", "small"]) == 0
+    captured = capsys.readouterr()
+    assert "100.0%" in captured.err  # the progress bar
+    home = tmp_path / "tara-home"
+    dest = home / "models" / "small.gguf"
+    assert dest.read_bytes() == data
+    assert "downloaded small to" in captured.out
+    with Profile.open(home) as p:
+        from tara_desktop.llm.library import ModelLibrary
+
+        (model,) = ModelLibrary(p).models()
+        assert model.name == "small" and model.origin == "downloaded" and model.catalog_id == "small"
+        assert [e.event for e in p.audit.entries()].count("model_import") == 1
+    assert tara(["models", "download", "small"]) == 0
+    assert "already downloaded" in capsys.readouterr().out
+
+
+def test_download_with_no_network_is_one_error_line(install: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _catalog(install, f"http://127.0.0.1:{port}/small.gguf", None)
+    assert tara(["models", "download", "small"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = _lines(captured.err)
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach 127.0.0.1")
+    assert "check the internet connection" in lines[0]
+
+
+def test_download_refuses_bundled_and_unknown_models(install: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _catalog(install, "https://example.invalid/small.gguf", None)
+    assert tara(["models", "download", "tara-demo"]) == 2
+    assert _lines(capsys.readouterr().err)[0].startswith("error: tara-demo ships with TARA")
+    assert tara(["models", "download", "gpt-9"]) == 2
+    assert _lines(capsys.readouterr().err) == ["error: no model called 'gpt-9' in the catalog: choose one of tara-demo, small"]
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        tara(["models", "frobnicate"])
+    assert exc.value.code == 2
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: ")
