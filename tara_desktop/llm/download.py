@@ -71,7 +71,7 @@ def _open(url: str, have: int, timeout: float) -> http.client.HTTPResponse:
 
 
 def _receive(
-    resp: http.client.HTTPResponse, part: Path, have: int, name: str, state: JobState, expected_size: int | None
+    resp: http.client.HTTPResponse, part: Path, have: int, *, name: str, state: JobState, expected_size: int | None
 ) -> tuple[int, int | None]:
     """Append the response body to ``part``; returns (bytes now in part, total size or None)."""
     status = resp.status
@@ -185,7 +185,7 @@ def download(
         before = have
         try:
             with resp:
-                have, _total = _receive(resp, part, have, name, state, expected_size)
+                have, _total = _receive(resp, part, have, name=name, state=state, expected_size=expected_size)
             break
         except _Dropped:
             now = part.stat().st_size if part.exists() else 0

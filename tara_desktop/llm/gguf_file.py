@@ -20,66 +20,34 @@ key, a wrong ``general.alignment``) is recorded in :attr:`GgufInfo.problems` by 
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 import struct
 from collections import Counter
 from dataclasses import dataclass, replace
-from enum import IntEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tara_desktop.errors import TaraError
+from tara_desktop.llm.gguf_reader import (
+    DEFAULT_ALIGNMENT,
+    MAGIC,
+    MAX_DIMS,
+    MAX_KVS,
+    MAX_NAME_BYTES,
+    MAX_TENSORS,
+    REDOWNLOAD,
+    ArrayValue,
+    Cut,
+    InvalidGguf,
+    MetadataProblem,
+    Reader,
+    ValueType,
+    not_gguf_message,
+    read_value,
+)
 
-MAGIC = b"GGUF"
-DEFAULT_ALIGNMENT = 32
-MAX_NAME_BYTES = 63  # llama.cpp: GGML_MAX_NAME = 64 including the terminating NUL
-MAX_DIMS = 4
-MAX_TENSORS = 200_000  # far above any real model; keeps memory bounded on hostile counts
-MAX_KVS = 100_000
-KEEP_STRING_BYTES = 4 << 20  # metadata strings up to this size are kept in GgufInfo.metadata
-KEEP_ARRAY_ITEMS = 4096  # numeric arrays up to this many items are kept (per-layer head counts ...)
-KEEP_STRING_ITEMS = 256
-_CHUNK = 1 << 20
-
-REDOWNLOAD = "download it again or re-export it"
-
-
-class InvalidGguf(TaraError):
-    """The file is not a GGUF model llama.cpp can load. The message names the problem and the fix."""
-
-
-class ValueType(IntEnum):
-    UINT8 = 0
-    INT8 = 1
-    UINT16 = 2
-    INT16 = 3
-    UINT32 = 4
-    INT32 = 5
-    FLOAT32 = 6
-    BOOL = 7
-    STRING = 8
-    ARRAY = 9
-    UINT64 = 10
-    INT64 = 11
-    FLOAT64 = 12
-
-
-SCALAR_FORMATS: dict[int, str] = {
-    ValueType.UINT8: "B",
-    ValueType.INT8: "b",
-    ValueType.UINT16: "H",
-    ValueType.INT16: "h",
-    ValueType.UINT32: "I",
-    ValueType.INT32: "i",
-    ValueType.FLOAT32: "f",
-    ValueType.BOOL: "B",
-    ValueType.UINT64: "Q",
-    ValueType.INT64: "q",
-    ValueType.FLOAT64: "d",
-}
+_HASH_CHUNK = 4 << 20
 
 
 @lru_cache(maxsize=1)
@@ -102,15 +70,6 @@ def file_type_names() -> dict[int, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class ArrayValue:
-    """A metadata array: its item type, length and (when small) its items."""
-
-    item_type: int
-    count: int
-    items: tuple[Any, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class TensorInfo:
     name: str
     shape: tuple[int, ...]
@@ -119,15 +78,6 @@ class TensorInfo:
     offset: int  # absolute byte offset of the data in the file
     n_bytes: int
     n_elements: int
-
-
-@dataclass(frozen=True, slots=True)
-class MetadataProblem:
-    """Damage limited to metadata: ``tara gguf repair`` can write a fixed copy."""
-
-    kind: str  # "bad_utf8_key" | "bad_utf8_value" | "duplicate_key" | "alignment" | "chat_template"
-    key: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,126 +169,11 @@ class GgufInfo:
         }
 
 
-class _Cut(Exception):
-    """The file ended while reading ``what``."""
-
-    def __init__(self, what: str, pos: int) -> None:
-        super().__init__(what)
-        self.what = what
-        self.pos = pos
-
-
-class _Reader:
-    """Bounded little-endian reads over a file, with a read-ahead buffer for small items."""
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self._f = f
-        self.size = size
-        self.pos = 0
-        self._buf = b""
-        self._buf_start = 0
-
-    def remaining(self) -> int:
-        return self.size - self.pos
-
-    def read(self, n: int, what: str) -> bytes:
-        if n < 0 or n > self.size - self.pos:
-            raise _Cut(what, self.pos)
-        off = self.pos - self._buf_start
-        if 0 <= off and off + n <= len(self._buf):
-            out = self._buf[off : off + n]
-        else:
-            self._f.seek(self.pos)
-            if n >= _CHUNK:
-                out = self._f.read(n)
-            else:
-                self._buf = self._f.read(_CHUNK)
-                self._buf_start = self.pos
-                out = self._buf[:n]
-        if len(out) != n:  # the file shrank while we read it
-            raise _Cut(what, self.pos)
-        self.pos += n
-        return out
-
-    def skip(self, n: int, what: str) -> None:
-        if n < 0 or n > self.size - self.pos:
-            raise _Cut(what, self.pos)
-        self.pos += n
-
-    def u32(self, what: str) -> int:
-        return int(struct.unpack("<I", self.read(4, what))[0])
-
-    def u64(self, what: str) -> int:
-        return int(struct.unpack("<Q", self.read(8, what))[0])
-
-    def scalar(self, vtype: int, what: str) -> Any:
-        fmt = SCALAR_FORMATS[vtype]
-        value = struct.unpack("<" + fmt, self.read(struct.calcsize(fmt), what))[0]
-        return bool(value) if vtype == ValueType.BOOL else value
-
-    def string_len(self, what: str) -> int:
-        n = self.u64(f"the length of {what}")
-        if n > self.remaining():
-            raise InvalidGguf(
-                f"{what} claims to be {n} bytes long but only {self.remaining()} bytes are left in the file: "
-                f"the header is corrupt or the file is truncated, {REDOWNLOAD}"
-            )
-        return n
-
-    def string(self, what: str, keep: int = KEEP_STRING_BYTES) -> tuple[str | None, bool]:
-        """Read a string; returns (text or None when longer than ``keep``, is valid UTF-8)."""
-        n = self.string_len(what)
-        if n <= keep:
-            raw = self.read(n, what)
-            try:
-                return raw.decode("utf-8"), True
-            except UnicodeDecodeError:
-                return raw.decode("utf-8", errors="replace"), False
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        ok = True
-        left = n
-        while left:
-            step = min(left, _CHUNK)
-            chunk = self.read(step, what)
-            left -= step
-            if ok:
-                try:
-                    decoder.decode(chunk, final=left == 0)
-                except UnicodeDecodeError:
-                    ok = False
-        return None, ok
-
-
-def _printable_start(head: bytes) -> str:
-    text = head[:24].decode("latin-1")
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def _not_gguf_message(head: bytes, size: int) -> str:
-    start = head.lstrip()
-    if size == 0:
-        return f"the file is empty (0 bytes), not a GGUF model: {REDOWNLOAD}"
-    if start.startswith(b"version https://git-lfs"):
-        return "the file is a Git LFS pointer, not the model itself: download the real file (for example with `tara models download`)"
-    lowered = start[:64].lower()
-    if lowered.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
-        return "the file is a web page or JSON text, not a GGUF model (probably an error page saved by a download): download it again"
-    if head[:4] in (b"lmgg", b"fmgg", b"tjgg", b"ggml", b"ggjt", b"ggmf"):
-        return "the file is an old GGML/GGJT model that llama.cpp no longer reads: download a GGUF version of the model"
-    if head[:4] == b"PK\x03\x04":
-        return "the file is a ZIP/PyTorch checkpoint, not a GGUF model: convert it with `tara export` or download a GGUF file"
-    if size < 4:
-        return f"the file is only {size} bytes long, not a GGUF model: {REDOWNLOAD}"
-    if all(32 <= b < 127 or b in (9, 10, 13) for b in head[:256]):
-        return f"the file is text (it starts with {_printable_start(head)!r}), not a GGUF model: choose a .gguf model file"
-    return f"the file does not start with the GGUF magic bytes (it starts with {head[:4].hex(' ')}): it is not a GGUF model or is corrupt; {REDOWNLOAD}"
-
-
 def _open(path: Path) -> tuple[BinaryIO, int]:
     try:
         if path.is_dir():
             raise InvalidGguf(f"{path} is a folder, not a GGUF file: give the path of a .gguf file")
-        f = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        f = open(path, "rb")
     except FileNotFoundError:
         raise InvalidGguf(f"{path} does not exist: check the path") from None
     except PermissionError:
@@ -351,61 +186,6 @@ def _open(path: Path) -> tuple[BinaryIO, int]:
         f.close()
         raise InvalidGguf(f"{path} cannot be read ({exc.strerror or exc}): check the path") from None
     return f, size
-
-
-def _read_value(r: _Reader, vtype: int, key: str, problems: list[MetadataProblem]) -> Any:
-    if vtype in SCALAR_FORMATS:
-        return r.scalar(vtype, f"the value of {key}")
-    if vtype == ValueType.STRING:
-        text, ok = r.string(f"the value of {key}")
-        if not ok:
-            problems.append(
-                MetadataProblem("bad_utf8_value", key, f"metadata value {key} is not valid UTF-8 text")
-            )
-        return text
-    if vtype == ValueType.ARRAY:
-        item_type = r.u32(f"the array type of {key}")
-        count = r.u64(f"the array length of {key}")
-        if item_type == ValueType.ARRAY:
-            raise InvalidGguf(
-                f"metadata key {key} holds an array of arrays, which llama.cpp cannot read: "
-                f"the file is corrupt or was written by an incompatible tool; {REDOWNLOAD}"
-            )
-        if item_type not in SCALAR_FORMATS and item_type != ValueType.STRING:
-            raise InvalidGguf(
-                f"metadata key {key} is an array of unknown value type {item_type}: "
-                f"the header is corrupt, {REDOWNLOAD}"
-            )
-        min_item = 8 if item_type == ValueType.STRING else struct.calcsize(SCALAR_FORMATS[item_type])
-        if count > r.remaining() // min_item:
-            raise InvalidGguf(
-                f"metadata array {key} claims {count} items but only {r.remaining()} bytes are left in the file: "
-                f"the header is corrupt or the file is truncated, {REDOWNLOAD}"
-            )
-        if item_type == ValueType.STRING:
-            keep = count <= KEEP_STRING_ITEMS
-            items: list[Any] = []
-            for i in range(count):
-                n = r.string_len(f"item {i} of {key}")
-                if keep and n <= 65536:
-                    items.append(r.read(n, f"item {i} of {key}").decode("utf-8", errors="replace"))
-                else:
-                    keep = False
-                    items = []
-                    r.skip(n, f"item {i} of {key}")
-            return ArrayValue(item_type, count, tuple(items) if keep else None)
-        fmt = SCALAR_FORMATS[item_type]
-        nbytes = count * min_item
-        if count <= KEEP_ARRAY_ITEMS:
-            values = struct.unpack(f"<{count}{fmt}", r.read(nbytes, f"the items of {key}"))
-            if item_type == ValueType.BOOL:
-                values = tuple(bool(v) for v in values)
-            return ArrayValue(item_type, count, tuple(values))
-        r.skip(nbytes, f"the items of {key}")
-        return ArrayValue(item_type, count, None)
-    raise InvalidGguf(
-        f"metadata key {key} has unknown value type {vtype}: the header is corrupt, {REDOWNLOAD}"
-    )
 
 
 def _check_chat_template(text: str) -> str | None:
@@ -457,11 +237,11 @@ def _derive_alignment(
 
 
 def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
-    r = _Reader(f, size)
+    r = Reader(f, size)
     head = r.read(min(size, 256), "the magic bytes")
     r.pos = 0
     if size < 4 or head[:4] != MAGIC:
-        raise InvalidGguf(_not_gguf_message(head, size))
+        raise InvalidGguf(not_gguf_message(head, size))
     r.skip(4, "the magic bytes")
     version = r.u32("the GGUF version")
     if version & 0xFFFF == 0 and version != 0:
@@ -508,7 +288,7 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
                 MetadataProblem("bad_utf8_key", label, f"metadata key {i} ({key!r}) is not valid UTF-8")
             )
         vtype = r.u32(f"the value type of metadata key {label}")
-        value = _read_value(r, vtype, label, problems)
+        value = read_value(r, vtype, label, problems)
         entries.append(KvEntry(label, key_ok, vtype, start, r.pos))
         if key_ok:
             if key in metadata:
@@ -654,8 +434,10 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
                 )
             )
 
-    return _describe(path, size, version, alignment, data_offset, header_end, metadata, entries,
-                     tensors, problems, derived)
+    return _describe(
+        path, size, version=version, alignment=alignment, data_offset=data_offset, header_end=header_end,
+        metadata=metadata, entries=entries, tensors=tensors, problems=problems, derived=derived,
+    )
 
 
 def _int(value: Any) -> int | None:
@@ -672,6 +454,7 @@ def _int(value: Any) -> int | None:
 def _describe(
     path: Path,
     size: int,
+    *,
     version: int,
     alignment: int,
     data_offset: int,
@@ -742,7 +525,7 @@ def inspect(path: str | os.PathLike[str]) -> GgufInfo:
     f, size = _open(p)
     try:
         return _parse(p, f, size)
-    except _Cut as cut:
+    except Cut as cut:
         raise InvalidGguf(
             f"the file ends at byte {size} in the middle of the header (while reading {cut.what}): "
             f"the file is truncated, {REDOWNLOAD}"
@@ -766,7 +549,7 @@ def sha256_file(path: str | os.PathLike[str], *, state: Any = None) -> str:
     total = max(1, p.stat().st_size)
     done = 0
     with open(p, "rb") as f:
-        while chunk := f.read(_CHUNK * 4):
+        while chunk := f.read(_HASH_CHUNK):
             h.update(chunk)
             done += len(chunk)
             if state is not None:

@@ -41,7 +41,7 @@ def test_lookup_by_id_file_or_name() -> None:
     catalog = load_catalog()
     assert catalog.get("Llama-3.2-1B-Instruct-Q4_0.gguf").id == "llama-3.2-1b-instruct-q4_0"
     assert catalog.get("qwen2.5 3b instruct").id == "qwen2.5-3b-instruct-q4_0"
-    with pytest.raises(TaraError, match="no model called 'gpt-5' in the catalog: choose one of tara-demo"):
+    with pytest.raises(TaraError, match=r"no model called 'gpt-5' in the catalog: choose one of tara-demo"):
         catalog.get("gpt-5")
 
 
@@ -95,7 +95,7 @@ def test_bad_catalogs_name_the_file_and_key(tmp_path: Path, body: str, message: 
 
 def test_unknown_domain_is_named(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD.replace("[general]", "[general, astrology]"))
-    with pytest.raises(ConfigError, match="models.m1.domains: unknown domain 'astrology'"):
+    with pytest.raises(ConfigError, match=r"models.m1.domains: unknown domain 'astrology'"):
         load_catalog(path, known_domains={"general"})
 
 

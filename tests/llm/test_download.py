@@ -179,7 +179,7 @@ def test_a_file_that_is_not_gguf_is_rejected_after_download(server: tuple[str, S
     base, st = server
     st.payload = b"<html>please log in</html>" * 10
     dest = tmp_path / "m.gguf"
-    with pytest.raises(DownloadError, match="is not a usable GGUF model .*web page"):
+    with pytest.raises(DownloadError, match=r"is not a usable GGUF model .*web page"):
         download(f"{base}/model.gguf", dest, state=JobState())
     assert not dest.exists() and not part_path(dest).exists()
 
@@ -188,7 +188,7 @@ def test_nobody_listening_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(DownloadError, match="cannot reach 127.0.0.1 .*check the internet connection"):
+    with pytest.raises(DownloadError, match=r"cannot reach 127.0.0.1 .*check the internet connection"):
         download(f"http://127.0.0.1:{port}/model.gguf", tmp_path / "m.gguf", state=JobState())
     assert not (tmp_path / "m.gguf.part").exists()
 
@@ -197,6 +197,6 @@ def test_existing_destination_is_never_overwritten(server: tuple[str, ServerStat
     base, _st = server
     dest = tmp_path / "m.gguf"
     dest.write_bytes(b"mine")
-    with pytest.raises(DownloadError, match="already exists"):
+    with pytest.raises(DownloadError, match=r"already exists"):
         download(f"{base}/model.gguf", dest, state=JobState())
     assert dest.read_bytes() == b"mine"

@@ -16,7 +16,16 @@ from tara_desktop.errors import TaraError
 from tara_desktop.llm import gguf_file
 from tara_desktop.llm.gguf_file import InvalidGguf
 
-from .gguf_corpus import N_EMBD, N_HEAD, N_HEAD_KV, N_LAYERS, VOCAB, bad_files, repairable_files, write_valid_gguf
+from .gguf_corpus import (
+    N_EMBD,
+    N_HEAD,
+    N_HEAD_KV,
+    N_LAYERS,
+    VOCAB,
+    bad_files,
+    repairable_files,
+    write_valid_gguf,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +77,7 @@ def test_validate_checks_the_sha256(valid: Path) -> None:
     digest = hashlib.sha256(valid.read_bytes()).hexdigest()
     info = gguf_file.validate(valid, expected_sha256=digest.upper())
     assert info.sha256 == digest
-    with pytest.raises(InvalidGguf, match="sha256 is .* but 0+ was expected: .*download it again"):
+    with pytest.raises(InvalidGguf, match=r"sha256 is .* but 0+ was expected: .*download it again"):
         gguf_file.validate(valid, expected_sha256="0" * 64)
 
 
@@ -77,9 +86,9 @@ def test_invalid_gguf_is_a_tara_error() -> None:
 
 
 def test_missing_file_and_folder_give_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(InvalidGguf, match="does not exist"):
+    with pytest.raises(InvalidGguf, match=r"does not exist"):
         gguf_file.validate(tmp_path / "nope.gguf")
-    with pytest.raises(InvalidGguf, match="is a folder"):
+    with pytest.raises(InvalidGguf, match=r"is a folder"):
         gguf_file.validate(tmp_path)
 
 

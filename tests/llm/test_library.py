@@ -73,15 +73,15 @@ def test_add_refuses_bad_files_duplicates_and_adapters(profile: Profile, model_f
     lib = ModelLibrary(profile)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(model_file.read_bytes()[:2000])
-    with pytest.raises(InvalidGguf, match="truncated"):
+    with pytest.raises(InvalidGguf, match=r"truncated"):
         lib.add(bad)
-    with pytest.raises(TaraError, match="does not exist"):
+    with pytest.raises(TaraError, match=r"does not exist"):
         lib.add(tmp_path / "nope.gguf")
     lib.add(model_file, name="one")
-    with pytest.raises(TaraError, match="already registered as 'one'"):
+    with pytest.raises(TaraError, match=r"already registered as 'one'"):
         lib.add(model_file, name="two")
     other = write_valid_gguf(tmp_path / "other.gguf", seed=1)
-    with pytest.raises(TaraError, match="a model called 'one' is already registered .*--name"):
+    with pytest.raises(TaraError, match=r"a model called 'one' is already registered .*--name"):
         lib.add(other, name="ONE")
     assert [m.name for m in lib.models()] == ["one"]
 
@@ -96,7 +96,7 @@ def test_add_checks_the_catalog_sha256_for_a_known_file_name(profile: Profile, t
     )
     catalog = load_catalog(catalog_file)
     f = write_valid_gguf(tmp_path / "known.gguf")
-    with pytest.raises(InvalidGguf, match="sha256 .* was expected"):
+    with pytest.raises(InvalidGguf, match=r"sha256 .* was expected"):
         ModelLibrary(profile).add(f, catalog=catalog)
     assert ModelLibrary(profile).models() == []
 
@@ -107,7 +107,7 @@ def test_remove_forgets_the_model_but_keeps_the_file(profile: Profile, model_fil
     removed = lib.remove("MINE")
     assert removed.name == "mine" and lib.models() == []
     assert model_file.exists()
-    with pytest.raises(TaraError, match="no installed model is called 'mine'"):
+    with pytest.raises(TaraError, match=r"no installed model is called 'mine'"):
         lib.remove("mine")
 
 
