@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "tara_desktop.llm.commands",
     "tara_desktop.voice.commands",
     "tara_desktop.training.commands",
+    "tara_desktop.training.export_commands",
     "tara_desktop.profile.commands",
 )
 

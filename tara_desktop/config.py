@@ -80,6 +80,7 @@ class Domain(_Strict):
     description: str
     system_prompt: str
     voice: str
+    calm_voice: str | None = None  # voice for a distressed person (sad/angry/fear); None = voice
     examples: list[str] = Field(min_length=1)
 
 

@@ -1,0 +1,21 @@
+# TARA Desktop setup for Windows (PowerShell). Creates .venv in the project root, installs CPU torch
+# first (the Windows wheels on PyPI are CPU builds), then TARA with its dev extras.
+# Needs: Python 3.11+ (py launcher), and the "Desktop development with C++" build tools for
+# llama-cpp-python's first build. Idempotent: a second run with nothing changed takes seconds.
+$ErrorActionPreference = "Stop"
+$root = Split-Path -Parent $PSScriptRoot
+Set-Location $root
+if (-not (Test-Path ".venv\Scripts\python.exe")) {
+    Write-Host "[setup] creating .venv"
+    py -3.11 -m venv .venv
+}
+$py = Join-Path $root ".venv\Scripts\python.exe"
+$stamp = (Get-FileHash -Algorithm SHA256 -InputStream ([IO.MemoryStream]::new(
+    [Text.Encoding]::UTF8.GetBytes((Get-Content pyproject.toml -Raw) + (Get-Content scripts\setup.ps1 -Raw))))).Hash
+$old = if (Test-Path ".venv\.setup-stamp") { Get-Content ".venv\.setup-stamp" } else { "" }
+if ($old -ne $stamp) {
+    & $py -m pip install -q "torch==2.13.0"
+    & $py -m pip install -q -e ".[dev]"
+    Set-Content ".venv\.setup-stamp" $stamp
+}
+Write-Host "[setup] ready: $py  (run: .venv\Scripts\tara-desktop.exe; tests: .venv\Scripts\python -m pytest)"
