@@ -89,6 +89,6 @@ def test_adding_a_domain_is_a_config_change(configs: Path) -> None:
     path.write_text(
         path.read_text()
         + "  legal:\n    description: Law.\n    voice: en-US-JennyNeural\n"
-        + "    system_prompt: You are a legal helper.\n    examples: ["Can my landlord evict me?"]\n"
+        + "    system_prompt: You are a legal helper.\n    examples: ['Can my landlord evict me?']\n"
     )
     assert "legal" in config.load_configs(configs).domains
