@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from typing import Any
 
 from tara_desktop.profile import crypto
@@ -53,6 +54,33 @@ def keyring_name() -> str | None:
 def env_passphrase() -> str | None:
     value = os.environ.get("TARA_PASSPHRASE")
     return value if value else None
+
+
+# scrypt is slow by design (~0.1 s, far more on a busy machine). A process that opens the same profile
+# again (the GUI and a CLI action, a test reopening) reuses the derived KEK instead of paying it again.
+# Keyed by a hash of salt, cost and passphrase: a wrong passphrase still misses and fails. This keeps no
+# more in memory than the process already holds (the passphrase itself, the unwrapped data keys).
+_KEK_CACHE: dict[bytes, bytes] = {}
+_KEK_CACHE_LOCK = threading.Lock()
+
+
+def _derive_cached(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    tag = crypto.sha256(b"%d/%d/%d/" % (n, r, p) + salt + b"/" + crypto.normalize_passphrase(passphrase))
+    with _KEK_CACHE_LOCK:
+        kek = _KEK_CACHE.get(tag)
+    if kek is None:
+        kek = crypto.derive_kek(passphrase, salt, n, r, p)
+        with _KEK_CACHE_LOCK:
+            if len(_KEK_CACHE) > 64:
+                _KEK_CACHE.clear()
+            _KEK_CACHE[tag] = kek
+    return kek
+
+
+def forget_derived_keys() -> None:
+    """Drop every cached passphrase-derived KEK (after deleting a profile, or on lock)."""
+    with _KEK_CACHE_LOCK:
+        _KEK_CACHE.clear()
 
 
 class KeySource:
@@ -96,7 +124,7 @@ class PassphraseSource(KeySource):
                     f"the passphrase settings of key {kek_id} in the profile are damaged; "
                     "restore the profile from a backup or export"
                 ) from exc
-            self._cache[kek_id] = crypto.derive_kek(self._passphrase, salt, n, r, p)
+            self._cache[kek_id] = _derive_cached(self._passphrase, salt, n, r, p)
         return self._cache[kek_id]
 
     def new_kek(self) -> tuple[str, dict[str, Any], bytes]:
@@ -109,9 +137,7 @@ class PassphraseSource(KeySource):
             "r": crypto.SCRYPT_R,
             "p": crypto.SCRYPT_P,
         }
-        self._cache[kek_id] = crypto.derive_kek(
-            self._passphrase, salt, crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P
-        )
+        self._cache[kek_id] = _derive_cached(self._passphrase, salt, crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P)
         return kek_id, params, self._cache[kek_id]
 
     def describe(self) -> str:

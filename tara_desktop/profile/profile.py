@@ -33,6 +33,17 @@ def _initialized(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM meta WHERE key = 'profile_id'").fetchone() is not None
 
 
+def _is_profile(db: Path) -> bool:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return _initialized(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
 def _read_meta(conn: sqlite3.Connection) -> dict[str, str]:
     return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
 
@@ -64,12 +75,15 @@ class Profile:
         passphrase: str | None = None,
         key_source: str | None = None,
         create: bool = True,
+        finish_rotation: bool = True,
     ) -> Profile:
         """Open the profile in ``profile_dir`` (default: ``paths.profile_dir()``), creating it if missing.
 
         The key comes from the OS keyring, or from ``passphrase`` / ``TARA_PASSPHRASE``. A new profile uses
         the keyring when one exists, unless a passphrase is given or ``key_source`` / ``TARA_KEY_SOURCE``
         says "passphrase". Raises ProfileError (ProfileLocked, WrongPassphrase) with a clear sentence.
+        An interrupted key rotation is finished on open unless ``finish_rotation`` is False (records stay
+        readable meanwhile: each names the key generation that sealed it).
         """
         directory = paths.profile_dir(profile_dir)
         db = directory / DB_NAME
@@ -77,19 +91,29 @@ class Profile:
             raise ProfileError(f"there is no TARA profile in {directory}; check --profile or TARA_HOME")
         if directory.exists() and not directory.is_dir():
             raise ProfileError(f"{directory} is a file, not a folder; choose another profile folder")
-        owns_dir = not directory.exists() or not any(directory.iterdir())
+        made_dir = not directory.exists()
+        owns_dir = made_dir or not any(directory.iterdir())
+        made_db = not db.exists()
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ProfileError(f"the profile folder {directory} cannot be created ({exc.strerror}); choose another") from exc
-        conn = connect(db)
-        _restrict(db, 0o600)
         try:
-            vault = cls._create(conn, db, passphrase, key_source, owns_dir)
-            if vault is None:
-                vault = cls._unlock(conn, db, passphrase)
+            conn = connect(db)
+            _restrict(db, 0o600)
+            try:
+                vault = cls._create(conn, db, passphrase, key_source, owns_dir)
+                if vault is None:
+                    vault = cls._unlock(conn, db, passphrase, finish_rotation)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
-            conn.close()
+            if made_db and not _is_profile(db):  # a failed creation leaves nothing behind
+                for suffix in DB_SUFFIXES:
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                if made_dir and not any(directory.iterdir()):
+                    directory.rmdir()
             raise
         return cls(directory, vault)
 
@@ -135,7 +159,7 @@ class Profile:
         return vault
 
     @staticmethod
-    def _unlock(conn: sqlite3.Connection, db: Path, passphrase: str | None) -> Vault:
+    def _unlock(conn: sqlite3.Connection, db: Path, passphrase: str | None, finish_rotation: bool) -> Vault:
         meta = _read_meta(conn)
         if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
             raise ProfileError(f"the profile in {db.parent} was made by a newer TARA; update TARA to open it")
@@ -147,6 +171,8 @@ class Profile:
         from tara_desktop.profile import rotation
 
         if meta.get("rotation"):
+            if not finish_rotation:
+                return vault
             try:
                 rotation.resume(vault)
             except RecordDamaged as exc:
@@ -293,5 +319,6 @@ def delete_profile(directory: Path, *, source: keys.KeySource | None = None) -> 
         kept = sorted(p.name for p in directory.iterdir())
         if not kept:
             directory.rmdir()
+    keys.forget_derived_keys()
     log.info("profile deleted")
     return {"dir": str(directory), "removed": removed, "kept": kept, "keyring_entry_deleted": keyring_deleted}

@@ -396,7 +396,8 @@ class ProfileStore:
         v = self._vault
         with v.write() as conn:
             n = int(conn.execute("DELETE FROM blobs WHERE kind = ?", (kind,)).rowcount)
-            AuditTrail(v).append_in_transaction("delete", {"what": f"all blobs of kind {kind}", "count": n})
+            if n:
+                AuditTrail(v).append_in_transaction("delete", {"what": f"all blobs of kind {kind}", "count": n})
         v.checkpoint()
         return n
 

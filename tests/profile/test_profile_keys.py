@@ -1,0 +1,139 @@
+"""Unlocking: the OS keyring (a real Secret Service backend), passphrases, wrong passphrases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tara_desktop.profile import Profile, ProfileError, ProfileLocked, WrongPassphrase
+from tara_desktop.profile.keys import KEYRING_SERVICE, keyring_backend
+from tara_desktop.profile.vault import DB_NAME
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_passphrase_profile_reopens_with_the_same_passphrase(profile_dir: Path) -> None:
+    with Profile.open(profile_dir, passphrase="correct horse") as p:
+        assert p.key_source == "passphrase"
+        cid = p.store.create_conversation("secret plans")
+        p.store.append_message(cid, "user", "meet at noon")
+        assert p.status()["key_source"] == "passphrase"
+    with Profile.open(profile_dir, passphrase="correct horse") as p:
+        assert p.store.messages(cid)[0].content == "meet at noon"
+
+
+def test_tara_passphrase_unlocks_and_names_the_source(profile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARA_PASSPHRASE", "from the environment")
+    with Profile.open(profile_dir) as p:
+        p.store.set_setting("k", 1)
+    with Profile.open(profile_dir, passphrase="from the environment") as p:
+        assert p.store.get_setting("k") == 1
+        assert "scrypt" in p.status()["key_source_detail"]
+
+
+def test_passphrase_is_unicode_normalised(profile_dir: Path) -> None:
+    with Profile.open(profile_dir, passphrase="caf\u00e9") as p:  # composed é
+        p.store.set_setting("k", "v")
+    with Profile.open(profile_dir, passphrase="cafe\u0301") as p:  # e + combining accent
+        assert p.store.get_setting("k") == "v"
+
+
+def test_wrong_passphrase_is_clear_and_changes_nothing(profile_dir: Path) -> None:
+    with Profile.open(profile_dir, passphrase="right") as p:
+        cid = p.store.create_conversation("t")
+        p.store.append_message(cid, "user", "still here")
+    db = profile_dir / DB_NAME
+    before = _digest(db)
+    with pytest.raises(WrongPassphrase, match="wrong passphrase") as info:
+        Profile.open(profile_dir, passphrase="wrong")
+    assert "nothing was changed" in str(info.value)
+    assert _digest(db) == before
+    assert not (profile_dir / f"{DB_NAME}-wal").exists() or (profile_dir / f"{DB_NAME}-wal").stat().st_size == 0
+    with Profile.open(profile_dir, passphrase="right") as p:
+        assert p.store.messages(cid)[0].content == "still here"
+
+
+def test_missing_passphrase_is_a_clear_error(profile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Profile.open(profile_dir, passphrase="pw"):
+        pass
+    monkeypatch.delenv("TARA_PASSPHRASE")
+    with pytest.raises(ProfileLocked, match="locked with a passphrase; set TARA_PASSPHRASE"):
+        Profile.open(profile_dir)
+
+
+def test_key_source_choice_is_validated(profile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARA_KEY_SOURCE", "usb-stick")
+    with pytest.raises(ProfileError, match="unknown key source 'usb-stick'"):
+        Profile.open(profile_dir)
+    assert not profile_dir.exists()  # a failed creation leaves nothing behind
+
+
+def test_opening_a_non_profile_file_is_a_clear_error(profile_dir: Path) -> None:
+    profile_dir.mkdir()
+    (profile_dir / DB_NAME).write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(ProfileError, match="damaged or not a TARA profile"):
+        Profile.open(profile_dir)
+
+
+# -- the real OS keyring ------------------------------------------------------------------------------
+
+def _require_keyring() -> None:
+    if keyring_backend() is None:
+        pytest.skip("no OS keyring backend here (keyring.backends.fail); scripts/test runs the tests inside "
+                    "dbus-run-session with gnome-keyring to exercise this path")
+
+
+def test_keyring_profile_round_trip_rotation_and_deletion(profile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _require_keyring()
+    import keyring
+
+    monkeypatch.delenv("TARA_PASSPHRASE")
+    with Profile.open(profile_dir) as p:
+        assert p.key_source == "keyring"
+        assert p.status()["key_source_detail"].startswith("keyring (")
+        pid = p.profile_id
+        cid = p.store.create_conversation("kept by the keyring")
+        p.store.append_message(cid, "user", "hello keyring")
+    stored = keyring.get_password(KEYRING_SERVICE, pid)
+    assert stored and '"keks"' in stored
+
+    with Profile.open(profile_dir) as p:  # no passphrase needed
+        assert p.store.messages(cid)[0].content == "hello keyring"
+        p.rotate_key()
+        after = keyring.get_password(KEYRING_SERVICE, pid)
+        assert after is not None
+        old_keks, new_keks = json.loads(stored)["keks"], json.loads(after)["keks"]
+        assert len(new_keks) == 1 and not set(new_keks) & set(old_keks)  # a new KEK, the old one gone
+        assert p.store.messages(cid)[0].content == "hello keyring"
+        assert p.audit.verify().ok
+
+    # Without the keyring entry the profile cannot be unlocked: the key lives only there.
+    keyring.set_password(KEYRING_SERVICE, pid + "-backup", after)
+    keyring.delete_password(KEYRING_SERVICE, pid)
+    with pytest.raises(ProfileError, match="not in the OS keyring"):
+        Profile.open(profile_dir)
+    keyring.set_password(KEYRING_SERVICE, pid, after)
+    keyring.delete_password(KEYRING_SERVICE, pid + "-backup")
+
+    with Profile.open(profile_dir) as p:
+        p.delete_everything()
+    assert keyring.get_password(KEYRING_SERVICE, pid) is None
+    assert not profile_dir.exists()
+
+
+def test_keyring_can_be_required_and_passphrase_can_be_preferred(
+    profile_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _require_keyring()
+    monkeypatch.setenv("TARA_KEY_SOURCE", "keyring")
+    with Profile.open(profile_dir) as p:  # TARA_PASSPHRASE is set, but keyring was asked for
+        assert p.key_source == "keyring"
+        p.delete_everything()
+    monkeypatch.setenv("TARA_KEY_SOURCE", "passphrase")
+    with Profile.open(tmp_path / "other") as p:
+        assert p.key_source == "passphrase"
