@@ -69,7 +69,7 @@ def open_head(vault: Vault) -> dict[str, Any] | None:
             table="meta",
             record_id="audit_head",
         ) from exc
-    head: dict[str, Any] = loads(vault.open("meta/audit_head", gen, sealed, "the audit trail head", "meta", "audit_head"))
+    head: dict[str, Any] = loads(vault.open("meta/audit_head", gen, sealed, "the audit trail head"))
     return head
 
 
@@ -119,7 +119,7 @@ class AuditTrail:
             rows = conn.execute("SELECT id, created_at, gen, data FROM audit ORDER BY id").fetchall()
         for rid, at, gen, data in rows:
             try:
-                body = loads(self._vault.open(f"audit/{rid}", gen, data, f"audit entry #{rid}", "audit", rid))
+                body = loads(self._vault.open(f"audit/{rid}", gen, data, f"audit entry #{rid}"))
             except RecordDamaged as exc:
                 if on_damaged == "raise":
                     raise
@@ -140,8 +140,8 @@ class AuditTrail:
                 return AuditReport(False, len(rows), None, str(exc))
         prev = GENESIS
         prev_id: int | None = None
-        for rid, at, gen, data, mac in rows:
-            rid = int(rid)
+        for row_id, at, gen, data, mac in rows:
+            rid = int(row_id)
             after = f"after entry #{prev_id}" if prev_id is not None else "at the start"
 
             def bad(problem: str, rid: int = rid) -> AuditReport:

@@ -49,8 +49,7 @@ class Consent:
         if row is None:
             return ConsentState(kind, DEFAULTS[kind], False, None)
         rid, at, gen, data = row
-        body = loads(self._vault.open(f"consent/{rid}/{kind}", gen, data, f"consent record {rid} ({kind})",
-                                      "consent", rid))
+        body = loads(self._vault.open(f"consent/{rid}/{kind}", gen, data, f"consent record {rid} ({kind})"))
         return ConsentState(kind, bool(body["granted"]), True, float(at))
 
     def state(self, kind: str) -> ConsentState:
@@ -110,8 +109,7 @@ class Consent:
             rows = conn.execute("SELECT id, kind, created_at, gen, data FROM consent ORDER BY id").fetchall()
         out = []
         for rid, kind, at, gen, data in rows:
-            body = loads(self._vault.open(f"consent/{rid}/{kind}", gen, data, f"consent record {rid} ({kind})",
-                                          "consent", rid))
+            body = loads(self._vault.open(f"consent/{rid}/{kind}", gen, data, f"consent record {rid} ({kind})"))
             out.append({"id": int(rid), "kind": str(kind), "granted": bool(body["granted"]), "at": float(at)})
         return out
 

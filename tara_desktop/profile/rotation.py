@@ -49,21 +49,21 @@ Resealer = Callable[[Vault, crypto.RecordKeys, tuple[Any, ...]], None]
 def _reseal_conversation(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
     rid, gen, data = row
     b = f"conversations/{rid}"
-    plain = v.open(b, gen, data, f"the title of conversation {rid}", "conversations", rid)
+    plain = v.open(b, gen, data, f"the title of conversation {rid}")
     v.conn.execute("UPDATE conversations SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
 
 
 def _reseal_message(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
     rid, cid, gen, data = row
     b = f"messages/{rid}/{cid}"
-    plain = v.open(b, gen, data, f"message {rid} of conversation {cid}", "messages", rid)
+    plain = v.open(b, gen, data, f"message {rid} of conversation {cid}")
     v.conn.execute("UPDATE messages SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
 
 
 def _reseal_setting(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
     rid, gen, data = row
     b = f"settings/{rid}"
-    plain = v.open(b, gen, data, f"setting {rid}", "settings", rid)
+    plain = v.open(b, gen, data, f"setting {rid}")
     lookup = k.lookup(str(loads(plain)["key"]))
     v.conn.execute("UPDATE settings SET gen = ?, data = ?, lookup = ? WHERE id = ?",
                    (k.gen, k.seal(b, plain), lookup, rid))
@@ -72,7 +72,7 @@ def _reseal_setting(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> Non
 def _reseal_consent(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
     rid, kind, gen, data = row
     b = f"consent/{rid}/{kind}"
-    plain = v.open(b, gen, data, f"consent record {rid} ({kind})", "consent", rid)
+    plain = v.open(b, gen, data, f"consent record {rid} ({kind})")
     v.conn.execute("UPDATE consent SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
 
 
@@ -80,8 +80,8 @@ def _reseal_blob(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
     rid, kind, gen, info, data = row
     bi, bd = f"blobs/{rid}/{kind}/info", f"blobs/{rid}/{kind}/data"
     what = f"blob {rid} ({kind})"
-    info_plain = v.open(bi, gen, info, what, "blobs", rid)
-    data_plain = v.open(bd, gen, data, what, "blobs", rid)
+    info_plain = v.open(bi, gen, info, what)
+    data_plain = v.open(bd, gen, data, what)
     v.conn.execute("UPDATE blobs SET gen = ?, info = ?, data = ? WHERE id = ?",
                    (k.gen, k.seal(bi, info_plain), k.seal(bd, data_plain), rid))
 
@@ -89,7 +89,7 @@ def _reseal_blob(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
 def _reseal_audit(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
     rid, gen, data = row
     b = f"audit/{rid}"
-    body = v.open(b, gen, data, f"audit entry #{rid}", "audit", rid)
+    body = v.open(b, gen, data, f"audit entry #{rid}")
     mac = k.mac(mac_input(int(rid), crypto.sha256(body)))
     v.conn.execute("UPDATE audit SET gen = ?, data = ?, mac = ? WHERE id = ?", (k.gen, k.seal(b, body), mac, rid))
 
@@ -107,7 +107,7 @@ assert set(STEPS) == set(SEALED_TABLES)
 
 def _remaining(vault: Vault, to: int) -> int:
     return sum(
-        int(vault.conn.execute(f"SELECT COUNT(*) FROM {t} WHERE gen != ?", (to,)).fetchone()[0])  # noqa: S608
+        int(vault.conn.execute(f"SELECT COUNT(*) FROM {t} WHERE gen != ?", (to,)).fetchone()[0])
         for t in SEALED_TABLES
     )
 
@@ -134,7 +134,7 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
             with vault.write() as conn:
                 keys = vault.keys_for(to)
                 rows = conn.execute(
-                    f"SELECT {columns} FROM {table} WHERE gen != ? ORDER BY id LIMIT ?", (to, BATCH)  # noqa: S608
+                    f"SELECT {columns} FROM {table} WHERE gen != ? ORDER BY id LIMIT ?", (to, BATCH)
                 ).fetchall()
                 for row in rows:
                     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from tara_desktop.profile.audit import AuditTrail
@@ -103,8 +103,7 @@ class ProfileStore:
     def _conversation_info(self, row: tuple[Any, ...], *, tolerate_damage: bool) -> ConversationInfo:
         cid, created, updated, pinned, gen, data = row
         try:
-            title = str(loads(self._vault.open(f"conversations/{cid}", gen, data, f"the title of conversation {cid}",
-                                               "conversations", cid))["title"])
+            title = str(loads(self._vault.open(f"conversations/{cid}", gen, data, f"the title of conversation {cid}"))["title"])
             damaged = False
         except RecordDamaged:
             if not tolerate_damage:
@@ -198,7 +197,7 @@ class ProfileStore:
     def _message(self, row: tuple[Any, ...]) -> Message:
         mid, cid, at, gen, data = row
         body = loads(self._vault.open(f"messages/{mid}/{cid}", gen, data,
-                                      f"message {mid} of conversation {cid}", "messages", mid))
+                                      f"message {mid} of conversation {cid}"))
         return Message(int(mid), int(cid), str(body["role"]), str(body["content"]), dict(body["meta"]), float(at))
 
     def message(self, mid: int) -> Message:
@@ -280,7 +279,7 @@ class ProfileStore:
         lookups = [v.keys_for(g).lookup(key) for g in gens]
         marks = ",".join("?" * len(lookups))
         return self._vault.conn.execute(
-            f"SELECT id, gen, data FROM settings WHERE lookup IN ({marks}) ORDER BY id", lookups  # noqa: S608
+            f"SELECT id, gen, data FROM settings WHERE lookup IN ({marks}) ORDER BY id", lookups
         ).fetchall()
 
     def get_setting(self, key: str, default: Any = None) -> Any:
@@ -288,7 +287,7 @@ class ProfileStore:
         with self._vault.read():
             rows = self._setting_rows(key)
         for sid, gen, data in rows:
-            body = loads(self._vault.open(f"settings/{sid}", gen, data, f"setting {sid}", "settings", sid))
+            body = loads(self._vault.open(f"settings/{sid}", gen, data, f"setting {sid}"))
             if body["key"] == key:
                 return body["value"]
         return default
@@ -321,7 +320,7 @@ class ProfileStore:
 
         def one(row: tuple[Any, ...]) -> tuple[str, Any]:
             sid, gen, data = row
-            body = loads(self._vault.open(f"settings/{sid}", gen, data, f"setting {sid}", "settings", sid))
+            body = loads(self._vault.open(f"settings/{sid}", gen, data, f"setting {sid}"))
             return str(body["key"]), body["value"]
 
         return dict(_tolerant(rows, one, on_damaged, damaged))
@@ -358,11 +357,11 @@ class ProfileStore:
         if row is None:
             raise ProfileError(f"blob {bid} does not exist; it may have been deleted")
         kind, gen, data = row
-        return self._vault.open(f"blobs/{bid}/{kind}/data", gen, data, f"blob {bid} ({kind})", "blobs", bid)
+        return self._vault.open(f"blobs/{bid}/{kind}/data", gen, data, f"blob {bid} ({kind})")
 
     def _blob_info(self, row: tuple[Any, ...]) -> BlobInfo:
         bid, kind, at, gen, info = row
-        body = loads(self._vault.open(f"blobs/{bid}/{kind}/info", gen, info, f"blob {bid} ({kind})", "blobs", bid))
+        body = loads(self._vault.open(f"blobs/{bid}/{kind}/info", gen, info, f"blob {bid} ({kind})"))
         return BlobInfo(int(bid), str(kind), str(body["name"]), int(body["size"]), float(at))
 
     def list_blobs(

@@ -206,7 +206,10 @@ class Vault:
         keys = self.current
         return keys.gen, keys.seal(binding, payload)
 
-    def open(self, binding: str, gen: int, sealed: bytes, what: str, table: str, record_id: int | str) -> bytes:
+    def open(self, binding: str, gen: int, sealed: bytes, what: str) -> bytes:
+        """Open a sealed value; RecordDamaged names ``what`` (the table and id come from the binding)."""
+        table, _, rest = binding.partition("/")
+        record_id: int | str = int(rest.split("/")[0]) if rest.split("/")[0].isdigit() else rest
         try:
             return self.keys_for(int(gen)).open(binding, bytes(sealed))
         except crypto.IntegrityFailure as exc:
@@ -220,7 +223,7 @@ class Vault:
     def next_id(self, table: str) -> int:
         """The id the next row of an AUTOINCREMENT table gets (call inside a write transaction)."""
         seq = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-        top = self.conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()  # noqa: S608 - fixed names
+        top = self.conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()
         return max(int(seq[0]) if seq else 0, int(top[0] or 0)) + 1
 
     def checkpoint(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tara_desktop.profile import Profile
 
+
 @pytest.fixture
 def profile_dir(tmp_path: Path) -> Path:
     return tmp_path / "profile"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from profile_helpers import files_containing
-
 from tara_desktop.profile import Profile
+
+from .profile_helpers import files_containing
 
 
 def _fill(p: Profile, canary: str) -> None:

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from profile_helpers import raw
 
 from tara_desktop.cli import main
 from tara_desktop.profile import Profile
+
+from .profile_helpers import raw
 
 
 def tara(*argv: str) -> int:
@@ -109,6 +110,6 @@ def test_consent_subcommand(home: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_real_command_exit_code(home: Path) -> None:
     """The installed entry point path: a subprocess gets exit 2 and one error line, no traceback."""
     proc = subprocess.run([sys.executable, "-m", "tara_desktop.cli", "profile", "delete"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "--yes" in proc.stderr and "Traceback" not in proc.stderr

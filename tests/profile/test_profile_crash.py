@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from profile_helpers import raw
 
 from tara_desktop.jobs import JobState
 from tara_desktop.profile import Profile
+
+from .profile_helpers import raw
+
 
 def _appender(profile_dir: Path, cid: int, run: int, out: int) -> None:
     profile = Profile.open(profile_dir)

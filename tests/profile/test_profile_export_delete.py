@@ -8,9 +8,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from profile_helpers import files_containing
 
 from tara_desktop.profile import Profile, ProfileError
+
+from .profile_helpers import files_containing
 
 
 def _fill(p: Profile, canary: str) -> tuple[int, int]:
@@ -25,7 +26,7 @@ def _fill(p: Profile, canary: str) -> tuple[int, int]:
 
 
 def test_export_folder_is_complete_and_readable(profile: Profile, tmp_path: Path) -> None:
-    cid, bid = _fill(profile, "x")
+    _fill(profile, "x")
     out = tmp_path / "export"
     summary = profile.export(out)
     assert summary["messages"] == 2 and summary["damaged_records"] == []

@@ -182,6 +182,7 @@ json_values = st.recursive(
 roles = st.sampled_from(["user", "assistant", "system"]) | st.text(alphabet=string.ascii_letters, max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(title=st.text(), content=st.text(), role=roles, meta=st.dictionaries(st.text(max_size=10), json_values, max_size=5))
 def test_any_message_round_trips(shared_profile: Profile, title: str, content: str, role: str, meta: dict[str, Any]) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from profile_helpers import raw
 
 from tara_desktop.profile import Profile, RecordDamaged
+
+from .profile_helpers import raw
 
 
 def _flip_in_file(profile_dir: Path, needle: bytes) -> None:
