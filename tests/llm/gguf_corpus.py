@@ -226,3 +226,41 @@ def repairable_files(tmp: Path) -> list[tuple[str, Path, str]]:
     p.write_bytes(_put(base.read_bytes(), kv[2] + 4, "<I", 64))
     out.append(("alignment_wrong", p, "laid out with alignment 32"))
     return out
+
+
+def _kv_string(key: str, value: bytes) -> bytes:
+    k = key.encode("utf-8")
+    return struct.pack("<Q", len(k)) + k + struct.pack("<IQ", 8, len(value)) + value
+
+
+def insert_kvs(data: bytes, entries: list[bytes], alignment: int = 32) -> bytes:
+    """Append metadata entries after the existing ones, padding with a filler string entry so the header
+    grows by a multiple of ``alignment`` and the tensor data stays aligned (the file stays loadable
+    except for whatever the entries themselves break)."""
+    lay = layout(data)
+    extra = b"".join(entries)
+    filler_base = len(_kv_string("tara.filler", b""))
+    pad = -(len(extra) + filler_base) % alignment
+    extra += _kv_string("tara.filler", b"f" * pad)
+    (n_kv,) = struct.unpack_from("<Q", data, 16)
+    at = lay.tensors[0][1] - 8 - len(lay.tensors[0][0]) if lay.tensors else lay.header_end
+    out = bytearray(data[:at] + extra + data[at:])
+    struct.pack_into("<Q", out, 16, n_kv + len(entries) + 1)
+    return bytes(out)
+
+
+def duplicate_key(data: bytes, key: str = "general.name") -> bytes:
+    return insert_kvs(data, [_kv_string(key, b"a second, conflicting value")])
+
+
+def bad_alignment(data: bytes, value: int = 48) -> bytes:
+    k = b"general.alignment"
+    return insert_kvs(data, [struct.pack("<Q", len(k)) + k + struct.pack("<II", 4, value)])
+
+
+def broken_template(data: bytes) -> bytes:
+    """Keep the length, break the Jinja syntax of the chat template."""
+    b = bytearray(data)
+    i = b.index(b"{% endfor %}")
+    b[i : i + 12] = b"{% endfxr %}"
+    return bytes(b)

@@ -63,6 +63,7 @@ def _check(path: Path, data: bytes) -> None:
         assert all(t.offset + t.n_bytes <= len(data) for t in result.tensors)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mutated())
 @pytest.mark.timeout(300)
