@@ -17,7 +17,7 @@ from typing import Any
 
 from tara_desktop.profile import crypto
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
-from tara_desktop.profile.vault import Vault, dumps, loads, now
+from tara_desktop.profile.vault import Vault, as_bytes, dumps, loads, now
 
 GENESIS = bytes(32)
 
@@ -148,20 +148,20 @@ class AuditTrail:
                 return AuditReport(False, len(rows), rid, f"entry #{rid}: {problem}")
 
             try:
-                body_bytes = vault.keys_for(int(gen)).open(f"audit/{rid}", bytes(data))
+                body_bytes = vault.keys_for(int(gen)).open(f"audit/{rid}", as_bytes(data))
             except crypto.IntegrityFailure as exc:
                 if "another record" in str(exc):
                     return bad("was moved: it holds another entry's content (entries were reordered or replaced)")
                 return bad("was edited: its sealed content fails its integrity check")
-            except ProfileError as exc:
-                return bad(f"cannot be checked: {exc}")
+            except (ProfileError, ValueError, TypeError):
+                return bad("was edited: it names a key generation the profile does not have")
             try:
                 body = loads(body_bytes)
                 digest = crypto.sha256(body_bytes)
                 body_id, body_prev, body_at = int(body["id"]), str(body["prev"]), float(body["at"])
             except (ValueError, KeyError, TypeError):
                 return bad("was edited: its content is not a valid audit entry")
-            if not hmac.compare_digest(vault.keys_for(int(gen)).mac(mac_input(rid, digest)), bytes(mac)):
+            if not hmac.compare_digest(vault.keys_for(int(gen)).mac(mac_input(rid, digest)), as_bytes(mac)):
                 return bad("was edited: its signature (HMAC) does not match")
             if body_id != rid or body_at != float(at):
                 return bad("was edited or reordered: its id or time differ from the signed content")
@@ -171,7 +171,8 @@ class AuditTrail:
         if head is None:
             if rows:
                 return AuditReport(False, len(rows), rows[0][0], "the audit trail head is missing: it was removed")
-            return AuditReport(True, 0)
+            # Every profile starts its trail with "profile.created": an empty trail was emptied.
+            return AuditReport(False, 0, 1, "entry #1: was removed (the audit trail is empty)")
         if int(head["count"]) != len(rows) or int(head["last_id"]) != (prev_id or 0) or head["last_hash"] != prev.hex():
             missing = int(head["count"]) - len(rows)
             last = int(head["last_id"])

@@ -36,7 +36,8 @@ def _safe_name(name: str) -> str:
 
 
 def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, indent=2).encode("utf-8", "surrogatepass")
+    # A lone surrogate (possible in Python text) becomes a JSON \uXXXX escape: the file stays valid UTF-8.
+    return json.dumps(value, ensure_ascii=False, indent=2).encode("utf-8", "backslashreplace")
 
 
 def collect(profile: Profile, state: JobState) -> tuple[dict[str, bytes], dict[str, Any]]:

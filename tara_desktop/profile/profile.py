@@ -33,6 +33,13 @@ def _initialized(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM meta WHERE key = 'profile_id'").fetchone() is not None
 
 
+def _default_dir() -> Path:
+    """TARA's own per-user data folder (what ``paths.profile_dir`` gives without overrides)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(paths.APP_NAME, appauthor=False, roaming=True))
+
+
 def _is_profile(db: Path) -> bool:
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -92,7 +99,9 @@ class Profile:
         if directory.exists() and not directory.is_dir():
             raise ProfileError(f"{directory} is a file, not a folder; choose another profile folder")
         made_dir = not directory.exists()
-        owns_dir = made_dir or not any(directory.iterdir())
+        # The profile owns its folder (delete removes all of it) when it made it, found it empty, or it
+        # is TARA's own per-user data folder; never a folder the user had filled with other things.
+        owns_dir = made_dir or not any(directory.iterdir()) or directory == _default_dir()
         made_db = not db.exists()
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -71,6 +71,19 @@ def loads(data: bytes) -> Any:
     return json.loads(data.decode("utf-8", "surrogatepass"))
 
 
+class UnknownGeneration(ProfileError):
+    """A row names a key generation the profile does not have."""
+
+
+def as_bytes(value: Any) -> bytes:
+    """A sealed column's bytes, even if its storage type was changed to TEXT or a number."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("ascii")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -85,6 +98,8 @@ def connect(path: Path) -> sqlite3.Connection:
         raise ProfileError(f"the profile database {path} cannot use WAL mode; put the profile on a local disk")
     # NORMAL is durable against a crash or a kill of the app in WAL mode (the crash test shows it);
     # only a power cut may lose the last commits, never the database's consistency.
+    # A value an attacker retyped to TEXT with invalid UTF-8 must fail that record's check, not the query.
+    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA temp_store = MEMORY")  # no temp files: sorts and temp tables stay in RAM
     conn.execute("PRAGMA secure_delete = ON")  # deleted records are overwritten with zeros
@@ -112,6 +127,9 @@ class Vault:
         written while another process rotates the key use the new generation."""
         with self.lock:
             self._check_open()
+            if self.conn.in_transaction:  # nested in this thread's own write: join it
+                yield self.conn
+                return
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 gen = int(self.get_meta("active_gen") or 0)
@@ -129,6 +147,9 @@ class Vault:
         """A consistent read snapshot (deferred transaction)."""
         with self.lock:
             self._check_open()
+            if self.conn.in_transaction:  # inside this thread's own transaction: already consistent
+                yield self.conn
+                return
             self.conn.execute("BEGIN")
             try:
                 yield self.conn
@@ -194,7 +215,7 @@ class Vault:
             self.load_keys()  # another process rotated the key meanwhile
             keys = self.keys.get(gen)
             if keys is None:
-                raise ProfileError(f"no key of generation {gen} exists in this profile; it was changed outside TARA")
+                raise UnknownGeneration(f"no key of generation {gen} exists in this profile; it was changed outside TARA")
         return keys
 
     @property
@@ -211,7 +232,11 @@ class Vault:
         table, _, rest = binding.partition("/")
         record_id: int | str = int(rest.split("/")[0]) if rest.split("/")[0].isdigit() else rest
         try:
-            return self.keys_for(int(gen)).open(binding, bytes(sealed))
+            try:
+                keys = self.keys_for(int(gen))
+            except (ValueError, TypeError, UnknownGeneration) as exc:
+                raise crypto.IntegrityFailure("its key generation was changed") from exc
+            return keys.open(binding, as_bytes(sealed))
         except crypto.IntegrityFailure as exc:
             raise RecordDamaged(
                 f"{what} failed its integrity check: {exc} outside TARA; the other records are unaffected "

@@ -135,3 +135,41 @@ def test_renumbered_audit_entries_are_named(profile_dir: Path) -> None:
         conn.execute("UPDATE audit SET id = 100 WHERE id = 2")
     bad, problem = _verify(profile_dir)
     assert bad == 3 and "does not follow" in problem
+
+
+def test_emptied_audit_trail_is_detected(profile_dir: Path) -> None:
+    _audit_profile(profile_dir)
+    with raw(profile_dir) as conn:
+        conn.execute("DELETE FROM audit")
+        conn.execute("DELETE FROM meta WHERE key = 'audit_head'")
+    assert _verify(profile_dir) == (1, "entry #1: was removed (the audit trail is empty)")
+
+
+def test_damaged_records_do_not_block_export(profile_dir: Path, tmp_path: Path) -> None:
+    with Profile.open(profile_dir) as p:
+        cid = p.store.create_conversation("c")
+        keep = p.store.append_message(cid, "user", "readable")
+        bad = p.store.append_message(cid, "user", "to be damaged")
+    with raw(profile_dir) as conn:
+        conn.execute("UPDATE messages SET data = substr(data, 1, length(data) - 1) || x'00' WHERE id = ?", (bad,))
+    with Profile.open(profile_dir) as p:
+        summary = p.export(tmp_path / "rescue")
+    assert summary["messages"] == 1 and len(summary["damaged_records"]) == 1
+    assert f"message {bad}" in summary["damaged_records"][0] and keep
+
+
+@pytest.mark.parametrize("gen", [99, "'x'", "x'00ff'"])
+def test_changed_key_generation_damages_that_record_only(profile_dir: Path, gen: object) -> None:
+    with Profile.open(profile_dir) as p:
+        cid = p.store.create_conversation("c")
+        a = p.store.append_message(cid, "user", "a")
+        b = p.store.append_message(cid, "user", "b")
+    with raw(profile_dir) as conn:
+        conn.execute(f"UPDATE messages SET gen = {gen} WHERE id = ?", (a,))
+        conn.execute(f"UPDATE audit SET gen = {gen} WHERE id = 1")
+    with Profile.open(profile_dir) as p:
+        with pytest.raises(RecordDamaged, match=f"message {a} of conversation {cid}.*key generation was changed"):
+            p.store.message(a)
+        assert p.store.message(b).content == "b"
+        report = p.audit.verify()
+        assert report.first_bad_id == 1 and "key generation" in report.problem
