@@ -24,6 +24,7 @@ KEEP_STRING_BYTES = 4 << 20  # metadata strings up to this size are kept in Gguf
 KEEP_ARRAY_ITEMS = 4096  # numeric arrays up to this many items are kept (per-layer head counts ...)
 KEEP_STRING_ITEMS = 256
 _CHUNK = 1 << 20
+_U64 = struct.Struct("<Q")
 
 REDOWNLOAD = "download it again or re-export it"
 
@@ -126,6 +127,33 @@ class Reader:
             raise Cut(what, self.pos)
         self.pos += n
 
+    def skip_strings(self, count: int, key: str) -> None:
+        """Skip ``count`` length-prefixed strings (a tokenizer's vocabulary or merges) quickly: the
+        lengths are read straight from the read-ahead buffer, each one checked against the file size."""
+        size = self.size
+        pos = self.pos
+        buf, start = self._buf, self._buf_start
+        last = start + len(buf) - 8  # the last position whose 8-byte length is inside the buffer
+        unpack = _U64.unpack_from
+        for i in range(count):
+            if pos > last or pos < start:
+                if pos + 8 > size:
+                    raise Cut(f"the length of item {i} of {key}", pos)
+                self._f.seek(pos)
+                buf, start = self._f.read(_CHUNK), pos
+                last = start + len(buf) - 8
+                if pos > last:
+                    raise Cut(f"the length of item {i} of {key}", pos)
+            (n,) = unpack(buf, pos - start)
+            pos += 8 + n
+            if pos > size:
+                raise InvalidGguf(
+                    f"item {i} of {key} claims to be {n} bytes long but only {size - pos + n} bytes are left in "
+                    f"the file: the header is corrupt or the file is truncated, {REDOWNLOAD}"
+                )
+        self.pos = pos
+        self._buf, self._buf_start = buf, start
+
     def u32(self, what: str) -> int:
         return int(struct.unpack("<I", self.read(4, what))[0])
 
@@ -225,17 +253,18 @@ def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem])
                 f"the header is corrupt or the file is truncated, {REDOWNLOAD}"
             )
         if item_type == ValueType.STRING:
-            keep = count <= KEEP_STRING_ITEMS
-            items: list[Any] = []
+            if count > KEEP_STRING_ITEMS:
+                r.skip_strings(count, key)
+                return ArrayValue(item_type, count, None)
+            items: list[Any] | None = []
             for i in range(count):
                 n = r.string_len(f"item {i} of {key}")
-                if keep and n <= 65536:
+                if items is not None and n <= 65536:
                     items.append(r.read(n, f"item {i} of {key}").decode("utf-8", errors="replace"))
-                else:
-                    keep = False
-                    items = []
+                else:  # a long item: keep none of them, and never hold a huge string in memory
+                    items = None
                     r.skip(n, f"item {i} of {key}")
-            return ArrayValue(item_type, count, tuple(items) if keep else None)
+            return ArrayValue(item_type, count, tuple(items) if items is not None else None)
         fmt = SCALAR_FORMATS[item_type]
         nbytes = count * min_item
         if count <= KEEP_ARRAY_ITEMS:

@@ -181,3 +181,30 @@ def test_the_installed_command_runs_as_a_process(valid: Path, tmp_path: Path) ->
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_large_vocabulary_is_walked_with_bounds(tmp_path: Path) -> None:
+    import struct
+
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "vocab.gguf"
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_token_list([f"token{i}" for i in range(1000)])
+    w.add_tensor("x", np.zeros(8, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    data = path.read_bytes()
+    assert gguf_file.validate(path).vocab_size == 1000
+    at = data.index(b"token500") - 8
+    bad = bytearray(data)
+    struct.pack_into("<Q", bad, at, 1 << 50)
+    path.write_bytes(bytes(bad))
+    with pytest.raises(InvalidGguf, match=r"^item 500 of tokenizer\.ggml\.tokens claims to be 1125899906842624 bytes"):
+        gguf_file.validate(path)
+    path.write_bytes(data[: at + 4])
+    with pytest.raises(InvalidGguf, match="truncated"):
+        gguf_file.validate(path)
