@@ -47,27 +47,38 @@ def _text(i: int) -> str:
     return " ".join(words[(i * 7 + k) % len(words)] for k in range(12 + i % 40))
 
 
-def run(directory: Path, n: int, *, encrypted: bool) -> tuple[list[float], list[float]]:
+def open_profile(directory: Path, *, encrypted: bool) -> Profile:
     profile = Profile.open(directory, passphrase="benchmark passphrase")
     if not encrypted:
         vault = profile._vault
         vault.keys = {g: PlainKeys(g, b"\0" * 32) for g in vault.keys}
-    store = profile.store
-    cids = [store.create_conversation(f"conversation {c}") for c in range(max(1, n // CONVERSATION))]
-    append_s = []
+    return profile
+
+
+def run(work: Path, n: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Both stores side by side, operations interleaved, so both see the same machine load."""
+    profiles = {"encrypted": open_profile(work / "encrypted", encrypted=True),
+                "plain": open_profile(work / "plain", encrypted=False)}
+    cids = {name: [p.store.create_conversation(f"conversation {c}") for c in range(max(1, n // CONVERSATION))]
+            for name, p in profiles.items()}
+    appends: dict[str, list[float]] = {name: [] for name in profiles}
+    reads: dict[str, list[float]] = {name: [] for name in profiles}
     for i in range(n):
-        cid = cids[i // CONVERSATION % len(cids)]
-        t0 = time.perf_counter()
-        store.append_message(cid, "user" if i % 2 else "assistant", _text(i), {"domain": "general", "i": i})
-        append_s.append(time.perf_counter() - t0)
-    read_s = []
-    for _ in range(7):
-        t0 = time.perf_counter()
-        msgs = store.messages(cids[0])
-        read_s.append(time.perf_counter() - t0)
-        assert len(msgs) == min(n, CONVERSATION)
-    profile.close()
-    return append_s, read_s
+        text, meta = _text(i), {"domain": "general", "i": i}
+        for name, p in profiles.items():
+            cid = cids[name][i // CONVERSATION % len(cids[name])]
+            t0 = time.perf_counter()
+            p.store.append_message(cid, "user" if i % 2 else "assistant", text, meta)
+            appends[name].append(time.perf_counter() - t0)
+    for _ in range(9):
+        for name, p in profiles.items():
+            t0 = time.perf_counter()
+            msgs = p.store.messages(cids[name][0])
+            reads[name].append(time.perf_counter() - t0)
+            assert len(msgs) == min(n, CONVERSATION)
+    for p in profiles.values():
+        p.close()
+    return {name: (appends[name], reads[name]) for name in profiles}
 
 
 def main() -> int:
@@ -79,8 +90,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-profile-", dir=args.dir))
     os.environ.pop("TARA_KEY_SOURCE", None)
     try:
-        enc_append, enc_read = run(work / "encrypted", args.messages, encrypted=True)
-        plain_append, plain_read = run(work / "plain", args.messages, encrypted=False)
+        results = run(work, args.messages)
+        enc_append, enc_read = results["encrypted"]
+        plain_append, plain_read = results["plain"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
