@@ -163,7 +163,11 @@ class AuditTrail:
                 return bad("was edited: its content is not a valid audit entry")
             if not hmac.compare_digest(vault.keys_for(int(gen)).mac(mac_input(rid, digest)), as_bytes(mac)):
                 return bad("was edited: its signature (HMAC) does not match")
-            if body_id != rid or body_at != float(at):
+            try:
+                same_time = body_at == float(at)
+            except (TypeError, ValueError):
+                same_time = False
+            if body_id != rid or not same_time:
                 return bad("was edited or reordered: its id or time differ from the signed content")
             if body_prev != prev.hex():
                 return bad(f"does not follow the entry before it: an entry {after} was removed or the order changed")
@@ -180,7 +184,7 @@ class AuditTrail:
                 return AuditReport(
                     False, len(rows), last,
                     f"entry #{last}: was removed ({missing} newest entr{'y' if missing == 1 else 'ies'} missing "
-                    f"after entry #{prev_id})",
+                    + (f"after entry #{prev_id})" if prev_id is not None else "— the whole trail)"),
                 )
             return AuditReport(
                 False, len(rows), last, f"entry #{last}: the newest entries do not match the signed head (removed or replaced)"

@@ -161,8 +161,8 @@ class KeyringSource(KeySource):
             raw = self._backend.get_password(KEYRING_SERVICE, self._user)  # type: ignore[union-attr]
         except Exception as exc:
             raise ProfileError(
-                f"the OS keyring refused to give the profile key ({type(exc).__name__}); unlock the keyring "
-                "and try again"
+                f"the OS keyring refused access to the profile key ({type(exc).__name__}); unlock the keyring "
+                "and try again (a new profile can use a passphrase instead: set TARA_PASSPHRASE)"
             ) from exc
         if not raw:
             return {}
