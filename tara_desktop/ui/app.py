@@ -1,0 +1,136 @@
+"""``tara-desktop``: start the GUI (or ``--smoke``: one offscreen chat turn with the demo model).
+
+Startup imports only Qt and the chat window; the profile, router and models open in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SMOKE_QUESTION = "Hello TARA! What can you help me with?"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    from tara_desktop import __version__
+
+    p = argparse.ArgumentParser(prog="tara-desktop", description="TARA: a local, private AI assistant.")
+    p.add_argument("--profile", metavar="DIR", help="profile directory (default: TARA_HOME or the OS data dir)")
+    p.add_argument("--smoke", action="store_true",
+                   help="open the window offscreen, run one chat turn with the demo model, print it, exit")
+    p.add_argument("--no-welcome", action="store_true", help="do not show the first-run welcome")
+    p.add_argument("--version", action="version", version=f"tara-desktop {__version__}")
+    return p.parse_args(argv)
+
+
+def create_application(argv: Sequence[str] | None = None) -> Any:
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        app = QApplication(list(argv or sys.argv[:1]))
+    app.setApplicationName("TARA")
+    app.setOrganizationName("TARA")
+    if isinstance(app, QGuiApplication):
+        app.setApplicationDisplayName("TARA")
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=os.environ.get("TARA_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    if args.profile:
+        os.environ["TARA_HOME"] = str(Path(args.profile).expanduser().resolve())
+    if args.smoke:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        return smoke(args)
+    app = create_application()
+    from tara_desktop.ui import error_hook, theme
+    from tara_desktop.ui.main_window import MainWindow
+
+    theme.apply_theme(app, "system")
+    window = MainWindow(Path(os.environ["TARA_HOME"]) if args.profile else None,
+                        show_welcome=not args.no_welcome)
+    error_hook.install(lambda: window)
+    window.show()
+    window.open_session()
+    return int(app.exec())
+
+
+def _demo_model(tmp: Path) -> Path:
+    """The bundled demo model, or (in a checkout without it) a tiny real GGUF built now."""
+    from tara_desktop import paths
+
+    bundled = paths.bundled_models_dir() / "tara-demo.gguf"
+    if bundled.is_file():
+        return bundled
+    from tara_desktop.llm.tiny_model import build_tiny_gguf
+
+    return Path(build_tiny_gguf(tmp / "tiny-demo.gguf"))
+
+
+def smoke(args: argparse.Namespace) -> int:
+    """Open the real window offscreen, send one message with the demo model, print the reply."""
+    with tempfile.TemporaryDirectory(prefix="tara-smoke-") as tmpdir:
+        tmp = Path(tmpdir)
+        if not args.profile:
+            os.environ["TARA_HOME"] = str(tmp / "profile")
+            os.environ.setdefault("TARA_PASSPHRASE", os.urandom(12).hex())
+        app = create_application()
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        from tara_desktop.ui import error_hook, theme
+        from tara_desktop.ui.main_window import MainWindow
+
+        theme.apply_theme(app, "light")
+        model = _demo_model(tmp)
+        window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False)
+        error_hook.install(lambda: window)
+        window.show()
+        outcome: dict[str, Any] = {}
+        loop = QEventLoop()
+
+        def on_ready(_assistant: Any) -> None:
+            window.chat.send(SMOKE_QUESTION, model_path=model)
+
+        def on_done(result: Any) -> None:
+            outcome["result"] = result
+            loop.quit()
+
+        def on_failed(message: str) -> None:
+            outcome["error"] = message
+            loop.quit()
+
+        window.assistant_ready.connect(on_ready)
+        window.session.failed.connect(on_failed)
+        window.chat.turn_finished.connect(on_done)
+        window.chat.turn_failed.connect(on_failed)
+        QTimer.singleShot(300_000, lambda: on_failed("the smoke turn took longer than 5 minutes"))
+        window.open_session()
+        loop.exec()
+        window.close()
+        app.processEvents()
+        if "error" in outcome:
+            sys.stderr.write(f"error: {outcome['error']}\n")
+            return 1
+        result = outcome["result"]
+        sys.stdout.write(f"you:  {SMOKE_QUESTION}\n")
+        sys.stdout.write(f"tara: {result.reply}\n")
+        sys.stdout.write(f"      [{result.domain} · {Path(str(result.model)).name} · "
+                         f"first token {result.ttft_s or 0:.2f} s · {result.tokens_per_s or 0:.1f} tok/s]\n")
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The conversation list: new, rename, delete, and search across every conversation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from tara_desktop.errors import TaraError
+
+log = logging.getLogger(__name__)
+
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ConversationList(QWidget):
+    """Lists the conversations of the open profile's store.
+
+    Signals:
+        conversation_selected(object): a conversation id, or None for a new, empty chat.
+        error(str): something the user should see.
+    """
+
+    conversation_selected = Signal(object)
+    error = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("ConversationSidebar")
+        self.store: Any = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 12, 10, 10)
+        self.new_button = QPushButton("+  New chat", self)
+        self.new_button.setObjectName("PrimaryButton")
+        self.new_button.setAccessibleName("New chat")
+        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
+        layout.addWidget(self.new_button)
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Search all conversations")
+        self.search.setAccessibleName("Search conversations")
+        self.search.setClearButtonEnabled(True)
+        layout.addWidget(self.search)
+        self.list = QListWidget(self)
+        self.list.setObjectName("ConversationList")
+        self.list.setAccessibleName("Conversations")
+        layout.addWidget(self.list, 1)
+        self.hint = QLabel("", self)
+        self.hint.setObjectName("Muted")
+        self.hint.setWordWrap(True)
+        layout.addWidget(self.hint)
+        row = QHBoxLayout()
+        self.rename_button = QToolButton(self)
+        self.rename_button.setText("Rename")
+        self.rename_button.setAccessibleName("Rename conversation")
+        self.delete_button = QToolButton(self)
+        self.delete_button.setText("Delete")
+        self.delete_button.setAccessibleName("Delete conversation")
+        row.addWidget(self.rename_button)
+        row.addWidget(self.delete_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(200)
+        self._search_timer.timeout.connect(self.refresh)
+        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        self.new_button.clicked.connect(self.new_conversation)
+        self.rename_button.clicked.connect(self.rename_current)
+        self.delete_button.clicked.connect(self.delete_current)
+        self.list.currentItemChanged.connect(self._on_current_changed)
+        self._quiet = False
+        self.set_store(None)
+
+    def set_store(self, store: Any) -> None:
+        self.store = store
+        enabled = store is not None
+        for w in (self.new_button, self.search, self.rename_button, self.delete_button):
+            w.setEnabled(enabled)
+        self.refresh()
+
+    def current_id(self) -> int | None:
+        item = self.list.currentItem()
+        return None if item is None else item.data(ID_ROLE)
+
+    def refresh(self, select: int | None = None) -> None:
+        """Reload from the store, keeping (or moving to) the selected conversation, without re-emitting."""
+        keep = select if select is not None else self.current_id()
+        self._quiet = True
+        try:
+            self.list.clear()
+            if self.store is None:
+                self.hint.setText("Opening your profile…")
+                return
+            query = self.search.text().strip()
+            try:
+                if query:
+                    ids = self._matching_ids(query)
+                    convs = [c for c in self.store.list_conversations() if c.id in ids]
+                    self.hint.setText(f"{len(convs)} conversation(s) mention “{query}”.")
+                else:
+                    convs = list(self.store.list_conversations())
+                    self.hint.setText("" if convs else "No conversations yet.")
+            except TaraError as exc:
+                self.error.emit(str(exc))
+                return
+            for conv in convs:
+                item = QListWidgetItem(conv.title or "Untitled")
+                item.setData(ID_ROLE, conv.id)
+                item.setToolTip(conv.title or "Untitled")
+                self.list.addItem(item)
+                if conv.id == keep:
+                    self.list.setCurrentItem(item)
+        finally:
+            self._quiet = False
+
+    def _matching_ids(self, query: str) -> set[int]:
+        found = {m.conversation_id for m in self.store.search(query)}
+        q = query.lower()
+        found |= {c.id for c in self.store.list_conversations() if q in (c.title or "").lower()}
+        return found
+
+    def _on_current_changed(self, current: QListWidgetItem | None, _previous: Any) -> None:
+        if not self._quiet and current is not None:
+            self.conversation_selected.emit(current.data(ID_ROLE))
+
+    def select(self, conversation_id: int | None) -> None:
+        """Select a conversation (and emit) — None clears the selection for a new chat."""
+        if conversation_id is None:
+            self._quiet = True
+            self.list.setCurrentRow(-1)
+            self.list.clearSelection()
+            self._quiet = False
+            self.conversation_selected.emit(None)
+            return
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            if item.data(ID_ROLE) == conversation_id:
+                self.list.setCurrentItem(item)
+                return
+        self.refresh(select=conversation_id)
+        self.conversation_selected.emit(conversation_id)
+
+    def new_conversation(self) -> None:
+        self.select(None)
+
+    def rename_current(self) -> None:
+        cid = self.current_id()
+        if cid is None or self.store is None:
+            return
+        old = self.list.currentItem().text()
+        title, ok = QInputDialog.getText(self, "Rename conversation", "New name:", text=old)
+        if ok and title.strip():
+            try:
+                self.store.rename_conversation(cid, title.strip())
+            except TaraError as exc:
+                self.error.emit(str(exc))
+            self.refresh()
+
+    def delete_current(self) -> None:
+        cid = self.current_id()
+        if cid is None or self.store is None:
+            return
+        name = self.list.currentItem().text()
+        answer = QMessageBox.question(
+            self, "Delete conversation",
+            f"Delete “{name}” and all its messages? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.store.delete_conversation(cid)
+        except TaraError as exc:
+            self.error.emit(str(exc))
+        self.refresh()
+        self.select(None)

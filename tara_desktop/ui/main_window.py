@@ -1,0 +1,241 @@
+"""The main window: a navigation bar (Chat, Models, Training, Privacy, Settings) and the pages.
+
+The window shows at once; the profile and services open on a background job (the session) and the
+pages get the assistant when it is ready. Pages other than Chat are built the first time they are shown,
+so startup imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from tara_desktop.ui.chat_pane import ChatPane
+from tara_desktop.ui.conversation_list import ConversationList
+from tara_desktop.ui.session import Session
+from tara_desktop.ui.workers import JobHost
+
+log = logging.getLogger(__name__)
+
+PAGES = ("Chat", "Models", "Training", "Privacy", "Settings")
+
+
+class _LazyPage(QWidget):
+    """A placeholder that builds the real page the first time it is needed."""
+
+    def __init__(self, factory: Callable[[], QWidget], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._factory = factory
+        self.page: QWidget | None = None
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+
+    def build(self) -> QWidget:
+        if self.page is None:
+            self.page = self._factory()
+            self._layout.addWidget(self.page)
+        return self.page
+
+
+class MainWindow(QMainWindow):
+    """TARA's window.
+
+    Signals:
+        assistant_ready(object): the services are open (the Assistant).
+    """
+
+    assistant_ready = Signal(object)
+
+    def __init__(self, profile_dir: Path | None = None, *, show_welcome: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("TARA")
+        self.setMinimumSize(QSize(760, 520))
+        self.resize(1180, 760)
+        self.jobs = JobHost(self)
+        self.session = Session(self.jobs, profile_dir, self)
+        self._show_welcome = show_welcome
+        self._closing = False
+        central = QWidget(self)
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        self.nav = QListWidget(central)
+        self.nav.setObjectName("NavBar")
+        self.nav.setAccessibleName("Sections")
+        self.nav.setFixedWidth(132)
+        for name in PAGES:
+            self.nav.addItem(name)
+        row.addWidget(self.nav)
+        self.stack = QStackedWidget(central)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        # Chat page: conversations | chat pane
+        self.conversations = ConversationList(self)
+        self.chat = ChatPane(self.jobs, parent=self)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.addWidget(self.conversations)
+        splitter.addWidget(self.chat)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([240, 900])
+        splitter.setChildrenCollapsible(False)
+        self.stack.addWidget(splitter)
+        self.pages: dict[str, _LazyPage] = {}
+        for name in PAGES[1:]:
+            lazy = _LazyPage(functools.partial(self._make_page, name), self.stack)
+            self.pages[name] = lazy
+            self.stack.addWidget(lazy)
+        self.nav.currentRowChanged.connect(self._on_nav)
+        self.nav.setCurrentRow(0)
+        self.statusBar().addPermanentWidget(self._status_label())
+        self._build_menus()
+
+        self.conversations.conversation_selected.connect(self.chat.show_conversation)
+        self.conversations.error.connect(self.chat.banner.show_error)
+        self.chat.conversation_created.connect(lambda cid: self.conversations.refresh(select=cid))
+        self.chat.turn_finished.connect(lambda _r: self.conversations.refresh())
+        self.session.status_changed.connect(self._on_session_status)
+        self.session.opened.connect(self._on_opened)
+        self.session.failed.connect(self._on_open_failed)
+        self.session.model_status.connect(self.chat.set_status)
+
+    # ---- pages ------------------------------------------------------------------------------------
+    def _make_page(self, name: str) -> QWidget:
+        page: Any
+        if name == "Models":
+            from tara_desktop.ui.models_page import ModelsPage
+
+            page = ModelsPage(self.jobs, self)
+        elif name == "Training":
+            from tara_desktop.ui.training_tab import TrainingTab
+
+            page = TrainingTab(self.jobs, self)
+        elif name == "Privacy":
+            from tara_desktop.ui.privacy_page import PrivacyPage
+
+            page = PrivacyPage(self.jobs, self)
+            page.everything_deleted.connect(self._on_everything_deleted)
+        else:
+            from tara_desktop.ui.settings_page import SettingsPage
+
+            page = SettingsPage(self)
+        if self.session.assistant is not None:
+            page.set_assistant(self.session.assistant)
+        return page
+
+    def page(self, name: str) -> Any:
+        """The page called ``name``, built if needed (tests and menus use this)."""
+        if name == "Chat":
+            return self.chat
+        return self.pages[name].build()
+
+    def show_page(self, name: str) -> Any:
+        self.nav.setCurrentRow(PAGES.index(name))
+        return self.page(name)
+
+    def _on_nav(self, row: int) -> None:
+        if row > 0:
+            self.pages[PAGES[row]].build()
+        self.stack.setCurrentIndex(row)
+
+    def _status_label(self) -> QLabel:
+        self.status_label = QLabel("Starting…", self)
+        self.status_label.setAccessibleName("Status")
+        return self.status_label
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "&New chat", "Ctrl+N", self.conversations.new_conversation)
+        self._action(file_menu, "&Add a model file…", "Ctrl+O", lambda: self.show_page("Models").add_model_dialog())
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+        view = bar.addMenu("&View")
+        for i, name in enumerate(PAGES):
+            self._action(view, f"&{name}", f"Ctrl+{i + 1}", functools.partial(self.show_page, name))
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Welcome and setup…", None, self.show_welcome)
+        self._action(help_menu, "&About TARA", None, self._about)
+
+    def _action(self, menu: Any, text: str, shortcut: Any, slot: Callable[[], Any]) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def _about(self) -> None:
+        from tara_desktop import __version__
+
+        QMessageBox.about(self, "About TARA", f"<b>TARA {__version__}</b><p>A local, private AI assistant. "
+                          "Everything you say stays on this computer, encrypted.</p>")
+
+    # ---- session ----------------------------------------------------------------------------------
+    def open_session(self) -> None:
+        self.session.open()
+
+    def _on_session_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _on_opened(self, assistant: Any) -> None:
+        self.conversations.set_store(assistant.profile.store)
+        self.chat.set_assistant(assistant)
+        for lazy in self.pages.values():
+            if lazy.page is not None:
+                lazy.page.set_assistant(assistant)  # type: ignore[attr-defined]
+        self.assistant_ready.emit(assistant)
+        if self._show_welcome and not self.session.welcome_done():
+            self.show_welcome()
+
+    def _on_open_failed(self, message: str) -> None:
+        self.chat.banner.show_error(message)
+
+    def show_welcome(self) -> None:
+        if self.session.assistant is None:
+            self.chat.banner.show_info("The welcome opens once your profile is unlocked.")
+            return
+        from tara_desktop.ui.welcome import WelcomeWizard
+
+        wizard = WelcomeWizard(self.session, self)
+        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        wizard.open()
+
+    def _on_everything_deleted(self) -> None:
+        self.conversations.set_store(None)
+        self.chat.set_assistant(None)
+        self.chat.show_conversation(None)
+        self.session.reopen()
+
+    # ---- closing ----------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Stop what runs (a reply, a download, a training job) and wait for it, then close the profile."""
+        if not self._closing:
+            self._closing = True
+            if self.jobs.busy:
+                self.status_label.setText("Stopping…")
+                QApplication.processEvents()
+            self.jobs.shutdown()
+            for lazy in self.pages.values():
+                if lazy.page is not None and hasattr(lazy.page, "shutdown"):
+                    lazy.page.shutdown()
+            self.session.close()
+        event.accept()

@@ -1,0 +1,164 @@
+"""Edit which model (and LoRA adapter) answers each domain; saved encrypted in the profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from tara_desktop.errors import TaraError
+
+NO_ADAPTER = "(no adapter)"
+
+
+def _mapping_key() -> str:
+    from tara_desktop.assistant import MAPPING_KEY
+
+    return MAPPING_KEY
+
+
+class MappingEditor(QWidget):
+    """A row per domain: model file, adapter file, adapter scale.
+
+    Signals:
+        saved(): the mapping was stored.
+        error(str): something went wrong (one sentence).
+    """
+
+    saved = Signal()
+    error = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.assistant: Any = None
+        self.model_names: list[str] = []
+        layout = QVBoxLayout(self)
+        note = QLabel("Choose the model and optional LoRA adapter that answer each domain.", self)
+        note.setObjectName("Muted")
+        layout.addWidget(note)
+        self.table = QTableWidget(0, 3, self)
+        self.table.setHorizontalHeaderLabels(["Domain", "Model", "Adapter (scale)"])
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setAccessibleName("Domain to model mapping")
+        layout.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.save_button = QPushButton("Save mapping", self)
+        self.save_button.setObjectName("PrimaryButton")
+        self.save_button.setAccessibleName("Save mapping")
+        row.addWidget(self.save_button)
+        layout.addLayout(row)
+        self.save_button.clicked.connect(self.save)
+
+    def set_assistant(self, assistant: Any) -> None:
+        self.assistant = assistant
+        self.setEnabled(assistant is not None)
+        self._fill()
+
+    def set_models(self, models: list[Path]) -> None:
+        self.model_names = sorted({m.name for m in models})
+        self._fill()
+
+    def _fill(self) -> None:
+        self.table.setRowCount(0)
+        if self.assistant is None:
+            return
+        configs = self.assistant.configs
+        for domain in sorted(configs.domains):
+            choice = configs.mapping.for_domain(domain)
+            r = self.table.rowCount()
+            self.table.insertRow(r)
+            label = QLabel(domain.capitalize())
+            label.setContentsMargins(6, 0, 6, 0)
+            self.table.setCellWidget(r, 0, label)
+            models = QComboBox()
+            models.setEditable(True)
+            models.setAccessibleName(f"Model for {domain}")
+            models.addItems(sorted({*self.model_names, choice.model}))
+            models.setCurrentText(choice.model)
+            self.table.setCellWidget(r, 1, models)
+            self.table.setCellWidget(r, 2, self._adapter_cell(domain, choice.adapter, choice.adapter_scale))
+        self.table.resizeColumnToContents(0)
+
+    def _adapter_cell(self, domain: str, adapter: str | None, scale: float) -> QWidget:
+        cell = QWidget()
+        row = QHBoxLayout(cell)
+        row.setContentsMargins(2, 0, 2, 0)
+        box = QComboBox(cell)
+        box.setEditable(True)
+        box.setAccessibleName(f"Adapter for {domain}")
+        box.addItem(NO_ADAPTER)
+        if adapter:
+            box.addItem(adapter)
+            box.setCurrentText(adapter)
+        browse = QPushButton("…", cell)
+        browse.setAccessibleName(f"Choose an adapter file for {domain}")
+        browse.setMaximumWidth(32)
+        browse.clicked.connect(lambda: self._browse(box))
+        spin = QDoubleSpinBox(cell)
+        spin.setRange(0.0, 4.0)
+        spin.setSingleStep(0.1)
+        spin.setValue(scale)
+        spin.setAccessibleName(f"Adapter scale for {domain}")
+        row.addWidget(box, 1)
+        row.addWidget(browse)
+        row.addWidget(spin)
+        return cell
+
+    def _browse(self, box: QComboBox) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a LoRA adapter", str(Path.home()),
+                                              "GGUF adapters (*.gguf);;All files (*)")
+        if path:
+            box.setCurrentText(path)
+
+    def values(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for r in range(self.table.rowCount()):
+            label = self.table.cellWidget(r, 0)
+            models = self.table.cellWidget(r, 1)
+            cell = self.table.cellWidget(r, 2)
+            assert isinstance(label, QLabel) and isinstance(models, QComboBox) and cell is not None
+            adapter_box = cell.findChild(QComboBox)
+            spin = cell.findChild(QDoubleSpinBox)
+            adapter = adapter_box.currentText().strip() if adapter_box is not None else ""
+            out[label.text().lower()] = {
+                "model": models.currentText().strip(),
+                "adapter": None if adapter in ("", NO_ADAPTER) else adapter,
+                "adapter_scale": spin.value() if spin is not None else 1.0,
+            }
+        return out
+
+    def save(self) -> None:
+        if self.assistant is None:
+            return
+        from tara_desktop.config import ModelChoice
+
+        values = self.values()
+        for domain, v in values.items():
+            if not v["model"]:
+                self.error.emit(f"the {domain} domain has no model; choose one before saving")
+                return
+        try:
+            self.assistant.profile.store.set_setting(_mapping_key(), values)
+            mapping = self.assistant.configs.mapping
+            for domain, v in values.items():
+                mapping.domains[domain] = ModelChoice(**v)
+        except (TaraError, ValueError) as exc:
+            self.error.emit(str(exc))
+            return
+        self.saved.emit()

@@ -1,0 +1,153 @@
+"""The session: opens the assistant (profile, configs, router, model pool) off the GUI thread.
+
+It asks for the passphrase when the profile needs one, and then warms up the default model in the
+background so the first reply does not pay for the load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QWidget
+
+from tara_desktop.jobs import JobState
+from tara_desktop.ui.workers import JobHost, JobThread
+
+log = logging.getLogger(__name__)
+
+WELCOME_KEY = "ui.welcome_done"
+
+
+def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Any:
+    from tara_desktop.assistant import Assistant  # type: ignore[attr-defined]
+
+    if passphrase is not None:
+        try:
+            return Assistant.open(profile_dir, passphrase=passphrase)  # type: ignore[call-arg]
+        except TypeError:
+            os.environ["TARA_PASSPHRASE"] = passphrase  # this process only; never written anywhere
+    return Assistant.open(profile_dir)
+
+
+def needs_passphrase(exc: BaseException | None, message: str) -> bool:
+    """True when the profile could open with a (different) passphrase."""
+    if exc is not None and type(exc).__name__ == "ProfileLocked":
+        return True
+    text = message.lower()
+    return "passphrase" in text and ("wrong" in text or "locked" in text or "needed" in text)
+
+
+class Session(QObject):
+    """Holds the open assistant.
+
+    Signals:
+        status_changed(str): a short line for the status bar.
+        opened(object): the Assistant is ready.
+        failed(str): it could not be opened (one sentence).
+        model_status(str): the default model's state (loading, ready, not found).
+    """
+
+    status_changed = Signal(str)
+    opened = Signal(object)
+    failed = Signal(str)
+    model_status = Signal(str)
+
+    def __init__(self, jobs: JobHost, profile_dir: Path | None, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.jobs = jobs
+        self.profile_dir = profile_dir
+        self.assistant: Any = None
+        self._window = parent
+        self._job: JobThread | None = None
+        self.passphrase_tries = 0
+
+    def open(self, passphrase: str | None = None) -> None:
+        if self._job is not None:
+            return
+        self.status_changed.emit("Opening your profile…")
+        profile_dir = self.profile_dir
+
+        def run(state: JobState, _emit: Any) -> Any:
+            state.report(None, "Opening your profile")
+            return _open_assistant(profile_dir, passphrase)
+
+        self._job = self.jobs.start(run, "open-profile")
+        self._job.succeeded.connect(self._on_opened)
+        self._job.failed.connect(self._on_failed)
+        self._job.cancelled.connect(self._on_cancelled)
+
+    def _on_cancelled(self) -> None:
+        self._job = None
+
+    def _on_opened(self, assistant: Any) -> None:
+        self._job = None
+        self.assistant = assistant
+        self.status_changed.emit("Ready")
+        self.opened.emit(assistant)
+        self.warm_up()
+
+    def _on_failed(self, message: str) -> None:
+        exc = self._job.exception if self._job is not None else None
+        self._job = None
+        if needs_passphrase(exc, message) and self.passphrase_tries < 5:
+            from tara_desktop.ui.unlock_dialog import ask_passphrase
+
+            self.passphrase_tries += 1
+            first = self.passphrase_tries == 1
+            phrase = ask_passphrase(self._window, None if first else message)
+            if phrase is not None:
+                self.open(phrase)
+                return
+        self.status_changed.emit("Profile not open")
+        self.failed.emit(message)
+
+    def warm_up(self) -> None:
+        """Load the default model in the background (if the assistant can) and report its state."""
+        assistant = self.assistant
+        preload = getattr(assistant, "preload", None) or getattr(assistant, "warm_up", None)
+        name = self.default_model_name()
+        if preload is None:
+            self.model_status.emit(f"Model: {name} (loads with the first message)")
+            return
+        self.model_status.emit(f"Model: {name} — loading…")
+
+        def run(state: JobState, _emit: Any) -> Any:
+            return preload(state=state)
+
+        job = self.jobs.start(run, "warm-up")
+        job.succeeded.connect(lambda _r: self.model_status.emit(f"Model: {name} — ready"))
+        job.failed.connect(lambda m: self.model_status.emit(f"Model: {name} — {m}"))
+
+    def default_model_name(self) -> str:
+        try:
+            return str(self.assistant.configs.mapping.default.model)
+        except AttributeError:
+            return "?"
+
+    def welcome_done(self) -> bool:
+        try:
+            return bool(self.assistant.profile.store.get_setting(WELCOME_KEY, False))
+        except Exception:
+            return True
+
+    def reopen(self) -> None:
+        self.close()
+        self.open()
+
+    def close(self) -> None:
+        assistant, self.assistant = self.assistant, None
+        if assistant is None and self._job is not None and self._job.isFinished():
+            assistant = self._job.result  # opened while the window was closing: close it too
+            self._job = None
+        if assistant is None:
+            return
+        closer = getattr(assistant, "close", None) or getattr(assistant.profile, "close", None)
+        try:
+            if closer is not None:
+                closer()
+        except Exception:
+            log.warning("closing the profile failed", exc_info=True)

@@ -1,0 +1,142 @@
+"""QThread bridges: run a plain ``run(..., state: JobState)`` function off the GUI thread.
+
+A :class:`JobThread` owns one :class:`~tara_desktop.jobs.JobState`. The function it runs reports progress
+to that state and may hand partial results (streamed tokens, loss points) to ``emit_partial``; both
+cross into the GUI thread only as queued signals. The function's return value, a user error, an
+unexpected error or a cancellation each end in exactly one signal, followed by ``done``.
+
+A :class:`JobHost` keeps the jobs of one window so that closing the window cancels them and waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from tara_desktop.errors import TaraError
+from tara_desktop.jobs import Cancelled, JobState
+
+log = logging.getLogger(__name__)
+
+JobFunction = Callable[[JobState, Callable[[Any], None]], Any]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: a TaraError as it is, anything else named plainly."""
+    if isinstance(exc, TaraError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return f"Something went wrong ({name}{': ' + text if text else ''}). Please try again."
+
+
+class JobThread(QThread):
+    """Runs ``fn(state, emit_partial)`` on its own thread.
+
+    Signals:
+        progress(object, str): fraction in 0..1 (or None when unknown) and a message.
+        partial(object): something the function handed to ``emit_partial`` (a token, a metrics row).
+        succeeded(object): the function's return value.
+        failed(str): one sentence for the user.
+        cancelled(): the function stopped because :meth:`cancel` was called.
+        done(): always last, after one of the three above.
+    """
+
+    progress = Signal(object, str)
+    partial = Signal(object)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    done = Signal()
+
+    def __init__(self, fn: JobFunction, name: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(name)
+        self._fn = fn
+        self.state = JobState(on_progress=self._on_progress)
+        self.result: Any = None
+        self.error: str | None = None
+        self.exception: BaseException | None = None
+
+    def _on_progress(self, fraction: float | None, message: str) -> None:
+        self.progress.emit(fraction, message)
+
+    def cancel(self) -> None:
+        self.state.cancel()
+
+    def run(self) -> None:  # QThread override, runs on the worker thread
+        try:
+            self.result = self._fn(self.state, self.partial.emit)
+        except Cancelled:
+            self.cancelled.emit()
+        except TaraError as exc:
+            self.exception = exc
+            self.error = str(exc)
+            self.failed.emit(self.error)
+        except Exception as exc:  # every error becomes a message, never a crash
+            log.error("job %s failed: %s", self.objectName(), type(exc).__name__, exc_info=True)
+            self.exception = exc
+            self.error = describe_error(exc)
+            self.failed.emit(self.error)
+        else:
+            self.succeeded.emit(self.result)
+        finally:
+            self.done.emit()
+
+
+class JobHost(QObject):
+    """The running jobs of one window: start them, cancel them all, wait for them on close.
+
+    Signals:
+        busy_changed(bool): True while at least one job runs.
+        created(object): a job was created and is about to start (connect to it here to miss nothing).
+    """
+
+    busy_changed = Signal(bool)
+    created = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._jobs: list[JobThread] = []
+
+    def start(self, fn: JobFunction, name: str) -> JobThread:
+        """Create, register and start a job; connect to its signals before control returns to Qt."""
+        job = JobThread(fn, name, self)
+        self._jobs.append(job)
+        job.finished.connect(self._on_job_finished)  # queued: the host lives on the GUI thread
+        was_busy = self.busy
+        self.created.emit(job)
+        job.start()
+        if not was_busy:
+            self.busy_changed.emit(True)
+        return job
+
+    def _on_job_finished(self) -> None:
+        for job in [j for j in self._jobs if j.isFinished() or j is self.sender()]:
+            job.wait()  # the thread is past run(); this returns at once
+            self._jobs.remove(job)
+            job.deleteLater()
+        if not self._jobs:
+            self.busy_changed.emit(False)
+
+    @property
+    def busy(self) -> bool:
+        return any(j.isRunning() or not j.isFinished() for j in self._jobs)
+
+    def running(self) -> list[JobThread]:
+        return [j for j in self._jobs if not j.isFinished()]
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel every job and wait for it; True when all stopped in time."""
+        jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+        ok = True
+        for job in jobs:
+            if not job.wait(timeout_ms):
+                log.warning("job %s did not stop within %d ms", job.objectName(), timeout_ms)
+                ok = False
+        return ok

@@ -1,0 +1,139 @@
+"""The real window with a real tiny GGUF: send and stream, stop, regenerate, edit, switch, search, errors."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+TIMEOUT = 120_000
+
+
+def test_send_a_message_and_see_the_streamed_reply(qtbot: Any, window: Any, send: Any) -> None:
+    result = send("How do I write a business plan?")
+    chat = window.chat
+    assert not result.cancelled and result.reply
+    assert len(result.streamed) > 1  # it arrived token by token
+    user, reply = chat.view.bubbles
+    assert user.content == "How do I write a business plan?"
+    assert reply.content == result.reply
+    assert result.domain in reply.meta_label.text()
+    assert "tok/s" in reply.meta_label.text()
+    assert chat.composer.send_button.text() == "Send"
+    stored = chat.store.messages(result.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[1].content == result.reply
+    assert window.conversations.list.count() == 1
+    assert window.conversations.current_id() == result.conversation_id
+
+
+def test_stop_mid_stream(qtbot: Any, window: Any, send: Any) -> None:
+    chat = window.chat
+    first_token = threading.Event()
+    stop_clicked = threading.Event()
+
+    def hold_after_first_token(_token: object) -> None:  # runs on the worker thread
+        if not first_token.is_set():
+            first_token.set()
+            stop_clicked.wait(30)
+
+    def on_created(job: Any) -> None:
+        job.partial.connect(hold_after_first_token, Qt.ConnectionType.DirectConnection)
+
+    window.jobs.created.connect(on_created)
+    qtbot.keyClicks(chat.composer.edit, "Tell me a long story about the sea.")
+    qtbot.keyClick(chat.composer.edit, Qt.Key.Key_Return)
+    window.jobs.created.disconnect(on_created)
+    with qtbot.waitSignal(chat.turn_finished, timeout=TIMEOUT) as blocker:
+        assert first_token.wait(60)
+        qtbot.mouseClick(chat.composer.send_button, Qt.MouseButton.LeftButton)  # "Stop"
+        stop_clicked.set()
+    qtbot.waitUntil(lambda: not chat.busy, timeout=TIMEOUT)
+    result = blocker.args[0]
+    assert result.cancelled
+    reply = chat.view.bubbles[-1]
+    assert "stopped" in reply.meta_label.text()
+    assert chat.composer.send_button.text() == "Send"
+
+
+def test_regenerate_replaces_the_last_reply(qtbot: Any, window: Any, send: Any) -> None:
+    first = send("What is a balance sheet?")
+    chat = window.chat
+    reply = chat.view.bubbles[-1]
+    assert reply.regenerate_button is not None and reply.regenerate_button.isEnabled()
+    with qtbot.waitSignal(chat.turn_finished, timeout=TIMEOUT) as blocker:
+        qtbot.mouseClick(reply.regenerate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not chat.busy, timeout=TIMEOUT)
+    second = blocker.args[0]
+    assert second.conversation_id == first.conversation_id
+    stored = chat.store.messages(first.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]  # replaced, not appended
+    assert stored[0].content == "What is a balance sheet?"
+    assert stored[1].id == second.message_id != first.message_id
+    assert [b.role for b in chat.view.bubbles] == ["user", "assistant"]
+
+
+def test_edit_and_resend(qtbot: Any, window: Any, send: Any) -> None:
+    first = send("Explain photosyntesis")
+    chat = window.chat
+    user = chat.view.bubbles[0]
+    assert user.edit_button is not None
+    qtbot.mouseClick(user.edit_button, Qt.MouseButton.LeftButton)
+    assert chat.composer.edit.toPlainText() == "Explain photosyntesis"
+    assert chat.store.messages(first.conversation_id) == []
+    chat.composer.edit.clear()
+    second = send("Explain photosynthesis")
+    assert second.conversation_id == first.conversation_id
+    stored = chat.store.messages(first.conversation_id)
+    assert [m.content for m in stored if m.role == "user"] == ["Explain photosynthesis"]
+
+
+def test_switch_conversations_and_search(qtbot: Any, window: Any, send: Any) -> None:
+    a = send("How much sleep does an adult need?")
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)  # File → New chat
+    assert window.chat.view.bubbles == []
+    b = send("How should I price my SaaS product?")
+    assert a.conversation_id != b.conversation_id
+    convs = window.conversations
+    assert convs.list.count() == 2
+    for i in range(convs.list.count()):
+        if convs.list.item(i).data(Qt.ItemDataRole.UserRole) == a.conversation_id:
+            convs.list.setCurrentRow(i)
+    assert window.chat.conversation_id == a.conversation_id
+    assert window.chat.view.bubbles[0].content == "How much sleep does an adult need?"
+    convs.search.setText("SaaS")
+    convs.refresh()
+    assert convs.list.count() == 1
+    assert convs.list.item(0).data(Qt.ItemDataRole.UserRole) == b.conversation_id
+
+
+def test_rename_and_delete_a_conversation(qtbot: Any, window: Any, send: Any, monkeypatch: Any) -> None:
+    from PySide6.QtWidgets import QInputDialog, QMessageBox
+
+    result = send("What foods are high in iron?")
+    convs = window.conversations
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Iron", True))
+    qtbot.mouseClick(convs.rename_button, Qt.MouseButton.LeftButton)
+    assert convs.list.item(0).text() == "Iron"
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    qtbot.mouseClick(convs.delete_button, Qt.MouseButton.LeftButton)
+    assert convs.list.count() == 0
+    assert all(c.id != result.conversation_id for c in window.chat.store.list_conversations())
+    assert window.chat.view.bubbles == []
+
+
+def test_a_model_that_cannot_load_shows_an_error_not_a_crash(qtbot: Any, window: Any, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 40)
+    chat = window.chat
+    chat.model_override = broken
+    with qtbot.waitSignal(chat.turn_failed, timeout=TIMEOUT) as blocker:
+        qtbot.keyClicks(chat.composer.edit, "hello")
+        qtbot.keyClick(chat.composer.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not chat.busy, timeout=TIMEOUT)
+    assert blocker.args[0]
+    assert chat.banner.text == blocker.args[0]
+    assert chat.banner.kind == "error"
+    assert "Traceback" not in chat.banner.text

@@ -1,0 +1,107 @@
+"""Models, Privacy and Settings pages in the real window, on a real profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+TIMEOUT = 120_000
+
+
+def test_add_a_broken_gguf_and_see_the_error(qtbot: Any, window: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    page = window.show_page("Models")
+    broken = tmp_path / "not-a-model.gguf"
+    broken.write_text("this is a text file, not a model\n", encoding="utf-8")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(broken), ""))
+    before = page.table.rowCount()
+    qtbot.mouseClick(page.add_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.banner.kind == "error", timeout=TIMEOUT)
+    qtbot.waitUntil(page.add_button.isEnabled, timeout=TIMEOUT)
+    assert page.banner.text.startswith("not-a-model.gguf was not added:")
+    assert "Traceback" not in page.banner.text
+    assert page.table.rowCount() == before
+    assert not (Path(window.session.assistant.profile_dir) / "models" / broken.name).exists()
+
+
+def test_add_validate_and_load_a_real_gguf(qtbot: Any, window: Any, tiny_gguf: Path) -> None:
+    page = window.show_page("Models")
+    page.add_model(tiny_gguf)
+    qtbot.waitUntil(lambda: any(m.name == tiny_gguf.name for m in page.models), timeout=TIMEOUT)
+    row = next(i for i, m in enumerate(page.models) if m.name == tiny_gguf.name)
+    assert page.table.item(row, 2).text().split(" (")[0] in ("fits", "may be slow", "won't fit")
+    page.table.selectRow(row)
+    page.validate_selected()
+    qtbot.waitUntil(lambda: "is valid" in page.banner.text, timeout=TIMEOUT)
+    page.load_selected()
+    qtbot.waitUntil(lambda: page.table.item(row, 3).text() == "loaded", timeout=TIMEOUT)
+    page.unload_selected()
+    assert page.table.item(row, 3).text() == ""
+
+
+def test_export_and_delete_everything_from_the_privacy_page(
+    qtbot: Any, window: Any, send: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    result = send("How can I lower my blood pressure naturally?")
+    page = window.show_page("Privacy")
+    assert page.where_form.rowCount() > 0
+    out = tmp_path / "export.zip"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    with qtbot.waitSignal(page.exported, timeout=TIMEOUT):
+        qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    assert out.exists() and out.stat().st_size > 0
+    assert "Exported to" in page.banner.text
+
+    asked: list[str] = []
+
+    def confirm(_parent: Any, _title: str, text: str, *a: Any, **k: Any) -> Any:
+        asked.append(text)
+        return QMessageBox.StandardButton.Yes
+
+    monkeypatch.setattr(QMessageBox, "warning", confirm)
+    with qtbot.waitSignal(window.assistant_ready, timeout=TIMEOUT):  # a fresh, empty profile opens
+        qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
+    assert "permanently deletes all your conversations" in asked[0]
+    assert "cannot be undone" in asked[0]
+    store = window.session.assistant.profile.store
+    assert store.list_conversations() == []
+    assert window.conversations.list.count() == 0
+    assert result.conversation_id is not None
+
+
+def test_delete_everything_can_be_cancelled(qtbot: Any, window: Any, send: Any, monkeypatch: Any) -> None:
+    send("What is cash flow?")
+    page = window.show_page("Privacy")
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: QMessageBox.StandardButton.Cancel)
+    qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
+    assert len(window.session.assistant.profile.store.list_conversations()) == 1
+
+
+def test_consent_toggles_and_audit_verify(qtbot: Any, window: Any) -> None:
+    page = window.show_page("Privacy")
+    profile = window.session.assistant.profile
+    box = page.consent_boxes["record_voice"]
+    was = bool(profile.consent.get("record_voice"))
+    box.setChecked(not was)
+    assert bool(profile.consent.get("record_voice")) is (not was)
+    assert page.audit_table.rowCount() > 0
+    qtbot.mouseClick(page.verify_button, Qt.MouseButton.LeftButton)
+    assert page.verify_result.text().startswith("✓")
+
+
+def test_settings_are_saved_in_the_profile(qtbot: Any, window: Any) -> None:
+    page = window.show_page("Settings")
+    page.theme_box.setCurrentIndex(page.theme_box.findData("dark"))
+    page.font_size.setValue(13)
+    page.memory.setValue(3072)
+    page.threads.setValue(1)
+    qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
+    assert page.banner.kind == "info"
+    from tara_desktop.assistant import SETTINGS_KEY
+
+    saved = window.session.assistant.profile.store.get_setting(SETTINGS_KEY)
+    assert saved["app"] == {"theme": "dark", "font_size": 13}
+    assert saved["llm"] == {"memory_budget_mb": 3072, "threads": 1}
+    assert window.session.assistant.configs.app.llm.memory_budget_mb == 3072

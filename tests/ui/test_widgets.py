@@ -1,0 +1,120 @@
+"""Widgets on their own: the message box keys, Send/Stop, markdown, reply details, push-to-talk, fit labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+from tara_desktop.ui.composer import Composer
+from tara_desktop.ui.markdown_render import to_html
+from tara_desktop.ui.message_view import MessageView, format_meta
+from tara_desktop.ui.model_files import fit_label, human_size
+from tara_desktop.ui.push_to_talk import LevelMeter, PushToTalkButton, VoiceStateIndicator
+from tara_desktop.ui.voice_controller import level_from_dbfs
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(qtbot: Any) -> None:
+    composer = Composer()
+    qtbot.addWidget(composer)
+    sent: list[str] = []
+    composer.send_requested.connect(sent.append)
+    qtbot.keyClicks(composer.edit, "first line")
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(composer.edit, "second line")
+    assert sent == []
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
+    assert sent == ["first line\nsecond line"]
+    assert composer.edit.toPlainText() == ""
+
+
+def test_blank_messages_are_not_sent_and_busy_turns_send_into_stop(qtbot: Any) -> None:
+    composer = Composer()
+    qtbot.addWidget(composer)
+    sent: list[str] = []
+    stops: list[bool] = []
+    composer.send_requested.connect(sent.append)
+    composer.stop_requested.connect(lambda: stops.append(True))
+    qtbot.keyClicks(composer.edit, "   ")
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
+    assert sent == []
+    composer.set_busy(True)
+    assert composer.send_button.text() == "Stop"
+    qtbot.keyClicks(composer.edit, "hello")
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return)  # Enter does not send while a reply streams
+    assert sent == []
+    qtbot.mouseClick(composer.send_button, Qt.MouseButton.LeftButton)
+    assert stops == [True]
+    composer.set_busy(False)
+    qtbot.mouseClick(composer.send_button, Qt.MouseButton.LeftButton)
+    assert sent == ["hello"]
+
+
+def test_markdown_renders_code_blocks_and_never_raw_html() -> None:
+    html = to_html("Here:\n\n```python\nprint('<b>hi</b>')\n```\n\nand <script>alert(1)</script> **bold**")
+    assert "<pre>" in html and "<code" in html
+    assert "&lt;b&gt;hi&lt;/b&gt;" in html  # code is shown as text
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<strong>bold</strong>" in html
+
+
+def test_reply_details_line() -> None:
+    line = format_meta({"domain": "technical", "model": "/x/models/tara-demo.gguf", "emotion": "calm",
+                        "ttft_s": 0.214, "tokens_per_s": 18.26})
+    assert line == "technical · tara-demo.gguf · feeling: calm · first token 0.21 s · 18.3 tok/s"
+    assert format_meta({"domain": "general", "cancelled": True}) == "general · stopped"
+    assert format_meta(None) == ""
+
+
+def test_message_view_streams_into_a_bubble_and_clears(qtbot: Any) -> None:
+    view = MessageView()
+    qtbot.addWidget(view)
+    view.resize(600, 400)
+    view.show()
+    view.add_message("user", "Hello", message_id=1)
+    reply = view.add_message("assistant", "", message_id=None)
+    for token in ("Hi", " there", "!"):
+        reply.append_text(token)
+    assert reply.content == "Hi there!"
+    assert "Hi there!" in reply.body.toPlainText()
+    assert reply.body.height() > 10
+    view.set_actions_enabled(True)
+    assert reply.regenerate_button is not None and not reply.regenerate_button.isEnabled()  # no id yet
+    view.clear()
+    assert view.bubbles == []
+
+
+def test_push_to_talk_button_reports_hold_and_release(qtbot: Any) -> None:
+    button = PushToTalkButton()
+    qtbot.addWidget(button)
+    events: list[str] = []
+    button.press_started.connect(lambda: events.append("down"))
+    button.press_ended.connect(lambda: events.append("up"))
+    qtbot.mousePress(button, Qt.MouseButton.LeftButton)
+    qtbot.mouseRelease(button, Qt.MouseButton.LeftButton)
+    assert events == ["down", "up"]
+    assert button.accessibleName() == "Push to talk"
+
+
+def test_voice_state_and_level(qtbot: Any) -> None:
+    indicator = VoiceStateIndicator()
+    meter = LevelMeter()
+    qtbot.addWidget(indicator)
+    qtbot.addWidget(meter)
+    for state in ("listening", "transcribing", "thinking", "speaking", "idle"):
+        indicator.set_state(state)
+        assert indicator.state == state
+    indicator.set_state("nonsense")
+    assert indicator.state == "idle"
+    meter.set_level(level_from_dbfs(-30.0))
+    assert meter.level == 0.5
+    assert level_from_dbfs(float("-inf")) == 0.0
+
+
+def test_fit_labels_and_sizes() -> None:
+    assert fit_label(500, 8000) == "fits"
+    assert fit_label(6000, 8000) == "may be slow"
+    assert fit_label(9000, 8000) == "won't fit"
+    assert fit_label(3000, 8000, budget_mb=2048) == "may be slow"
+    assert human_size(1536) == "1.5 KB"
+    assert human_size(3 * 1024**3) == "3.0 GB"
