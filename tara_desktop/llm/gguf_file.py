@@ -282,10 +282,12 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
         key, key_ok = r.string(f"metadata key {i}", keep=65536)
         if key is None:
             raise InvalidGguf(f"metadata key {i} is longer than 64 KiB: the header is corrupt, {REDOWNLOAD}")
+        if key_ok and not key.isprintable():
+            key_ok = False  # control characters (a newline...) in a key: as unusable as bad UTF-8
         label = key if key_ok else f"#{i}"
         if not key_ok:
             problems.append(
-                MetadataProblem("bad_utf8_key", label, f"metadata key {i} ({key!r}) is not valid UTF-8")
+                MetadataProblem("bad_utf8_key", label, f"metadata key {i} ({key[:80]!r}) is not valid UTF-8 text")
             )
         vtype = r.u32(f"the value type of metadata key {label}")
         value = read_value(r, vtype, label, problems)
@@ -315,8 +317,10 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
     names: set[str] = set()
     for i in range(n_tensors):
         name_s, name_ok = r.string(f"the name of tensor {i}", keep=65536)
-        if name_s is None or not name_ok:
-            raise InvalidGguf(f"the name of tensor {i} is not valid UTF-8 text: the header is corrupt, {REDOWNLOAD}")
+        if name_s is None or not name_ok or not name_s.isprintable():
+            raise InvalidGguf(
+                f"the name of tensor {i} is not printable UTF-8 text: the header is corrupt, {REDOWNLOAD}"
+            )
         name = name_s
         if len(name.encode("utf-8")) > MAX_NAME_BYTES:
             raise InvalidGguf(

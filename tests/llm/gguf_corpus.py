@@ -179,6 +179,9 @@ def bad_files(valid: bytes, seed: int = 0) -> list[BadFile]:
     dup = bytearray(valid)
     dup[b_name_pos : b_name_pos + len(b[0]) + 8] = valid[a_name_pos : a_name_pos + len(a[0]) + 8]
     out.append(BadFile("duplicate_tensor", bytes(dup), "appears twice"))
+    newline = bytearray(valid)
+    newline[b_name_pos + 8 + 3] = ord("\n")
+    out.append(BadFile("tensor_name_newline", bytes(newline), "not printable"))
     # truncations: inside the header at many points, and inside the tensor data
     header_cuts = sorted({4, 7, 8, 12, 20, 24, 30, *(rng.randrange(24, lay.header_end) for _ in range(12))})
     for cut in header_cuts:
@@ -211,6 +214,14 @@ def repairable_files(tmp: Path) -> list[tuple[str, Path, str]]:
     p = tmp / "duplicate_key.gguf"
     p.write_bytes(bytes(data))
     out.append(("duplicate_key", p, "appears more than once"))
+
+    base = write_valid_gguf(tmp / "key_base.gguf", extra_strings={"tara.note": "x"})
+    data = bytearray(base.read_bytes())
+    i = data.index(b"tara.note")
+    data[i + 4] = ord("\n")
+    p = tmp / "control_char_key.gguf"
+    p.write_bytes(bytes(data))
+    out.append(("control_char_key", p, "is not valid UTF-8 text"))
 
     base = write_valid_gguf(tmp / "align_base.gguf", alignment=64)
     lay = layout(base.read_bytes())
