@@ -71,6 +71,13 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
+def _clean(text: str | None, default: str = "-") -> str:
+    """Text from a file, safe to print: no control characters (no terminal escapes), one line."""
+    if not text:
+        return default
+    return "".join(c if c.isprintable() else "?" for c in text)[:200]
+
+
 def _gguf_info(args: argparse.Namespace) -> int:
     info = gguf_file.inspect(args.path)
     if args.json:
@@ -85,14 +92,14 @@ def _gguf_info(args: argparse.Namespace) -> int:
     rows = [
         ("file", str(info.path)),
         ("size", f"{_human_bytes(info.size_bytes)} ({info.size_bytes} bytes)"),
-        ("type", info.model_type),
-        ("architecture", info.architecture or "unknown"),
-        ("name", info.name or "-"),
+        ("type", _clean(info.model_type)),
+        ("architecture", _clean(info.architecture, "unknown")),
+        ("name", _clean(info.name)),
         ("parameters", _human_count(info.parameter_count)),
         ("quantization", info.quantization),
         ("context length", str(info.context_length) if info.context_length else "unknown"),
         ("chat template", "yes" if info.chat_template else "no (a default will be used)"),
-        ("tokenizer", f"{info.tokenizer_model or 'none'}" + (f", {info.vocab_size} tokens" if info.vocab_size else "")),
+        ("tokenizer", _clean(info.tokenizer_model, "none") + (f", {info.vocab_size} tokens" if info.vocab_size else "")),
         ("layers", str(info.n_layers) if info.n_layers else "unknown"),
         ("embedding", str(info.n_embd) if info.n_embd else "unknown"),
         ("heads", f"{info.n_head or '?'} (kv {info.n_head_kv or '?'})"),
@@ -114,7 +121,7 @@ def _gguf_validate(args: argparse.Namespace) -> int:
     info = gguf_file.validate(args.path, expected_sha256=args.sha256)
     extra = ", sha256 matches" if args.sha256 else ""
     print(
-        f"ok: {info.path} is a valid GGUF {info.model_type} ({info.architecture or 'unknown architecture'}, "
+        f"ok: {info.path} is a valid GGUF {_clean(info.model_type)} ({_clean(info.architecture, 'unknown architecture')}, "
         f"{info.quantization}, {info.tensor_count} tensors{extra})"
     )
     return 0

@@ -83,3 +83,27 @@ def test_random_bodies_after_a_plausible_header(
     tmp_path: Path, version: int, n_tensors: int, n_kv: int, body: bytes
 ) -> None:
     _check(tmp_path / "r.gguf", b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv) + body)
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=mutated())
+@pytest.mark.timeout(300)
+def test_repair_of_mutated_files_gives_a_valid_copy_or_a_clear_error(tmp_path: Path, data: bytes) -> None:
+    from tara_desktop.errors import TaraError
+    from tara_desktop.llm.gguf_repair import repair
+
+    src = tmp_path / "m.gguf"
+    out = tmp_path / "out" / "fixed.gguf"
+    out.parent.mkdir(exist_ok=True)
+    for leftover in out.parent.iterdir():
+        leftover.unlink()
+    src.write_bytes(data)
+    try:
+        repair(src, out)
+    except TaraError as exc:
+        assert "\n" not in str(exc)
+        assert list(out.parent.iterdir()) == []
+    else:
+        assert gguf_file.validate(out).problems == ()
+    assert src.read_bytes() == data  # the original is never touched
