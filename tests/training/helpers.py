@@ -26,11 +26,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+# A random tiny model learns fastest with LoRA on every linear layer.
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 def small_spec(base: Path, out: Path, **overrides: object) -> TrainingSpec:
     """The spec the job tests share: a few dozen steps on the tiny base, one thread."""
     fields: dict[str, object] = dict(
         domain="general", base=str(base), out_dir=str(out), data_path="pairs.jsonl", data_name="pairs.jsonl",
-        lora_rank=8, lora_alpha=16, lora_dropout=0.1, learning_rate=5e-3, max_steps=24, batch_size=4,
+        lora_rank=8, lora_alpha=16, lora_dropout=0.1, learning_rate=2e-2, target_modules=ALL_LINEAR,
+        max_steps=24, batch_size=4,
         save_every=6, seed=0, threads=1, sample_count=1, sample_max_new_tokens=8, max_length=64,
     )
     fields.update(overrides)
