@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a.add_argument("--json", action="store_true", help="print the report as JSON")
     a.set_defaults(handler=cmd_audit_verify)
 
-    r = sub.add_parser("rotate-key", help="re-encrypt everything under a new key")
+    r = sub.add_parser("rotate-key", help="re-encrypt everything under a new key",
+                       description="Re-encrypt everything under a new key. A kill at any moment loses nothing; "
+                                   "the next open finishes the rotation.")
+    r.add_argument("--to", choices=("keyring", "passphrase"), dest="to_source",
+                   help="move the key to the OS keyring, or protect it with a passphrase instead")
+    r.add_argument("--new-passphrase", action="store_true",
+                   help="change the passphrase (read from TARA_NEW_PASSPHRASE, or asked for on a terminal)")
     r.set_defaults(handler=cmd_rotate_key)
 
     c = sub.add_parser("consent", help="show consent choices, or set one: consent KIND yes|no")
@@ -149,11 +156,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_passphrase() -> str:
+    value = os.environ.get("TARA_NEW_PASSPHRASE")
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise ProfileError("set TARA_NEW_PASSPHRASE to the new passphrase (or run this in a terminal to type it)")
+    first = getpass.getpass("New passphrase: ")
+    if not first or getpass.getpass("Repeat the new passphrase: ") != first:
+        raise ProfileError("the new passphrases were empty or differ; run the command again")
+    return first
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
+    new_passphrase: str | None = None
+    if args.new_passphrase or args.to_source == "passphrase":
+        if args.to_source == "keyring":
+            raise ProfileError("--new-passphrase goes with a passphrase, not with --to keyring; use one of them")
+        new_passphrase = _new_passphrase()
     with open_profile(create=False) as profile:
-        gen = profile.rotate_key(JobState(_progress))
+        gen = profile.rotate_key(JobState(_progress), key_source=args.to_source, new_passphrase=new_passphrase)
         source = profile.status()["key_source_detail"]
     print(f"key rotated: everything is now encrypted with key generation {gen} ({source}); the old key is destroyed")
+    if new_passphrase is not None:
+        print("from now on the profile opens with the new passphrase (update TARA_PASSPHRASE if you use it)")
     return 0
 
 

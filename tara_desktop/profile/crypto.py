@@ -107,6 +107,7 @@ class RecordKeys:
 
     def __init__(self, gen: int, secret: bytes) -> None:
         self.gen = gen
+        self.secret = secret  # kept to wrap it under a new KEK when the key source changes
         record_key = _hkdf(secret, b"tara/profile/records/fernet/v1")
         self._fernet = _fernet(record_key)
         self._reader = FernetReader(record_key)

@@ -222,6 +222,19 @@ class KeyringSource(KeySource):
         return f"keyring ({keyring_name()})"
 
 
+class UnavailableSource(KeySource):
+    """A source this process cannot use (another process changed the passphrase): reopen the profile."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def kek(self, kek_id: str, params: dict[str, Any]) -> bytes:
+        raise ProfileLocked("the profile's passphrase was changed by another TARA window; open the profile again")
+
+    def new_kek(self) -> tuple[str, dict[str, Any], bytes]:
+        raise ProfileLocked("the profile's passphrase was changed by another TARA window; open the profile again")
+
+
 def choose_source_for_new_profile(
     profile_id: str, passphrase: str | None, requested: str | None
 ) -> KeySource:

@@ -17,7 +17,7 @@ from tara_desktop.jobs import JobState
 from tara_desktop.profile import crypto, keys
 from tara_desktop.profile.audit import AuditTrail
 from tara_desktop.profile.consent import Consent
-from tara_desktop.profile.errors import ProfileError, RecordDamaged
+from tara_desktop.profile.errors import ProfileError, ProfileLocked, RecordDamaged
 from tara_desktop.profile.store import ProfileStore
 from tara_desktop.profile.vault import DB_NAME, SCHEMA, SCHEMA_VERSION, Vault, connect, now
 
@@ -232,11 +232,30 @@ class Profile:
 
         return export_profile(self, Path(out), state)
 
-    def rotate_key(self, state: JobState | None = None) -> int:
-        """Re-encrypt everything under a new key; returns the new key generation."""
+    def rotate_key(
+        self, state: JobState | None = None, *, key_source: str | None = None, new_passphrase: str | None = None
+    ) -> int:
+        """Re-encrypt everything under a new key; returns the new key generation.
+
+        ``new_passphrase`` changes the passphrase; ``key_source`` ("keyring" or "passphrase") moves the key
+        to the OS keyring or to a passphrase. Until the rotation ends, the old and the new secret both
+        unlock the profile; afterwards only the new one does.
+        """
         from tara_desktop.profile.rotation import rotate_key
 
-        return rotate_key(self._vault, state)
+        current = self._vault.source
+        target: keys.KeySource | None = None
+        if key_source is not None and key_source not in keys.SOURCES:
+            raise ProfileError(f"unknown key source '{key_source}'; use 'keyring' or 'passphrase'")
+        if key_source == "keyring":
+            if new_passphrase:
+                raise ProfileError("a new passphrase goes with the passphrase key source, not the keyring")
+            target = current if current.kind == "keyring" else keys.KeyringSource(self.profile_id)
+        elif new_passphrase is not None:
+            target = keys.PassphraseSource(new_passphrase)
+        elif key_source == "passphrase" and current.kind != "passphrase":
+            raise ProfileLocked("moving the key from the keyring to a passphrase needs the new passphrase")
+        return rotate_key(self._vault, state, target)
 
     def verify_records(self) -> list[str]:
         """Open every record; the descriptions of the damaged ones (empty when all are intact)."""

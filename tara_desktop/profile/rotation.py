@@ -18,6 +18,7 @@ from tara_desktop.jobs import JobState
 from tara_desktop.profile import crypto
 from tara_desktop.profile.audit import AuditTrail, mac_input, open_head, seal_head
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
+from tara_desktop.profile.keys import KeyringSource, KeySource, UnavailableSource
 from tara_desktop.profile.vault import SEALED_TABLES, Vault, loads, now
 
 log = logging.getLogger(__name__)
@@ -25,22 +26,46 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
-def _begin(vault: Vault) -> None:
-    """Make and store the new generation; mark the rotation as in progress."""
-    kek_id, params, kek = vault.source.new_kek()  # durable (keyring written) before the profile names it
+def _begin(vault: Vault, target: KeySource) -> None:
+    """Make and store the new generation; mark the rotation as in progress.
+
+    When the key source changes (a new passphrase, keyring <-> passphrase), every generation is wrapped
+    under both the old and the new KEK until the rotation ends, so either secret unlocks the profile
+    after a kill at any moment.
+    """
+    kek_id, params, kek = target.new_kek()  # durable (keyring written) before the profile names it
     with vault.write() as conn:
         if vault.get_meta("rotation") is not None:
             return  # another process started one meanwhile: finish that one
         old = vault.active_gen
         new = int(conn.execute("SELECT MAX(gen) FROM data_keys").fetchone()[0]) + 1
         secret = crypto.new_secret()
+        at = now()
         conn.execute("INSERT INTO keks (id, source, params, created_at) VALUES (?, ?, ?, ?)",
-                     (kek_id, vault.source.kind, json.dumps(params), now()))
-        conn.execute("INSERT INTO data_keys (gen, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?)",
-                     (new, kek_id, crypto.wrap_secret(kek, f"data_keys/{new}", secret), now()))
-        vault.set_meta("rotation", json.dumps({"to": new, "kek": kek_id, "from": old, "started_at": now()}))
-        AuditTrail(vault).append_in_transaction("key.rotation.started", {"from": old, "to": new})
+                     (kek_id, target.kind, json.dumps(params), at))
+        wraps = [(new, kek_id, crypto.wrap_secret(kek, f"data_keys/{new}", secret))]
+        if target is not vault.source:
+            old_keks = conn.execute("SELECT id, params FROM keks WHERE id != ? AND source = ?",
+                                    (kek_id, vault.source.kind)).fetchall()
+            for old_id, old_params in old_keks:
+                try:
+                    old_kek = vault.source.kek(str(old_id), json.loads(old_params))
+                except ProfileError:
+                    continue
+                wraps.append((new, str(old_id), crypto.wrap_secret(old_kek, f"data_keys/{new}", secret)))
+            for gen, keys in vault.keys.items():
+                wraps.append((gen, kek_id, crypto.wrap_secret(kek, f"data_keys/{gen}", keys.secret)))
+        conn.executemany("INSERT OR REPLACE INTO data_keys (gen, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?)",
+                         [(*w, at) for w in wraps])
+        vault.set_meta("rotation", json.dumps({
+            "to": new, "kek": kek_id, "from": old, "source": target.kind, "started_at": at,
+        }))
+        AuditTrail(vault).append_in_transaction(
+            "key.rotation.started", {"from": old, "to": new, "source": vault.source.kind, "new_source": target.kind}
+        )
         vault.set_meta("active_gen", str(new))
+        vault.keys[new] = crypto.RecordKeys(new, secret)
+    vault.pending_source = target
 
 
 Resealer = Callable[[Vault, crypto.RecordKeys, tuple[Any, ...]], None]
@@ -149,6 +174,8 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
                 state.report(min(done / total, 0.99), f"re-encrypting {table}")
             if len(rows) < BATCH:
                 break
+    old_source = vault.source
+    new_kind = str(plan.get("source", old_source.kind))
     with vault.write() as conn:
         if vault.get_meta("rotation") is None:
             return to  # another process finished it
@@ -161,9 +188,18 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
         conn.execute("DELETE FROM data_keys WHERE gen != ? OR kek_id != ?", (to, kek_id))
         conn.execute("DELETE FROM keks WHERE id != ?", (kek_id,))
         vault.set_meta("rotation", None)
-        AuditTrail(vault).append_in_transaction("key.rotated", {"generation": to, "source": vault.source.kind})
+        vault.set_meta("key_source", new_kind)
+        AuditTrail(vault).append_in_transaction(
+            "key.rotated", {"generation": to, "source": new_kind, "previous_source": old_source.kind}
+        )
     vault.keys = {to: vault.keys_for(to)}
-    vault.source.keep_only({kek_id})
+    vault.source = _final_source(vault, new_kind, to, kek_id)
+    vault.pending_source = None
+    # The keyring keeps only the KEK in use; switching away from the keyring removes its entry.
+    if old_source.kind == "keyring" and new_kind != "keyring":
+        old_source.destroy()
+    elif vault.source.kind == "keyring":
+        vault.source.keep_only({kek_id})
     vault.checkpoint()  # old ciphertexts (now zeroed by secure_delete) leave the -wal file too
     if state is not None:
         state.report(1.0, "key rotated")
@@ -171,14 +207,45 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
     return to
 
 
-def rotate_key(vault: Vault, state: JobState | None = None) -> int:
-    """Rotate the profile key (or finish an interrupted rotation); returns the new generation."""
+def _final_source(vault: Vault, kind: str, gen: int, kek_id: str) -> KeySource:
+    """The source the profile uses once the rotation is done: the one this process started it with, or
+    the current one if it unlocks the new key (a rotation another process started may have changed the
+    passphrase, which this process does not know)."""
+    pending = vault.pending_source
+    if pending is not None and pending.kind == kind:
+        return pending
+    candidate = vault.source if vault.source.kind == kind else None
+    if candidate is None and kind == "keyring":
+        candidate = KeyringSource(vault.profile_id)
+    if candidate is not None:
+        with vault.lock:
+            row = vault.conn.execute(
+                "SELECT k.params, d.wrapped FROM keks k JOIN data_keys d ON d.kek_id = k.id WHERE k.id = ? AND d.gen = ?",
+                (kek_id, gen),
+            ).fetchone()
+        try:
+            if row is not None:
+                crypto.unwrap_secret(candidate.kek(kek_id, json.loads(row[0])), f"data_keys/{gen}", bytes(row[1]))
+                return candidate
+        except (ProfileError, crypto.IntegrityFailure):
+            pass
+    return UnavailableSource(kind)
+
+
+def rotate_key(vault: Vault, state: JobState | None = None, target: KeySource | None = None) -> int:
+    """Rotate the profile key (or finish an interrupted rotation); returns the new generation.
+
+    ``target`` is the key source to use from now on (a new passphrase, or the keyring instead of a
+    passphrase); by default the current one, with a fresh KEK.
+    """
     with vault.lock:
         in_progress = vault.get_meta("rotation") is not None
+    if in_progress and target is not None:
+        raise ProfileError("an interrupted key rotation must finish first; run rotate-key once without options")
     if not in_progress:
         if state is not None:
             state.report(0.0, "making a new key")
-        _begin(vault)
+        _begin(vault, target or vault.source)
     gen = resume(vault, state)
     assert gen is not None
     return gen

@@ -119,6 +119,7 @@ class Vault:
         self.keys: dict[int, crypto.RecordKeys] = {}
         self.active_gen = 0
         self.closed = False
+        self.pending_source: KeySource | None = None  # the source a rotation started here switches to
 
     # -- transactions -------------------------------------------------------------------------
     @contextmanager
@@ -176,7 +177,8 @@ class Vault:
         """Unwrap every live key generation. A wrong passphrase fails here and changes nothing."""
         rows = self.conn.execute(
             "SELECT d.gen, d.kek_id, d.wrapped, k.params FROM data_keys d JOIN keks k ON k.id = d.kek_id "
-            "ORDER BY d.gen, d.created_at"
+            "WHERE k.source = ? ORDER BY d.gen, d.created_at",
+            (self.source.kind,),
         ).fetchall()
         if not rows:
             raise ProfileError(

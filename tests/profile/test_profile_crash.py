@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tara_desktop.jobs import JobState
-from tara_desktop.profile import Profile
+from tara_desktop.profile import Profile, WrongPassphrase
 
 from .profile_helpers import raw
 
@@ -27,10 +27,11 @@ def _appender(profile_dir: Path, cid: int, run: int, out: int) -> None:
         i += 1
 
 
-def _rotator(profile_dir: Path, out: int) -> None:
+def _rotator(profile_dir: Path, new_passphrase: str | None, out: int) -> None:
     profile = Profile.open(profile_dir)
     os.write(out, b"ready\n")
-    profile.rotate_key(JobState(lambda f, m: os.write(out, f"progress {f}\n".encode())))
+    progress = JobState(lambda f, m: os.write(out, f"progress {f}\n".encode()))
+    profile.rotate_key(progress, new_passphrase=new_passphrase)
     os.write(out, b"done\n")
 
 
@@ -142,7 +143,7 @@ def test_key_rotation_killed_at_any_moment_loses_nothing(profile_dir: Path) -> N
     rng = random.Random(7)
     mixed_seen = 0
     for _ in range(6):
-        child = Child(_rotator, profile_dir)
+        child = Child(_rotator, profile_dir, None)
         assert child.readline() == "ready\n"
         for _ in range(rng.randint(0, 8)):  # let it get 0..8 progress reports far
             if not child.readline().startswith("progress"):
@@ -162,3 +163,29 @@ def test_key_rotation_killed_at_any_moment_loses_nothing(profile_dir: Path) -> N
             assert conn.execute("SELECT COUNT(DISTINCT gen) FROM data_keys").fetchone()[0] == 1
         assert len(_gens(profile_dir)) == 1
     assert mixed_seen >= 2  # some kills landed mid-way, with records under both keys
+
+
+@pytest.mark.slow
+def test_passphrase_change_killed_midway_opens_with_either_passphrase(
+    profile_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contents = _rotation_fixture(profile_dir)  # TARA_PASSPHRASE is the old passphrase
+    old = os.environ["TARA_PASSPHRASE"]
+    child = Child(_rotator, profile_dir, "the new passphrase")
+    assert child.readline() == "ready\n"
+    for _ in range(4):
+        assert child.readline().startswith("progress")
+    child.kill()
+    assert len(_gens(profile_dir)) == 2  # killed mid-way: records under both keys
+    for passphrase in (old, "the new passphrase"):
+        with Profile.open(profile_dir, passphrase=passphrase, finish_rotation=False) as p:
+            assert p.status()["rotation_in_progress"]
+            _check_all_readable(p, contents)
+    with Profile.open(profile_dir, passphrase=old) as p:  # finishes the change
+        assert not p.status()["rotation_in_progress"]
+        _check_all_readable(p, contents)
+    with pytest.raises(WrongPassphrase):
+        Profile.open(profile_dir, passphrase=old)
+    monkeypatch.setenv("TARA_PASSPHRASE", "the new passphrase")
+    with Profile.open(profile_dir) as p:
+        _check_all_readable(p, contents)

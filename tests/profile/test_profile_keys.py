@@ -137,3 +137,48 @@ def test_keyring_can_be_required_and_passphrase_can_be_preferred(
     monkeypatch.setenv("TARA_KEY_SOURCE", "passphrase")
     with Profile.open(tmp_path / "other") as p:
         assert p.key_source == "passphrase"
+
+
+# -- changing the passphrase / moving the key -----------------------------------------------------------
+
+def test_changing_the_passphrase(profile_dir: Path) -> None:
+    with Profile.open(profile_dir, passphrase="old secret") as p:
+        cid = p.store.create_conversation("c")
+        p.store.append_message(cid, "user", "survives the change")
+        p.rotate_key(new_passphrase="new secret")
+        assert p.store.messages(cid)[0].content == "survives the change"
+        p.store.append_message(cid, "user", "written after the change")
+    with pytest.raises(WrongPassphrase):
+        Profile.open(profile_dir, passphrase="old secret")
+    with Profile.open(profile_dir, passphrase="new secret") as p:
+        assert [m.content for m in p.store.messages(cid)] == ["survives the change", "written after the change"]
+        assert p.audit.verify().ok
+        rotated = [e for e in p.audit.entries() if e.event == "key.rotated"][-1]
+        assert rotated.details["source"] == "passphrase"
+
+
+def test_moving_the_key_to_a_passphrase_needs_one(profile: Profile) -> None:
+    with pytest.raises(ProfileError, match="unknown key source"):
+        profile.rotate_key(key_source="floppy")
+    assert profile.rotate_key(key_source="passphrase") == 2  # already a passphrase: a plain rotation
+
+
+def test_keyring_and_passphrase_can_be_swapped(profile_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _require_keyring()
+    import keyring
+
+    with Profile.open(profile_dir, passphrase="start") as p:
+        cid = p.store.create_conversation("moving")
+        p.store.append_message(cid, "user", "follows the key")
+        p.rotate_key(key_source="keyring")
+        pid = p.profile_id
+        assert p.key_source == "keyring" and keyring.get_password(KEYRING_SERVICE, pid)
+    monkeypatch.delenv("TARA_PASSPHRASE")
+    with Profile.open(profile_dir) as p:  # the keyring now unlocks it, no passphrase
+        assert p.store.messages(cid)[0].content == "follows the key"
+        p.rotate_key(new_passphrase="back to a passphrase")
+        assert p.key_source == "passphrase"
+    assert keyring.get_password(KEYRING_SERVICE, pid) is None  # the keyring entry is gone
+    with Profile.open(profile_dir, passphrase="back to a passphrase") as p:
+        assert p.store.messages(cid)[0].content == "follows the key"
+        assert p.audit.verify().ok
