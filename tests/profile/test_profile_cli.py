@@ -113,3 +113,18 @@ def test_real_command_exit_code(home: Path) -> None:
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "--yes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rotate_key_with_a_new_passphrase(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = _seed(home)
+    assert tara("profile", "rotate-key", "--new-passphrase") == 2  # no TARA_NEW_PASSPHRASE, no terminal
+    assert "TARA_NEW_PASSPHRASE" in capsys.readouterr().err
+    monkeypatch.setenv("TARA_NEW_PASSPHRASE", "brand new")
+    assert tara("profile", "rotate-key", "--new-passphrase") == 0
+    assert "opens with the new passphrase" in capsys.readouterr().out
+    assert tara("profile", "status") == 2  # TARA_PASSPHRASE still holds the old one
+    assert capsys.readouterr().err.startswith("error: wrong passphrase")
+    with Profile.open(home, passphrase="brand new") as p:
+        assert p.store.messages(cid)[0].content == "hello from the cli test"

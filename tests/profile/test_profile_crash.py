@@ -189,3 +189,21 @@ def test_passphrase_change_killed_midway_opens_with_either_passphrase(
     monkeypatch.setenv("TARA_PASSPHRASE", "the new passphrase")
     with Profile.open(profile_dir) as p:
         _check_all_readable(p, contents)
+
+
+@pytest.mark.slow
+def test_another_process_appending_during_a_rotation_loses_nothing(profile_dir: Path) -> None:
+    contents = _rotation_fixture(profile_dir)
+    child = Child(_appender, profile_dir, 1, 0)  # appends to conversation 1 all along
+    assert child.readline() == "ready\n"
+    lines = [child.readline() for _ in range(5)]
+    with Profile.open(profile_dir) as p:
+        p.rotate_key()
+    lines += [child.readline() for _ in range(5)]  # it keeps appending, now with the new key
+    lines += child.kill()
+    for mid, i in (line.split() for line in lines):
+        contents[int(mid)] = _content(0, int(i))
+    with Profile.open(profile_dir) as p:
+        _check_all_readable(p, contents)
+        assert not p.status()["rotation_in_progress"]
+    assert len(_gens(profile_dir)) == 1
