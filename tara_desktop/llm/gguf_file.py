@@ -33,6 +33,7 @@ from tara_desktop.llm.gguf_reader import (
     DEFAULT_ALIGNMENT,
     MAGIC,
     MAX_DIMS,
+    MAX_KEY_BYTES,
     MAX_KVS,
     MAX_NAME_BYTES,
     MAX_TENSORS,
@@ -279,9 +280,7 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
     value_types: dict[str, int] = {}
     for i in range(n_kv):
         start = r.pos
-        key, key_ok = r.string(f"metadata key {i}", keep=65536)
-        if key is None:
-            raise InvalidGguf(f"metadata key {i} is longer than 64 KiB: the header is corrupt, {REDOWNLOAD}")
+        key, key_ok = r.short_string(f"metadata key {i}", MAX_KEY_BYTES)
         if key_ok and not key.isprintable():
             key_ok = False  # control characters (a newline...) in a key: as unusable as bad UTF-8
         label = key if key_ok else f"#{i}"
@@ -316,16 +315,10 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
     tensors_raw: list[tuple[str, tuple[int, ...], int, int, int, int]] = []
     names: set[str] = set()
     for i in range(n_tensors):
-        name_s, name_ok = r.string(f"the name of tensor {i}", keep=65536)
-        if name_s is None or not name_ok or not name_s.isprintable():
+        name, name_ok = r.short_string(f"the name of tensor {i}", MAX_NAME_BYTES)
+        if not name_ok or not name.isprintable():
             raise InvalidGguf(
                 f"the name of tensor {i} is not printable UTF-8 text: the header is corrupt, {REDOWNLOAD}"
-            )
-        name = name_s
-        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise InvalidGguf(
-                f"tensor {i} has a {len(name.encode('utf-8'))}-byte name (llama.cpp allows {MAX_NAME_BYTES}): "
-                f"the header is corrupt, {REDOWNLOAD}"
             )
         if name in names:
             raise InvalidGguf(f"tensor {name} appears twice in the file: the header is corrupt, {REDOWNLOAD}")

@@ -19,10 +19,12 @@ DEFAULT_ALIGNMENT = 32
 MAX_NAME_BYTES = 63  # llama.cpp: GGML_MAX_NAME = 64 including the terminating NUL
 MAX_DIMS = 4
 MAX_TENSORS = 200_000  # far above any real model; keeps memory bounded on hostile counts
-MAX_KVS = 100_000
+MAX_KVS = 65_536
+MAX_KEY_BYTES = 1024
 KEEP_STRING_BYTES = 4 << 20  # metadata strings up to this size are kept in GgufInfo.metadata
 KEEP_ARRAY_ITEMS = 4096  # numeric arrays up to this many items are kept (per-layer head counts ...)
 KEEP_STRING_ITEMS = 256
+KEEP_TOTAL_BYTES = 64 << 20  # all kept metadata together (a hostile file cannot make us hold more)
 _CHUNK = 1 << 20
 _U64 = struct.Struct("<Q")
 
@@ -99,6 +101,14 @@ class Reader:
         self.pos = 0
         self._buf = b""
         self._buf_start = 0
+        self.keep_budget = KEEP_TOTAL_BYTES
+
+    def may_keep(self, n_bytes: int) -> bool:
+        """Reserve room to keep ``n_bytes`` of metadata in memory; False once the budget is spent."""
+        if n_bytes > self.keep_budget:
+            return False
+        self.keep_budget -= n_bytes
+        return True
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -174,10 +184,23 @@ class Reader:
             )
         return n
 
+    def short_string(self, what: str, limit: int) -> tuple[str, bool]:
+        """A key or a tensor name: at most ``limit`` bytes (longer is corruption); (text, is valid UTF-8)."""
+        n = self.string_len(what)
+        if n > limit:
+            raise InvalidGguf(
+                f"{what} is {n} bytes long (at most {limit} make sense): the header is corrupt, {REDOWNLOAD}"
+            )
+        raw = self.read(n, what)
+        try:
+            return raw.decode("utf-8"), True
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", errors="replace"), False
+
     def string(self, what: str, keep: int = KEEP_STRING_BYTES) -> tuple[str | None, bool]:
         """Read a string; returns (text or None when longer than ``keep``, is valid UTF-8)."""
         n = self.string_len(what)
-        if n <= keep:
+        if n <= keep and self.may_keep(n + 64):
             raw = self.read(n, what)
             try:
                 return raw.decode("utf-8"), True
@@ -253,13 +276,13 @@ def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem])
                 f"the header is corrupt or the file is truncated, {REDOWNLOAD}"
             )
         if item_type == ValueType.STRING:
-            if count > KEEP_STRING_ITEMS:
+            if count > KEEP_STRING_ITEMS or not r.may_keep(count * 64):
                 r.skip_strings(count, key)
                 return ArrayValue(item_type, count, None)
             items: list[Any] | None = []
             for i in range(count):
                 n = r.string_len(f"item {i} of {key}")
-                if items is not None and n <= 65536:
+                if items is not None and n <= 65536 and r.may_keep(n):
                     items.append(r.read(n, f"item {i} of {key}").decode("utf-8", errors="replace"))
                 else:  # a long item: keep none of them, and never hold a huge string in memory
                     items = None
@@ -267,7 +290,7 @@ def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem])
             return ArrayValue(item_type, count, tuple(items) if items is not None else None)
         fmt = SCALAR_FORMATS[item_type]
         nbytes = count * min_item
-        if count <= KEEP_ARRAY_ITEMS:
+        if count <= KEEP_ARRAY_ITEMS and r.may_keep(count * 40):
             values = struct.unpack(f"<{count}{fmt}", r.read(nbytes, f"the items of {key}"))
             if item_type == ValueType.BOOL:
                 values = tuple(bool(v) for v in values)

@@ -208,3 +208,15 @@ def test_a_large_vocabulary_is_walked_with_bounds(tmp_path: Path) -> None:
     path.write_bytes(data[: at + 4])
     with pytest.raises(InvalidGguf, match="truncated"):
         gguf_file.validate(path)
+
+
+def test_kept_metadata_is_bounded_however_much_the_file_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tara_desktop.llm import gguf_reader
+
+    monkeypatch.setattr(gguf_reader, "KEEP_TOTAL_BYTES", 1 << 20)
+    strings = {f"tara.blob{i}": chr(ord("a") + i) * 400_000 for i in range(4)}
+    path = write_valid_gguf(tmp_path / "blobs.gguf", extra_strings=strings)
+    info = gguf_file.validate(path)
+    kept = [info.metadata[k] is not None for k in strings]
+    assert kept == [True, True, False, False]  # 1 MiB holds two of them; the rest are checked, not kept
+    assert info.architecture == "llama" and info.tensor_count == 10
