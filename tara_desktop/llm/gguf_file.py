@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -172,8 +173,11 @@ class GgufInfo:
 
 def _open(path: Path) -> tuple[BinaryIO, int]:
     try:
-        if path.is_dir():
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
             raise InvalidGguf(f"{path} is a folder, not a GGUF file: give the path of a .gguf file")
+        if not stat.S_ISREG(mode):  # a pipe or a device could block or never end
+            raise InvalidGguf(f"{path} is not a regular file: give the path of a .gguf file")
         f = open(path, "rb")
     except FileNotFoundError:
         raise InvalidGguf(f"{path} does not exist: check the path") from None

@@ -90,6 +90,11 @@ def test_missing_file_and_folder_give_clear_errors(tmp_path: Path) -> None:
         gguf_file.validate(tmp_path / "nope.gguf")
     with pytest.raises(InvalidGguf, match=r"is a folder"):
         gguf_file.validate(tmp_path)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.gguf"
+        os.mkfifo(fifo)
+        with pytest.raises(InvalidGguf, match="not a regular file"):
+            gguf_file.validate(fifo)  # must not block waiting for a writer
 
 
 def _corpus(valid: Path) -> list:
