@@ -117,7 +117,7 @@ class AuditTrail:
         out = []
         with self._vault.read() as conn:
             rows = conn.execute("SELECT id, created_at, gen, data FROM audit ORDER BY id").fetchall()
-        for rid, at, gen, data in rows:
+        for rid, _at, gen, data in rows:
             try:
                 body = loads(self._vault.open(f"audit/{rid}", gen, data, f"audit entry #{rid}"))
             except RecordDamaged as exc:
@@ -126,7 +126,7 @@ class AuditTrail:
                 if damaged is not None:
                     damaged.append(str(exc))
                 continue
-            out.append(AuditEntry(int(rid), float(at), str(body["event"]), dict(body["details"])))
+            out.append(AuditEntry(int(rid), float(body["at"]), str(body["event"]), dict(body["details"])))
         return out
 
     def verify(self) -> AuditReport:

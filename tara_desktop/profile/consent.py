@@ -13,7 +13,7 @@ from typing import Any
 
 from tara_desktop.profile.audit import AuditTrail
 from tara_desktop.profile.errors import ConsentError, ProfileError
-from tara_desktop.profile.store import ProfileStore
+from tara_desktop.profile.store import ProfileStore, _ts
 from tara_desktop.profile.vault import Vault, dumps, loads, now
 
 CONSENT_KINDS = ("store_history", "record_voice", "train_on_my_data")
@@ -50,7 +50,7 @@ class Consent:
             return ConsentState(kind, DEFAULTS[kind], False, None)
         rid, at, gen, data = row
         body = loads(self._vault.open(f"consent/{rid}/{kind}", gen, data, f"consent record {rid} ({kind})"))
-        return ConsentState(kind, bool(body["granted"]), True, float(at))
+        return ConsentState(kind, bool(body["granted"]), True, _ts(at))
 
     def state(self, kind: str) -> ConsentState:
         kind = _check(kind)
@@ -110,7 +110,7 @@ class Consent:
         out = []
         for rid, kind, at, gen, data in rows:
             body = loads(self._vault.open(f"consent/{rid}/{kind}", gen, data, f"consent record {rid} ({kind})"))
-            out.append({"id": int(rid), "kind": str(kind), "granted": bool(body["granted"]), "at": float(at)})
+            out.append({"id": int(rid), "kind": str(kind), "granted": bool(body["granted"]), "at": _ts(at)})
         return out
 
     def delete_collected(self, kind: str) -> int:

@@ -49,6 +49,14 @@ class BlobInfo:
     created_at: float
 
 
+def _ts(value: Any) -> float:
+    """A clear timestamp column; 0.0 if it was retyped outside TARA (it is not what protects data)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _json(value: Any, what: str) -> bytes:
     try:
         return dumps(value)
@@ -110,7 +118,7 @@ class ProfileStore:
                 raise
             log.warning("conversation %s: title failed its integrity check", cid)
             title, damaged = "", True
-        return ConversationInfo(int(cid), title, float(created), float(updated), pinned, damaged)
+        return ConversationInfo(int(cid), title, _ts(created), _ts(updated), pinned if isinstance(pinned, str) else None, damaged)
 
     def list_conversations(self) -> list[ConversationInfo]:
         """Newest activity first. A damaged title reads as "" with ``damaged=True`` (others unaffected)."""
@@ -198,7 +206,7 @@ class ProfileStore:
         mid, cid, at, gen, data = row
         body = loads(self._vault.open(f"messages/{mid}/{cid}", gen, data,
                                       f"message {mid} of conversation {cid}"))
-        return Message(int(mid), int(cid), str(body["role"]), str(body["content"]), dict(body["meta"]), float(at))
+        return Message(int(mid), int(cid), str(body["role"]), str(body["content"]), dict(body["meta"]), _ts(at))
 
     def message(self, mid: int) -> Message:
         with self._vault.read() as conn:
@@ -362,7 +370,7 @@ class ProfileStore:
     def _blob_info(self, row: tuple[Any, ...]) -> BlobInfo:
         bid, kind, at, gen, info = row
         body = loads(self._vault.open(f"blobs/{bid}/{kind}/info", gen, info, f"blob {bid} ({kind})"))
-        return BlobInfo(int(bid), str(kind), str(body["name"]), int(body["size"]), float(at))
+        return BlobInfo(int(bid), str(kind), str(body["name"]), int(body["size"]), _ts(at))
 
     def list_blobs(
         self, kind: str | None = None, *, on_damaged: Literal["raise", "skip"] = "raise",
