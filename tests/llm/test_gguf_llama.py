@@ -16,11 +16,10 @@ from tara_desktop.llm.gguf_repair import repair
 from .gguf_corpus import bad_alignment, bad_files, broken_template, duplicate_key
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
-
-    return build_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+@pytest.fixture
+def tiny(tiny_gguf: Path) -> Path:
+    """The session's tiny model (tests/llm/conftest.py); these tests only read it."""
+    return tiny_gguf
 
 
 def _llama(path: Path) -> Any:
