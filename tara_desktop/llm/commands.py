@@ -189,7 +189,7 @@ def _models_list(args: argparse.Namespace) -> int:
     header = ("NAME", "STATUS", "SIZE", "FITS THIS COMPUTER", "LOADED")
     table = [header]
     for r in rows:
-        size = _human_bytes(r.size_bytes) if r.size_bytes else "?"
+        size = ("~" if r.size_is_estimate else "") + _human_bytes(r.size_bytes) if r.size_bytes else "?"
         fit = r.fit.verdict if r.fit.verdict == "unknown" else f"{r.fit.verdict} ({r.fit.reason})"
         table.append((r.name, r.status, size, fit, "yes" if r.loaded else "no"))
     widths = [max(len(row[i]) for row in table) for i in range(4)]

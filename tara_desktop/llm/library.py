@@ -226,12 +226,12 @@ def judge_fit(need: int | None, *, budget_mb: int, memory: Memory) -> FitEstimat
     if need_mb > budget_mb:
         return FitEstimate(
             need, "won't fit",
-            f"needs {need_mb:,.0f} MB, over the {budget_mb:,} MB memory budget (raise llm.memory_budget_mb)",
+            f"needs {need_mb:,.0f} MB, over the {budget_mb:,} MB memory budget; raise llm.memory_budget_mb",
         )
     if need > memory.available_bytes:
         return FitEstimate(
             need, "may be slow",
-            f"needs {need_mb:,.0f} MB but {memory.available_bytes / _MB:,.0f} MB are free now (close other apps)",
+            f"needs {need_mb:,.0f} MB but {memory.available_bytes / _MB:,.0f} MB are free now; close other apps",
         )
     return FitEstimate(need, "fits", f"needs {need_mb:,.0f} MB")
 
@@ -273,6 +273,7 @@ class ModelRow:
     domains: tuple[str, ...] = ()
     quantization: str | None = None
     problem: str | None = None
+    size_is_estimate: bool = False  # the catalog's published size, not a file on disk
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -289,6 +290,7 @@ class ModelRow:
             "domains": list(self.domains),
             "quantization": self.quantization,
             "problem": self.problem,
+            "size_is_estimate": self.size_is_estimate,
         }
 
 
@@ -357,6 +359,7 @@ def list_models(
         rows.append(ModelRow(
             name=entry.id, status="missing" if entry.bundled else "available", path=None,
             size_bytes=entry.size_bytes or entry.weights_bytes(), fit=fit, loaded=False,
+            size_is_estimate=entry.size_bytes is None,
             catalog_id=entry.id, license=entry.license, domains=tuple(entry.domains),
             quantization=entry.quantization,
             problem="the bundled demo model has not been built yet" if entry.bundled else None,
