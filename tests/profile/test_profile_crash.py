@@ -173,7 +173,7 @@ def test_passphrase_change_killed_midway_opens_with_either_passphrase(
     old = os.environ["TARA_PASSPHRASE"]
     child = Child(_rotator, profile_dir, "the new passphrase")
     assert child.readline() == "ready\n"
-    for _ in range(2):  # the first batch of messages is re-encrypted; seven more to go
+    for _ in range(3):  # new key, conversations, the first batch of messages; seven more to go
         assert child.readline().startswith("progress")
     child.kill()
     assert len(_gens(profile_dir)) == 2  # killed mid-way: records under both keys
