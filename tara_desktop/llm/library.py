@@ -365,3 +365,38 @@ def list_models(
             problem="the bundled demo model has not been built yet" if entry.bundled else None,
         ))
     return rows
+
+
+def resolve_model(
+    ref: str, library: ModelLibrary | None, catalog: Catalog | None, *, models_dir: Path | None = None
+) -> Path:
+    """The file for ``ref``: a path to a file, a registered model's name, a bundled model's id or file name,
+    or a downloaded catalog model. Raises TaraError saying what to do when none of them matches."""
+    as_path = Path(ref).expanduser()
+    if as_path.is_file():
+        return as_path.resolve()
+    if library is not None:
+        found = library.find(ref)
+        if found is not None:
+            if not found.path.is_file():
+                raise TaraError(
+                    f"the model {found.name!r} was registered from {found.path}, which is gone: "
+                    "put the file back or `tara models remove` it"
+                )
+            return found.path
+    entry = catalog.find(ref) if catalog is not None else None
+    if entry is not None:
+        if entry.bundled:
+            bundled = (models_dir or paths.bundled_models_dir()) / entry.file
+            if bundled.is_file():
+                return bundled
+            raise TaraError(f"the bundled model {entry.file} is missing from {bundled.parent}: reinstall TARA")
+        if library is not None:
+            for m in library.models():
+                if m.catalog_id == entry.id or m.path.name == entry.file:
+                    if m.path.is_file():
+                        return m.path
+        raise TaraError(f"{entry.id} is not downloaded yet: run `tara models download {entry.id}`")
+    if as_path.suffix.lower() == ".gguf" or os.sep in ref or "/" in ref:
+        raise TaraError(f"{ref} does not exist: check the path")
+    raise TaraError(f"no model called {ref!r}: give a .gguf path or a name from `tara models list`")

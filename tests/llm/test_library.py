@@ -160,3 +160,27 @@ def test_a_registered_file_that_disappeared_is_listed_as_missing(profile: Profil
                        memory=Memory(4 * GB, 16 * GB), models_dir=tmp_path)
     gone = rows[0]
     assert gone.name == "gone" and gone.status == "missing" and "does not exist" in (gone.problem or "")
+
+
+def test_resolve_model_by_path_name_catalog_id(profile: Profile, model_file: Path, tmp_path: Path) -> None:
+    from tara_desktop.llm.library import resolve_model
+
+    lib = ModelLibrary(profile)
+    lib.add(model_file, name="mine")
+    catalog = load_catalog()
+    bundled = tmp_path / "install_models"
+    bundled.mkdir()
+    demo = write_valid_gguf(bundled / "tara-demo.gguf")
+    assert resolve_model(str(model_file), lib, catalog) == model_file.resolve()
+    assert resolve_model("MINE", lib, catalog) == model_file.resolve()
+    assert resolve_model("tara-demo", lib, catalog, models_dir=bundled) == demo
+    assert resolve_model("tara-demo.gguf", lib, catalog, models_dir=bundled) == demo
+    with pytest.raises(TaraError, match=r"not downloaded yet: run `tara models download llama-3.2-1b-instruct-q4_0`"):
+        resolve_model("llama-3.2-1b-instruct-q4_0", lib, catalog)
+    with pytest.raises(TaraError, match="does not exist: check the path"):
+        resolve_model(str(tmp_path / "nope.gguf"), lib, catalog)
+    with pytest.raises(TaraError, match="no model called 'gpt-9'"):
+        resolve_model("gpt-9", lib, catalog)
+    model_file.unlink()
+    with pytest.raises(TaraError, match="which is gone"):
+        resolve_model("mine", lib, catalog)
