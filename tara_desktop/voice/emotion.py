@@ -1,0 +1,227 @@
+"""Emotion in the voice: a label ("neutral", "happy", "sad", "angry") and a confidence.
+
+Primary: a SpeechBrain speech-emotion classifier (``EncoderClassifier``) loaded from a model folder (config
+``voice.emotion_model_dir``). Fallback: prosody — energy, pitch and speaking rate measured on the audio —
+combined with the transcript's wording (``tara_desktop.routing.emotion_text.detect_text_emotion`` when the
+router provides it). The bundled SpeechBrain model is a DEMO trained on synthetic speech; see
+``scripts/make_voice_models.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tara_desktop.errors import TaraError
+from tara_desktop.voice.asr import load_speechbrain, resolve_model_dir
+from tara_desktop.voice.audio import ASR_RATE, Speech, prepare_speech, rms_dbfs
+
+log = logging.getLogger(__name__)
+
+LABELS = ("neutral", "happy", "sad", "angry")
+
+TextEmotion = Callable[[str], tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class EmotionResult:
+    label: str
+    confidence: float
+    engine: str  # "speechbrain", "prosody", "prosody+text", "text" or "none"
+    scores: dict[str, float] = field(default_factory=dict)
+    fallback_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Prosody:
+    """Measured on 16 kHz speech: level of the voiced part, pitch and a speaking-rate estimate."""
+
+    energy_dbfs: float
+    pitch_hz: float  # median F0 of voiced frames, 0 when none was found
+    pitch_spread: float  # interquartile range of F0 / median (0 when none)
+    syllables_per_s: float
+    voiced_seconds: float
+
+
+def measure_prosody(audio: npt.NDArray[np.float32], sr: int = ASR_RATE) -> Prosody:
+    frame, hop = int(0.04 * sr), int(0.01 * sr)
+    if audio.size < frame:
+        return Prosody(-120.0, 0.0, 0.0, 0.0, 0.0)
+    n = 1 + (audio.size - frame) // hop
+    idx = np.arange(frame)[None, :] + hop * np.arange(n)[:, None]
+    frames = audio[idx].astype(np.float64)
+    rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms)
+    active = db > max(db.max() - 30.0, -60.0)
+    energy = rms_dbfs(audio[np.repeat(active, hop)[: audio.size]]) if active.any() else -120.0
+    # Pitch by autocorrelation on active frames (60-400 Hz).
+    lo, hi = int(sr / 400), int(sr / 60)
+    window = np.hanning(frame)
+    f0: list[float] = []
+    for i in np.flatnonzero(active)[::2]:
+        x = frames[i] - frames[i].mean()
+        x = x * window
+        ac = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * frame)) ** 2)[: hi + 1]
+        if ac[0] <= 0:
+            continue
+        lag = lo + int(np.argmax(ac[lo : hi + 1]))
+        if ac[lag] / ac[0] > 0.4:
+            f0.append(sr / lag)
+    pitch = float(np.median(f0)) if f0 else 0.0
+    spread = float((np.percentile(f0, 75) - np.percentile(f0, 25)) / pitch) if len(f0) > 3 and pitch else 0.0
+    # Speaking rate: peaks of the smoothed energy envelope (syllable nuclei) per voiced second.
+    env = np.convolve(db, np.ones(5) / 5, mode="same")
+    peaks = (env[1:-1] > env[:-2]) & (env[1:-1] >= env[2:]) & (env[1:-1] > env.max() - 20) & active[1:-1]
+    count, last = 0, -100
+    for i in np.flatnonzero(peaks).tolist():
+        if i - last >= 8:  # at least 80 ms between nuclei
+            count += 1
+            last = int(i)
+    voiced_s = float(active.sum()) * hop / sr
+    rate = count / voiced_s if voiced_s > 0.2 else 0.0
+    return Prosody(energy, pitch, spread, rate, voiced_s)
+
+
+def prosody_scores(p: Prosody) -> dict[str, float]:
+    """Heuristic scores from prosody: fast + high = happy, fast/loud + low = angry, slow/low/quiet = sad."""
+    if p.voiced_seconds <= 0.2:
+        return {"neutral": 1.0, "happy": 0.0, "sad": 0.0, "angry": 0.0}
+    fast = np.clip((p.syllables_per_s - 4.0) / 2.0, -1, 1)  # ~4 syllables/s is a calm pace
+    high = np.clip((p.pitch_hz - 150.0) / 80.0, -1, 1) if p.pitch_hz else 0.0
+    loud = np.clip((p.energy_dbfs + 20.0) / 10.0, -1, 1)  # about -20 dBFS is a normal close-mic level
+    lively = np.clip((p.pitch_spread - 0.15) / 0.15, -1, 1)
+    raw = {
+        "neutral": 0.6 - 0.4 * (abs(fast) + abs(high) + abs(loud)) / 3,
+        "happy": 0.5 * fast + 0.5 * high + 0.2 * lively,
+        "sad": -0.5 * fast - 0.3 * high - 0.4 * loud - 0.2 * lively,
+        "angry": 0.4 * fast + 0.6 * loud - 0.3 * high,
+    }
+    vals = np.array([raw[k] for k in LABELS]) * 3.0
+    e = np.exp(vals - vals.max())
+    probs = e / e.sum()
+    return {k: float(v) for k, v in zip(LABELS, probs, strict=True)}
+
+
+def default_text_emotion() -> TextEmotion | None:
+    """The router's text-emotion detector, when that module is present."""
+    try:
+        module = importlib.import_module("tara_desktop.routing.emotion_text")
+    except ModuleNotFoundError:
+        return None
+    fn = getattr(module, "detect_text_emotion", None)
+    return fn if callable(fn) else None
+
+
+class SpeechBrainEmotion:
+    name = "speechbrain"
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = Path(model_dir)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from speechbrain.inference.classifiers import EncoderClassifier
+
+                self._model = load_speechbrain(EncoderClassifier, self.model_dir)
+            return self._model
+
+    def classify(self, speech: Speech) -> tuple[str, float, dict[str, float]]:
+        import torch
+
+        model = self.load()
+        wavs = torch.from_numpy(np.ascontiguousarray(speech.audio[: 30 * ASR_RATE]))[None]
+        with torch.no_grad():
+            out_prob, _score, _index, labels = model.classify_batch(wavs, torch.ones(1))
+        probs = out_prob[0].exp()
+        probs = probs / probs.sum()
+        encoder = model.hparams.label_encoder
+        scores = {str(encoder.decode_ndim(i)): float(probs[i]) for i in range(probs.shape[0])}
+        label = str(labels[0])
+        return label, scores.get(label, float(probs.max())), scores
+
+
+class EmotionDetector:
+    """Speech emotion: SpeechBrain when its folder loads, else prosody + transcript wording."""
+
+    def __init__(self, model_dir: Path | None, *, text_emotion: TextEmotion | bool | None = True) -> None:
+        self.primary = SpeechBrainEmotion(model_dir) if model_dir is not None else None
+        self._primary_error: str | None = None if model_dir is not None else "no SpeechBrain model configured"
+        if text_emotion is True:
+            self.text_emotion: TextEmotion | None = default_text_emotion()
+        elif text_emotion is False:
+            self.text_emotion = None
+        else:
+            self.text_emotion = text_emotion
+
+    @classmethod
+    def from_config(cls, voice_settings: Any | None = None) -> EmotionDetector:
+        if voice_settings is None:
+            from tara_desktop.config import load_configs
+
+            voice_settings = load_configs().app.voice
+        return cls(resolve_model_dir(voice_settings.emotion_model_dir))
+
+    @property
+    def primary_error(self) -> str | None:
+        return self._primary_error
+
+    def warm_up(self) -> str:
+        if self.primary is not None and self._primary_error is None:
+            try:
+                self.primary.load()
+                return self.primary.name
+            except Exception as exc:
+                self._disable_primary(exc)
+        return "prosody"
+
+    def _disable_primary(self, exc: BaseException) -> None:
+        where = self.primary.model_dir if self.primary is not None else "?"
+        self._primary_error = str(exc) if isinstance(exc, TaraError) else f"{exc.__class__.__name__} loading {where}"
+        log.warning("SpeechBrain emotion model unavailable, using prosody: %s", self._primary_error)
+
+    def detect(self, audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, transcript: str = "") -> EmotionResult:
+        speech = audio if isinstance(audio, Speech) else prepare_speech(audio, sr)
+        if speech.silent:
+            return self._fallback(None, transcript)
+        if self.primary is not None and self._primary_error is None:
+            try:
+                label, conf, scores = self.primary.classify(speech)
+                return EmotionResult(label, conf, self.primary.name, scores)
+            except Exception as exc:
+                self._disable_primary(exc)
+        return self._fallback(speech, transcript)
+
+    def _fallback(self, speech: Speech | None, transcript: str) -> EmotionResult:
+        scores = prosody_scores(measure_prosody(speech.audio)) if speech is not None else {}
+        engine = "prosody" if scores else "none"
+        if transcript.strip() and self.text_emotion is not None:
+            try:
+                t_label, t_conf = self.text_emotion(transcript)
+            except Exception as exc:
+                log.warning("text emotion failed (%s)", exc.__class__.__name__)
+            else:
+                if t_label in LABELS:
+                    t_conf = float(np.clip(t_conf, 0.0, 1.0))
+                    text_scores = {k: (t_conf if k == t_label else (1 - t_conf) / (len(LABELS) - 1))
+                                   for k in LABELS}
+                    if scores:
+                        # Words are a stronger cue than the demo prosody heuristics.
+                        scores = {k: 0.4 * scores[k] + 0.6 * text_scores[k] for k in LABELS}
+                        engine = "prosody+text"
+                    else:
+                        scores, engine = text_scores, "text"
+        if not scores:
+            return EmotionResult("neutral", 0.0, "none", {}, self._primary_error)
+        label = max(scores, key=lambda k: scores[k])
+        return EmotionResult(label, float(scores[label]), engine, scores, self._primary_error)
