@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = gsub.add_parser("validate", help="check that a GGUF file is whole and loadable (exit 0 ok, 2 bad)")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--sha256", metavar="HEX", help="also check the file's sha256")
+    p.add_argument("--sha256", metavar="HEX",
+                   help="also check the file's sha256 (default: the catalog's, for a file it lists)")
     p.set_defaults(handler=_gguf_validate)
 
     p = gsub.add_parser("repair", help="write a fixed copy of a GGUF whose damage is in metadata only")
@@ -117,9 +118,26 @@ def _gguf_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_sha256(path: str) -> str | None:
+    """The catalog's sha256 for a file of this name, when the catalog records one."""
+    from tara_desktop.errors import ConfigError
+    from tara_desktop.llm.catalog import load_catalog
+
+    try:
+        entry = load_catalog().by_file(Path(path).name)
+    except ConfigError:
+        return None  # a broken catalog must not stop checking a file
+    return entry.sha256 if entry is not None else None
+
+
 def _gguf_validate(args: argparse.Namespace) -> int:
-    info = gguf_file.validate(args.path, expected_sha256=args.sha256)
-    extra = ", sha256 matches" if args.sha256 else ""
+    expected = args.sha256 or _catalog_sha256(args.path)
+    info = gguf_file.validate(args.path, expected_sha256=expected)
+    extra = ""
+    if args.sha256:
+        extra = ", sha256 matches"
+    elif expected:
+        extra = ", sha256 matches the catalog"
     print(
         f"ok: {info.path} is a valid GGUF {_clean(info.model_type)} ({_clean(info.architecture, 'unknown architecture')}, "
         f"{info.quantization}, {info.tensor_count} tensors{extra})"

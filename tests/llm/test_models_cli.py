@@ -157,3 +157,15 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 2
     lines = _lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def test_validate_checks_the_catalog_sha256_of_a_known_file(
+    install: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = write_valid_gguf(tmp_path / "small.gguf")
+    _catalog(install, "https://example.invalid/small.gguf", hashlib.sha256(f.read_bytes()).hexdigest())
+    assert tara(["gguf", "validate", str(f)]) == 0
+    assert "sha256 matches the catalog" in capsys.readouterr().out
+    _catalog(install, "https://example.invalid/small.gguf", "ab" * 32)
+    assert tara(["gguf", "validate", str(f)]) == 2
+    assert _lines(capsys.readouterr().err)[0].startswith("error: the file's sha256 is ")
