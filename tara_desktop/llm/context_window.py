@@ -228,12 +228,14 @@ def summarize_turns(
     previous: str | None = None,
     max_tokens: int = 160,
     seed: int = 0,
+    on_chunk: Callable[[str, int], None] | None = None,
 ) -> str | None:
     """Summarise ``turns`` (continuing ``previous``, a summary of what came before them) with ``engine``.
 
-    Long spans are summarised in chunks that fit the context, each folding in the summary so far. Runs
-    as a background generation: returns None when a foreground reply needed the engine (try again
-    later) or when ``state`` was cancelled."""
+    Long spans are summarised in chunks that fit the context, each folding in the summary so far;
+    ``on_chunk(summary_so_far, n_turns_covered)`` reports each finished chunk, so work survives an
+    interruption. Runs as a background generation: returns None when a foreground reply needed the
+    engine (try again later) or when ``state`` was cancelled."""
     from tara_desktop.llm.engine import Engine, GenerationSettings
 
     assert isinstance(engine, Engine)
@@ -265,6 +267,8 @@ def summarize_turns(
         if stats.stop_reason in ("preempted", "cancelled"):
             return None
         summary = text.strip()
+        if on_chunk is not None and start < len(lines):
+            on_chunk(summary, start)
     return summary
 
 
@@ -274,6 +278,10 @@ class SummaryWorker:
     ``request(key, engine, history, summary, upto)`` asks for a summary of ``history[:upto]`` that
     continues ``summary``; when done, ``on_done(key, Summary)`` is called from the worker thread and the
     result is kept for :meth:`latest`. A newer request for the same key replaces a pending one.
+
+    A summary interrupted by a reply (the engine gives foreground generations priority) keeps its
+    finished chunks: ``on_done`` then reports a partial Summary (covering fewer turns) and the rest is
+    resumed after the reply.
     """
 
     def __init__(self, on_done: Callable[[object, Summary], None] | None = None, *, max_tokens: int = 160) -> None:
@@ -326,16 +334,31 @@ class SummaryWorker:
                         self._idle.set()
                         break
                     key, (engine, turns, prev, upto) = self._pending.popitem(last=False)
+                start = upto - len(turns)
+                progress: list[tuple[str, int]] = []
                 try:
                     text = summarize_turns(
-                        engine, turns, self._state, previous=prev.text if prev else None, max_tokens=self._max_tokens
+                        engine,
+                        turns,
+                        self._state,
+                        previous=prev.text if prev else None,
+                        max_tokens=self._max_tokens,
+                        on_chunk=lambda t, n, sink=progress: sink.append((t, n)),  # type: ignore[misc]
                     )
                 except Cancelled:
                     return
                 except Exception as exc:  # the engine was unloaded, the template failed...: skip this one
                     log.warning("summary failed: %s", type(exc).__name__)
                     continue
-                if text is None:  # preempted by a reply: try again after it
+                if text is None:  # preempted by a reply: keep the finished chunks, resume after the reply
+                    if progress:
+                        done_text, n_done = progress[-1]
+                        prev = Summary(done_text, start + n_done)
+                        turns = turns[n_done:]
+                        with self._lock:
+                            self._latest[key] = prev
+                        if self._on_done is not None:
+                            self._on_done(key, prev)
                     with self._lock:
                         self._pending.setdefault(key, (engine, turns, prev, upto))
                     if not self._state.cancelled:

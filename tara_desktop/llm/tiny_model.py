@@ -282,11 +282,13 @@ def build_tiny_lora(
     rank: int = 4,
     alpha: float | None = None,
     strength: float = 1.0,
+    targets: tuple[str, ...] = _LORA_TARGETS,
 ) -> Path:
     """Write a GGUF LoRA adapter for the llama GGUF ``base_gguf`` (any model from :func:`build_tiny_gguf`,
     or any llama GGUF with the usual tensor names) and return ``out_path``.
 
-    The adapter targets q/k/v and the FFN gate/up projections of every layer with random A/B matrices
+    The adapter targets (by default) q/k/v and the FFN gate/up projections of every layer (``targets``:
+    any of attn_q, attn_k, attn_v, ffn_gate, ffn_up; PEFT's default is q and v) with random A/B matrices
     whose product is about ``strength`` times the size of the base weights, so it visibly changes the
     output. Layout as llama.cpp expects (see convert_lora_to_gguf.py): ``general.type = "adapter"``,
     ``adapter.type = "lora"``, ``adapter.lora.alpha``, tensors ``<base>.lora_a`` (rank x in) and
@@ -302,7 +304,7 @@ def build_tiny_lora(
     shapes: dict[str, tuple[int, int]] = {}
     for t in reader.tensors:
         kind = t.name.split(".")
-        if len(kind) == 4 and kind[0] == "blk" and kind[2] in _LORA_TARGETS and kind[3] == "weight":
+        if len(kind) == 4 and kind[0] == "blk" and kind[2] in targets and kind[3] == "weight":
             n_in, n_out = int(t.shape[0]), int(t.shape[1])  # ggml order: ne[0] = in, ne[1] = out
             shapes[t.name] = (n_out, n_in)
     if not shapes:

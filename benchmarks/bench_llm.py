@@ -1,0 +1,216 @@
+"""LLM engine benchmark: TARA's engine against bare llama-cpp-python, in one run, same GGUF/prompt/seed.
+
+1. Streaming: time to first token and tokens/s of ``Engine.stream_chat`` vs a bare
+   ``Llama.create_chat_completion(stream=True)`` on the same model file (targets: TTFT ratio <= 1.10,
+   tokens/s ratio >= 0.95). Runs alternate between the two and the medians are compared.
+2. Adapter swap (``Engine.set_adapter`` with an adapter not used before) vs a full model reload
+   (target: swap >= 20x faster).
+3. RSS over a 2,000-turn conversation through the context window, with background summaries
+   (target: flat, i.e. growth after warm-up under 10% and under 32 MB).
+
+Models are built here (random weights, so the text is gibberish; timings are what matter).
+Run: .venv/bin/python benchmarks/bench_llm.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tara_desktop.jobs import JobState
+from tara_desktop.llm.context_window import ContextWindow, SummaryWorker
+from tara_desktop.llm.engine import Engine, GenerationSettings
+from tara_desktop.llm.tiny_model import build_tiny_gguf, build_tiny_lora
+
+SYSTEM = "You are TARA, a local assistant. Answer clearly and briefly, and ask when something is unclear."
+USER = (
+    "I am planning a small business that sells handmade furniture. Could you help me write a short plan "
+    "with a budget for the first year, the market I should study, and the first three steps to take?"
+)
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+SEED = 1234
+RESULTS: list[tuple[str, bool]] = []
+
+
+def verdict(name: str, ok: bool, detail: str) -> None:
+    RESULTS.append((name, ok))
+    print(f"  {'PASS' if ok else 'MISSED'}: {name}: {detail}")
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def bench_streaming(model: Path, reps: int, max_tokens: int, threads: int) -> None:
+    import llama_cpp
+
+    print(f"\n[1] streaming: {reps} runs each, {max_tokens} tokens, greedy, seed {SEED}, {threads} threads")
+    n_ctx, n_batch = 2048, 256
+    engine = Engine.load(model, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch)
+    bare = llama_cpp.Llama(
+        model_path=str(model), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
+        n_threads_batch=threads, verbose=False,
+    )
+    settings = GenerationSettings(max_tokens=max_tokens, temperature=0.0, seed=SEED)
+
+    def run_engine() -> tuple[float, float, str]:
+        engine.reset()
+        text = "".join(engine.stream_chat(MESSAGES, settings, JobState()))
+        s = engine.last_stats
+        return s.ttft_s, s.tokens_per_s, text
+
+    def run_bare() -> tuple[float, float, str]:
+        bare.reset()
+        t0 = time.perf_counter()
+        first = last = 0.0
+        n = 0
+        parts: list[str] = []
+        for chunk in bare.create_chat_completion(
+            messages=MESSAGES, temperature=0.0, max_tokens=max_tokens, seed=SEED, stream=True  # type: ignore[arg-type]
+        ):
+            content = chunk["choices"][0]["delta"].get("content")  # type: ignore[index, union-attr]
+            if content:
+                last = time.perf_counter()
+                first = first or last
+                n += 1
+                parts.append(content)
+        tps = (n - 1) / (last - first) if n > 1 and last > first else 0.0
+        return first - t0, tps, "".join(parts)
+
+    run_engine(), run_bare()  # warm-up (page cache, thread pools)
+    e_ttft, e_tps, b_ttft, b_tps = [], [], [], []
+    e_text = b_text = ""
+    for i in range(reps):
+        order = (run_engine, run_bare) if i % 2 == 0 else (run_bare, run_engine)
+        for fn in order:
+            ttft, tps, text = fn()
+            if fn is run_engine:
+                e_ttft.append(ttft), e_tps.append(tps)
+                e_text = text
+            else:
+                b_ttft.append(ttft), b_tps.append(tps)
+                b_text = text
+    et, bt = statistics.median(e_ttft), statistics.median(b_ttft)
+    es, bs = statistics.median(e_tps), statistics.median(b_tps)
+    # each engine run is paired with the bare run next to it in time (same machine load): median of ratios
+    r_ttft = statistics.median(e / b for e, b in zip(e_ttft, b_ttft, strict=True))
+    r_tps = statistics.median(e / b for e, b in zip(e_tps, b_tps, strict=True))
+    print(f"  engine: ttft {et * 1000:.1f} ms, {es:.1f} tokens/s (prompt {engine.last_stats.prompt_tokens} tokens)")
+    print(f"  bare  : ttft {bt * 1000:.1f} ms, {bs:.1f} tokens/s")
+    print(f"  ratios of medians: ttft {et / bt:.3f}, tokens/s {es / bs:.3f}; same text from both: {e_text == b_text}")
+    verdict("TTFT ratio engine/bare <= 1.10", r_ttft <= 1.10, f"{r_ttft:.3f} (median of paired runs)")
+    verdict("tokens/s ratio engine/bare >= 0.95", r_tps >= 0.95, f"{r_tps:.3f} (median of paired runs)")
+    engine.close()
+    bare.close()
+
+
+def bench_adapter_swap(model: Path, work: Path, reps: int, threads: int) -> None:
+    print(f"\n[2] adapter swap vs full reload ({reps} each)")
+    # rank 8 on the q and v projections of every layer: PEFT's default LoRA layout
+    adapters = [
+        build_tiny_lora(model, work / f"lora{i}.gguf", seed=i, rank=8, targets=("attn_q", "attn_v"))
+        for i in range(reps + 1)
+    ]
+    engine = Engine.load(model, n_ctx=2048, n_threads=threads)
+    short = GenerationSettings(max_tokens=1, temperature=0.0)
+    swaps, cached, reloads = [], [], []
+    engine.set_adapter(adapters[-1])
+    for i in range(reps):
+        t = time.perf_counter()
+        engine.set_adapter(adapters[i])  # never used before: reads and applies the adapter file
+        swaps.append(time.perf_counter() - t)
+        engine.chat(MESSAGES, short)
+    for i in range(reps):
+        t = time.perf_counter()
+        engine.set_adapter(adapters[i % 2])  # used before: kept loaded
+        cached.append(time.perf_counter() - t)
+    engine.close()
+    for _ in range(reps):
+        t = time.perf_counter()
+        e = Engine.load(model, n_ctx=2048, n_threads=threads)
+        reloads.append(time.perf_counter() - t)
+        e.chat(MESSAGES, short)
+        e.close()
+    s, c, r = statistics.median(swaps), statistics.median(cached), statistics.median(reloads)
+    print(f"  swap (new adapter) {s * 1000:.2f} ms, swap (cached adapter) {c * 1000:.3f} ms, full reload {r * 1000:.1f} ms")
+    verdict("adapter swap >= 20x faster than a reload", r / s >= 20, f"{r / s:.1f}x (cached: {r / max(c, 1e-9):.0f}x)")
+
+
+def bench_long_conversation(work: Path, turns: int, threads: int) -> None:
+    print(f"\n[3] RSS over a {turns}-turn conversation through the context window")
+    model = build_tiny_gguf(work / "conv.gguf", seed=3)
+    engine = Engine.load(model, n_ctx=512, n_threads=threads, n_batch=256)
+    window = ContextWindow(engine, reply_tokens=16, summary_tokens=48)
+    worker = SummaryWorker(max_tokens=48)
+    summary = None
+    history: list[dict[str, str]] = []
+    settings = GenerationSettings(max_tokens=8, temperature=0.7, seed=SEED)
+    samples: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    requested_upto = 0
+    for i in range(turns):
+        history.append({"role": "user", "content": f"Message {i}: tell me about topic {i % 17} and what to do next."})
+        latest = worker.latest("c")
+        summary = latest or summary
+        w = window.build(SYSTEM, history, summary)
+        if w.needs_summary and w.first_turn - requested_upto >= 20:
+            worker.request("c", engine, history, summary, w.first_turn)
+            requested_upto = w.first_turn
+        reply = engine.chat(w.messages, settings)
+        history.append({"role": "assistant", "content": reply})
+        # the user reads the reply before writing again: the summary is made in that pause, off the
+        # critical path (without a pause it would be preempted by every next reply)
+        worker.wait_idle(60)
+        if (i + 1) % max(1, turns // 20) == 0:
+            gc.collect()
+            samples.append((i + 1, rss_mb()))
+    worker.wait_idle(60)
+    worker.close()
+    elapsed = time.perf_counter() - t0
+    engine.close()
+    text_mb = sum(len(t["content"]) for t in history) / 2**20
+    print(f"  {turns} turns in {elapsed:.1f} s; history text {text_mb:.2f} MB; summary covers "
+          f"{summary.covers if summary else 0} turns")
+    print("  RSS (MB) by turn: " + ", ".join(f"{n}:{m:.0f}" for n, m in samples))
+    warm = samples[min(2, len(samples) - 1)][1]
+    end = samples[-1][1]
+    growth = end - warm
+    verdict("RSS flat over the conversation", growth < max(0.10 * warm, 0) and growth < 32,
+            f"{warm:.1f} MB after warm-up -> {end:.1f} MB at the end (+{growth:.1f} MB)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs and turns (a smoke run)")
+    # one thread by default: on a shared, oversubscribed machine OpenMP's spinning threads make
+    # multi-threaded timings meaningless (both sides of each comparison always use the same count)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    reps = 3 if args.quick else 7
+    turns = 200 if args.quick else 2000
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+        work = Path(tmp)
+        t = time.perf_counter()
+        model = build_tiny_gguf(work / "bench.gguf", seed=42, n_embd=512, n_layer=6, n_head=8, n_head_kv=4,
+                                n_ff=1408, f16=True)
+        print(f"benchmark model: {model.stat().st_size / 2**20:.1f} MB f16 llama GGUF "
+              f"(512 wide, 6 layers), built in {time.perf_counter() - t:.1f} s")
+        bench_streaming(model, reps, 64 if args.quick else 96, args.threads)
+        bench_adapter_swap(model, work, reps, args.threads)
+        bench_long_conversation(work, turns, args.threads)
+    missed = [n for n, ok in RESULTS if not ok]
+    print("\nSUMMARY: " + ("all targets met" if not missed else "MISSED: " + "; ".join(missed)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
