@@ -1,0 +1,84 @@
+"""``tara chat``: one turn through the whole pipeline (router, context window, engine, profile)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tara_desktop.errors import TaraError
+from tara_desktop.jobs import JobState
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "chat",
+        help="one turn: route, answer with the local model (streamed), store it in the profile",
+        description="Send one message through TARA's whole pipeline and stream the reply to stdout.",
+    )
+    p.add_argument("text", metavar="TEXT", help="the message")
+    p.add_argument("--model", type=Path, help="use this GGUF instead of the domain's mapped model")
+    p.add_argument("--adapter", type=Path, help="apply this GGUF LoRA adapter")
+    p.add_argument("--domain", help="pin the domain instead of routing")
+    p.add_argument("--conversation", type=int, metavar="ID", help="continue this conversation")
+    p.add_argument("--continue", dest="continue_last", action="store_true",
+                   help="continue the most recent conversation")
+    p.add_argument("--json", action="store_true", help="after the reply, print the turn's details as JSON on stderr")
+    p.set_defaults(handler=_chat)
+
+
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
+def _chat(args: argparse.Namespace) -> int:
+    import json
+
+    from tara_desktop.assistant import Assistant, TurnRequest
+
+    for flag, path in (("--model", args.model), ("--adapter", args.adapter)):
+        if path is not None and not path.is_file():
+            raise TaraError(f"{flag} {path}: no such file; give the path of a .gguf file")
+    with Assistant.open() as assistant:
+        if args.domain is not None and args.domain not in assistant.configs.domains:
+            raise TaraError(
+                f"unknown domain {args.domain!r}; choose one of {', '.join(assistant.configs.domains)}"
+            )
+        cid = args.conversation
+        if args.continue_last and cid is None:
+            conversations = assistant.profile.store.list_conversations()
+            cid = max(conversations, key=lambda c: c.updated_at).id if conversations else None
+        state = JobState()
+
+        def stop(_sig: int, _frame: FrameType | None) -> None:
+            state.cancel()
+
+        previous = signal.signal(signal.SIGINT, stop)
+        try:
+            result = assistant.run_turn(
+                TurnRequest(
+                    text=args.text,
+                    conversation_id=cid,
+                    pinned_domain=args.domain,
+                    model_path=args.model,
+                    adapter_path=args.adapter,
+                ),
+                state,
+                on_token=_write,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        summary = f"[{result.domain} · {result.model}"
+        summary += f" + {result.adapter}" if result.adapter else ""
+        summary += f" · {result.tokens_per_s:.1f} tok/s" if result.tokens_per_s else ""
+        summary += " · stopped]" if result.cancelled else "]"
+        sys.stderr.write(summary + "\n")
+        if args.json:
+            sys.stderr.write(json.dumps({"conversation_id": result.conversation_id, **result.meta}) + "\n")
+        return 130 if result.cancelled else 0
