@@ -425,6 +425,8 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
             TensorInfo(name, shape, type_id, types[type_id][0], start, n_bytes, n_elements)
         )
 
+    _check_tokenizer(metadata)
+
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and not any(p.key == "tokenizer.chat_template" for p in problems):
         why = _check_chat_template(template)
@@ -439,6 +441,29 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
         path, size, version=version, alignment=alignment, data_offset=data_offset, header_end=header_end,
         metadata=metadata, entries=entries, tensors=tensors, problems=problems, derived=derived,
     )
+
+
+def _check_tokenizer(metadata: dict[str, Any]) -> None:
+    """The vocabulary arrays llama.cpp indexes by token id must agree, or it reads past their end."""
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if tokens is None:
+        return
+    if not isinstance(tokens, ArrayValue) or tokens.item_type != ValueType.STRING:
+        raise InvalidGguf(
+            f"tokenizer.ggml.tokens is not a list of strings (llama.cpp would abort): the tokenizer metadata "
+            f"is corrupt, {REDOWNLOAD}"
+        )
+    for key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type"):
+        other = metadata.get(key)
+        if other is None:
+            continue
+        count = other.count if isinstance(other, ArrayValue) else None
+        if count != tokens.count:
+            what = f"{count} entries" if count is not None else "a single value"
+            raise InvalidGguf(
+                f"{key} has {what} but there are {tokens.count} tokens: the tokenizer metadata is corrupt, "
+                f"{REDOWNLOAD}"
+            )
 
 
 def _int(value: Any) -> int | None:

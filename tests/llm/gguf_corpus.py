@@ -12,6 +12,7 @@ import random
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ def write_valid_gguf(
     alignment: int | None = None,
     extra_strings: dict[str, str] | None = None,
     seed: int = 0,
+    tokens: list[Any] | None = None,
+    token_types: list[int] | None = None,
 ) -> Path:
     """A small, structurally valid llama-style GGUF (not meant to run: the tensors are few and random)."""
     import gguf
@@ -49,7 +52,11 @@ def write_valid_gguf(
     w.add_feed_forward_length(128)
     w.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q8_0))
     w.add_tokenizer_model("llama")
-    w.add_token_list(VOCAB)
+    if tokens is None:
+        w.add_token_list(VOCAB)
+    else:
+        w.add_array("tokenizer.ggml.tokens", tokens)
+    w.add_token_types(token_types if token_types is not None else [1] * len(VOCAB))
     if chat_template is not None:
         w.add_chat_template(chat_template)
     if alignment is not None:
@@ -275,3 +282,13 @@ def broken_template(data: bytes) -> bytes:
     i = b.index(b"{% endfor %}")
     b[i : i + 12] = b"{% endfxr %}"
     return bytes(b)
+
+
+def tokenizer_damage_files(tmp: Path) -> list[BadFile]:
+    """Well-formed files whose tokenizer arrays disagree (llama.cpp would read past an array or abort)."""
+    out = []
+    p = write_valid_gguf(tmp / "short_types.gguf", token_types=[1] * (len(VOCAB) - 1))
+    out.append(BadFile("short_token_types", p.read_bytes(), f"has {len(VOCAB) - 1} entries but there are {len(VOCAB)} tokens"))
+    p = write_valid_gguf(tmp / "int_tokens.gguf", tokens=list(range(len(VOCAB))))
+    out.append(BadFile("tokens_not_strings", p.read_bytes(), "not a list of strings"))
+    return out

@@ -24,6 +24,7 @@ from .gguf_corpus import (
     VOCAB,
     bad_files,
     repairable_files,
+    tokenizer_damage_files,
     write_valid_gguf,
 )
 
@@ -98,7 +99,7 @@ def test_missing_file_and_folder_give_clear_errors(tmp_path: Path) -> None:
 
 
 def _corpus(valid: Path) -> list:
-    return bad_files(valid.read_bytes())
+    return bad_files(valid.read_bytes()) + tokenizer_damage_files(valid.parent)
 
 
 def test_every_bad_file_is_rejected_with_its_reason(valid: Path, tmp_path: Path) -> None:
