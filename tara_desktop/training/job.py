@@ -293,14 +293,21 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _save_adapter(model: Any, spec: TrainingSpec) -> Path:
+def _save_adapter(model: Any, spec: TrainingSpec, summary: dict[str, Any]) -> Path:
+    """Write ``DIR/adapter/`` (PEFT format; ``base_model_name_or_path`` names the base folder or .gguf
+    file) plus ``tara_training.json`` (domain, base, numbers), atomically."""
     import shutil
 
     final = spec.adapter_dir
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    for cfg in model.peft_config.values():
+        cfg.base_model_name_or_path = str(Path(spec.base).resolve())
     model.save_pretrained(str(tmp))
+    info = {"domain": spec.domain, "base": str(Path(spec.base).resolve()), "seed": spec.seed,
+            "lora_rank": spec.lora_rank, "lora_alpha": spec.lora_alpha, **summary}
+    (tmp / "tara_training.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
     for p in tmp.rglob("*"):
         if p.is_file():
             ck.fsync_path(p)
@@ -556,12 +563,11 @@ def _run(
             samples.append({"prompt": prompt, "before": before, "after": after})
         emit({"type": "samples", "samples": samples})
 
-    adapter = _save_adapter(model, spec)
     result = TrainingResult(
         status="done",
         step=step,
         total_steps=total_steps,
-        adapter_dir=str(adapter),
+        adapter_dir=str(spec.adapter_dir),
         val_loss_before=val_before,
         val_loss_after=val_after,
         perplexity_before=_perplexity(val_before),
@@ -572,6 +578,7 @@ def _run(
         resumed_from=resumed_from,
         samples=samples,
     )
+    _save_adapter(model, spec, result.summary())
     ck.write_json_atomic(spec.job_dir / "result.json", result.summary())
     recovery.update_job(spec.job_dir, status="done", message="", step=step)
     emit({"type": "done", "result": result.summary()})

@@ -128,3 +128,23 @@ def test_encoding_uses_the_chat_template_and_masks_the_prompt(tiny_base: Path) -
     short = ds.encode_example(tok, ex, max_length=12)
     assert len(short.input_ids) == 12
     assert tok.decode([t for t, lab in zip(short.input_ids, short.labels, strict=True) if lab != -100]).startswith("The car")
+
+
+def test_imported_datasets_are_stored_encrypted_in_the_profile(tmp_path: Path) -> None:
+    from tara_desktop.profile import Profile
+    from tara_desktop.training.spec import TrainingSpec
+    from tara_desktop.training.supervisor import load_data
+
+    data = _jsonl({"prompt": "my secret symptom xylophone", "response": "see a doctor"}, GOOD)
+    profile = Profile.open(tmp_path / "profile", passphrase="correct horse")
+    try:
+        blob_id = ds.import_dataset(profile, "health.jsonl", data)
+        spec = TrainingSpec(domain="healthcare", base="b", out_dir=str(tmp_path / "job"), data_blob_id=blob_id,
+                            data_name="health.jsonl", threads=1)
+        assert load_data(spec, profile) == data
+        with pytest.raises(ds.DatasetError, match="line 1: not valid JSON"):
+            ds.import_dataset(profile, "bad.jsonl", b"{nope\n")
+    finally:
+        profile.close()
+    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "profile").rglob("*") if p.is_file())
+    assert b"xylophone" not in on_disk

@@ -71,6 +71,24 @@ def test_loss_falls_and_the_adapter_is_written(reference: tuple[Path, job.Traini
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(out / "adapter"))
     assert model.peft_config["default"].r == 8
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000012", "step-000018", "step-000024"]
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_base.resolve())
+    info = json.loads((out / "adapter" / "tara_training.json").read_text())
+    assert info["domain"] == "general" and info["val_loss_after"] == result.val_loss_after
+
+
+def test_trains_on_a_gguf_base(tmp_path: Path, dataset_bytes: bytes) -> None:
+    """A .gguf base (transformers de-quantizes it into a torch model) trains like a folder."""
+    from tara_desktop.llm.tiny_model import build_tiny_gguf
+
+    gguf = build_tiny_gguf(tmp_path / "tiny.gguf", seed=0)
+    result = job.run(small_spec(gguf, tmp_path / "job", target_modules=None, max_steps=6, save_every=3,
+                                sample_count=0), JobState(), dataset_bytes)
+    assert result.status == "done" and result.val_loss_after is not None and result.val_loss_before is not None
+    assert result.val_loss_after < result.val_loss_before
+    adapter_config = json.loads((tmp_path / "job" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(gguf.resolve())
+    assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]  # the llama default
 
 
 def test_same_seed_same_losses(reference: tuple[Path, job.TrainingResult], tiny_base: Path,

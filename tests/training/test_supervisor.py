@@ -71,6 +71,10 @@ def test_sigkilled_job_is_found_and_resumes_to_the_same_result(
                   JobState(), dataset_bytes)
     _same_adapter(root / "general" / "adapter", tmp_path / "ref" / "adapter")
     assert resumed.result["val_loss_after"] == pytest.approx(ref.val_loss_after, abs=1e-6)
+    # The dataset reached the child through a pipe: no file in the job folder holds its text.
+    files = [p for p in (root / "general").rglob("*") if p.is_file()]
+    assert len(files) > 10
+    assert not [p for p in files if b"colour" in p.read_bytes()]
 
 
 def test_cancel_through_the_supervisor_then_train_all_resumes_the_queue(
