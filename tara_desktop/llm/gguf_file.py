@@ -426,6 +426,8 @@ def _parse(path: Path, f: BinaryIO, size: int) -> GgufInfo:
         )
 
     _check_tokenizer(metadata)
+    if metadata.get("general.type", "model") != "adapter":
+        _check_hparams(metadata)
 
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and not any(p.key == "tokenizer.chat_template" for p in problems):
@@ -464,6 +466,50 @@ def _check_tokenizer(metadata: dict[str, Any]) -> None:
                 f"{key} has {what} but there are {tokens.count} tokens: the tokenizer metadata is corrupt, "
                 f"{REDOWNLOAD}"
             )
+
+
+LLAMA_MAX_LAYERS = 512
+LLAMA_MAX_EXPERTS = 512
+ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
+
+
+def _check_hparams(metadata: dict[str, Any]) -> None:
+    """Settings llama.cpp checks with assertions while loading: a bad value there aborts the whole
+    process instead of failing the load, so it must be caught here."""
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        return
+
+    def num(suffix: str) -> int | None:
+        return _int(metadata.get(f"{arch}.{suffix}"))
+
+    def bad(what: str) -> InvalidGguf:
+        return InvalidGguf(f"{what}, which makes llama.cpp abort: the model's settings are corrupt, {REDOWNLOAD}")
+
+    layers = num("block_count")
+    if layers is not None and not 1 <= layers <= LLAMA_MAX_LAYERS:
+        raise bad(f"{arch}.block_count is {layers} (llama.cpp allows 1 to {LLAMA_MAX_LAYERS})")
+    nextn = num("nextn_predict_layers")
+    if nextn is not None and layers is not None and nextn > layers:
+        raise bad(f"{arch}.nextn_predict_layers is {nextn}, more than the {layers} layers")
+    experts = num("expert_count") or 0
+    used = num("expert_used_count") or 0
+    groups = num("expert_group_count") or 0
+    group_used = num("expert_group_used_count") or 0
+    if experts > LLAMA_MAX_EXPERTS:
+        raise bad(f"{arch}.expert_count is {experts} (llama.cpp allows up to {LLAMA_MAX_EXPERTS})")
+    if used > experts:
+        raise bad(f"{arch}.expert_used_count is {used}, more than the {experts} experts")
+    if experts > 0:
+        if used == 0 or groups >= experts:
+            raise bad(f"{arch} has {experts} experts but uses {used} of them in {groups} groups")
+        if groups > 1 and (experts % groups or not 0 < group_used < groups):
+            raise bad(f"{arch} splits {experts} experts into {groups} groups and uses {group_used} of them")
+    elif groups:
+        raise bad(f"{arch}.expert_group_count is {groups} for a model without experts")
+    scaling = metadata.get(f"{arch}.rope.scaling.type")
+    if isinstance(scaling, str) and scaling not in ROPE_SCALING_TYPES:
+        raise bad(f"{arch}.rope.scaling.type is {scaling[:40]!r}, not one of {', '.join(ROPE_SCALING_TYPES)}")
 
 
 def _int(value: Any) -> int | None:

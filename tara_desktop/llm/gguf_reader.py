@@ -7,6 +7,7 @@ Used by :mod:`tara_desktop.llm.gguf_file`, which turns the parsed header into a 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -27,6 +28,7 @@ KEEP_STRING_ITEMS = 256
 KEEP_TOTAL_BYTES = 64 << 20  # all kept metadata together (a hostile file cannot make us hold more)
 _CHUNK = 1 << 20
 _U64 = struct.Struct("<Q")
+MAX_UNIQUE_CHECK = 1_000_000  # vocabularies up to this size are checked for duplicate tokens
 
 REDOWNLOAD = "download it again or re-export it"
 
@@ -137,14 +139,16 @@ class Reader:
             raise Cut(what, self.pos)
         self.pos += n
 
-    def skip_strings(self, count: int, key: str) -> None:
-        """Skip ``count`` length-prefixed strings (a tokenizer's vocabulary or merges) quickly: the
-        lengths are read straight from the read-ahead buffer, each one checked against the file size."""
+    def walk_strings(self, count: int, key: str, *, unique: bool = False) -> None:
+        """Step over ``count`` length-prefixed strings (a tokenizer's vocabulary or merges) quickly: the
+        lengths are read straight from the read-ahead buffer, each one checked against the file size.
+        With ``unique``, a string that appears twice is an error (llama.cpp aborts on a duplicate token)."""
         size = self.size
         pos = self.pos
         buf, start = self._buf, self._buf_start
         last = start + len(buf) - 8  # the last position whose 8-byte length is inside the buffer
         unpack = _U64.unpack_from
+        seen: set[bytes] | None = set() if unique and count <= MAX_UNIQUE_CHECK else None
         for i in range(count):
             if pos > last or pos < start:
                 if pos + 8 > size:
@@ -155,12 +159,27 @@ class Reader:
                 if pos > last:
                     raise Cut(f"the length of item {i} of {key}", pos)
             (n,) = unpack(buf, pos - start)
-            pos += 8 + n
-            if pos > size:
+            if pos + 8 + n > size:
                 raise InvalidGguf(
-                    f"item {i} of {key} claims to be {n} bytes long but only {size - pos + n} bytes are left in "
+                    f"item {i} of {key} claims to be {n} bytes long but only {size - pos - 8} bytes are left in "
                     f"the file: the header is corrupt or the file is truncated, {REDOWNLOAD}"
                 )
+            if seen is not None:
+                off = pos + 8 - start
+                if off + n <= len(buf):
+                    item = buf[off : off + n]
+                else:
+                    self._f.seek(pos + 8)
+                    item = self._f.read(min(n, 1 << 16))
+                    if n > 1 << 16:  # an absurdly long token: compare a digest, not the whole string
+                        item = hashlib.sha256(item + self._f.read(n - (1 << 16))).digest() + b"#long"
+                if item in seen:
+                    raise InvalidGguf(
+                        f"{key} holds the same text twice (item {i}), which makes llama.cpp abort: "
+                        f"the tokenizer metadata is corrupt, {REDOWNLOAD}"
+                    )
+                seen.add(item)
+            pos += 8 + n
         self.pos = pos
         self._buf, self._buf_start = buf, start
 
@@ -276,9 +295,14 @@ def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem])
                 f"the header is corrupt or the file is truncated, {REDOWNLOAD}"
             )
         if item_type == ValueType.STRING:
+            unique = key == "tokenizer.ggml.tokens"
             if count > KEEP_STRING_ITEMS or not r.may_keep(count * 64):
-                r.skip_strings(count, key)
+                r.walk_strings(count, key, unique=unique)
                 return ArrayValue(item_type, count, None)
+            if unique:  # check for duplicates, then come back and keep the (few) items
+                back = r.pos
+                r.walk_strings(count, key, unique=True)
+                r.pos = back
             items: list[Any] | None = []
             for i in range(count):
                 n = r.string_len(f"item {i} of {key}")

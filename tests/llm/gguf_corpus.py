@@ -292,3 +292,44 @@ def tokenizer_damage_files(tmp: Path) -> list[BadFile]:
     p = write_valid_gguf(tmp / "int_tokens.gguf", tokens=list(range(len(VOCAB))))
     out.append(BadFile("tokens_not_strings", p.read_bytes(), "not a list of strings"))
     return out
+
+
+def _kv_u32(key: str, value: int) -> bytes:
+    k = key.encode("utf-8")
+    return struct.pack("<Q", len(k)) + k + struct.pack("<II", 4, value)
+
+
+def abort_files(data: bytes) -> dict[str, tuple[bytes, str]]:
+    """Damage llama.cpp does not fail on but aborts on (a crash of the whole process), built from the
+    bytes of a llama model with a vocabulary: name -> (file bytes, phrase the error must contain)."""
+    lay = layout(data)
+    kv = {k[0]: k for k in lay.kv_starts}
+    arch = "llama"
+    out = {
+        "block_count_0": (_put(data, kv[f"{arch}.block_count"][2] + 4, "<I", 0), "block_count is 0"),
+        "block_count_513": (_put(data, kv[f"{arch}.block_count"][2] + 4, "<I", 513), "block_count is 513"),
+        "experts_overused": (
+            insert_kvs(data, [_kv_u32(f"{arch}.expert_count", 4), _kv_u32(f"{arch}.expert_used_count", 8)]),
+            "expert_used_count is 8",
+        ),
+        "rope_scaling_bogus": (
+            insert_kvs(data, [_kv_string(f"{arch}.rope.scaling.type", b"bogus")]),
+            "rope.scaling.type is 'bogus'",
+        ),
+    }
+    # two tokens with the same text: rewrite the second token of some length as a copy of the first
+    pos = kv["tokenizer.ggml.tokens"][2] + 4
+    _sub, count = struct.unpack_from("<IQ", data, pos)
+    pos += 12
+    first_of_len: dict[int, int] = {}
+    for _ in range(count):
+        (n,) = struct.unpack_from("<Q", data, pos)
+        if n > 0 and n in first_of_len:
+            dup = bytearray(data)
+            src = first_of_len[n]
+            dup[pos + 8 : pos + 8 + n] = data[src : src + n]
+            out["duplicate_token"] = (bytes(dup), "holds the same text twice")
+            break
+        first_of_len.setdefault(n, pos + 8)
+        pos += 8 + n
+    return out

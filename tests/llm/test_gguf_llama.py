@@ -3,6 +3,7 @@ llama.cpp loads what the validator accepts, refuses what it rejects, and loads e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,34 @@ def test_repaired_copies_load_and_generate_like_the_original(tiny: Path, damaged
         assert reply["choices"][0]["message"]["content"] is not None
     finally:
         llm.close()
+
+
+_LOAD_IN_CHILD = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)
+print("LOADED")
+"""
+
+
+def test_settings_that_make_llama_cpp_abort_are_rejected(tiny: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .gguf_corpus import abort_files
+
+    cases = abort_files(tiny.read_bytes())
+    assert set(cases) == {"block_count_0", "block_count_513", "experts_overused", "rope_scaling_bogus", "duplicate_token"}
+    for name, (data, phrase) in cases.items():
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(data)
+        with pytest.raises(InvalidGguf) as err:
+            gguf_file.validate(path)
+        assert phrase in str(err.value) and "abort" in str(err.value), name
+    # what the validator prevents: llama.cpp takes its whole process down on such a file (run in a child)
+    for name in ("block_count_0", "duplicate_token"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _LOAD_IN_CHILD, str(tmp_path / f"{name}.gguf")],
+            capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "GGML_NO_BACKTRACE": "1"},  # no gdb backtrace of the abort
+        )
+        assert proc.returncode != 0 and "LOADED" not in proc.stdout, name
