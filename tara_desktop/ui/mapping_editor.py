@@ -154,10 +154,10 @@ class MappingEditor(QWidget):
                 self.error.emit(f"the {domain} domain has no model; choose one before saving")
                 return
         try:
+            for v in values.values():
+                ModelChoice(**v)  # the same checks the config loader makes
             self.assistant.profile.store.set_setting(_mapping_key(), values)
-            mapping = self.assistant.configs.mapping
-            for domain, v in values.items():
-                mapping.domains[domain] = ModelChoice(**v)
+            self.assistant.reload_settings()
         except (TaraError, ValueError) as exc:
             self.error.emit(str(exc))
             return

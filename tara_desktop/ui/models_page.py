@@ -1,5 +1,6 @@
-"""Models: installed GGUF files with size and fit, add (dialog or drop), validate, load/unload, remove;
-the catalog with downloads; and the domain → model/adapter mapping."""
+"""Models: the user's and the bundled GGUF models beside the catalog, with size and whether each fits this
+computer; add (dialog or drop), validate, load/unload, download (progress, cancel, resume), remove; and
+the domain → model/adapter mapping."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMessageBox,
+    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -27,20 +29,30 @@ from PySide6.QtWidgets import (
 from tara_desktop import paths
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui import model_files as mf
 from tara_desktop.ui.banner import Banner
-from tara_desktop.ui.catalog_panel import CatalogPanel
 from tara_desktop.ui.mapping_editor import MappingEditor
-from tara_desktop.ui.workers import JobHost
+from tara_desktop.ui.workers import JobHost, JobThread
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("Name", "Size", "Fits this computer?", "State", "Where")
+COLUMNS = ("Name", "State", "Size", "Fits this computer?", "Quantization", "License")
+_STATE = {"installed": "added by you", "bundled": "comes with TARA", "available": "in the catalog",
+          "missing": "file missing"}
+
+
+def human_size(n: float | None) -> str:
+    if not n:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
 
 
 class ModelsPage(QWidget):
     """Signals:
-        models_changed(): a model was added or removed.
+        models_changed(): a model was added, downloaded or removed.
     """
 
     models_changed = Signal()
@@ -49,14 +61,15 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.jobs = jobs
         self.assistant: Any = None
-        self.models: list[mf.InstalledModel] = []
+        self.rows: list[Any] = []
+        self.download_job: JobThread | None = None
         self.setAcceptDrops(True)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
         title = QLabel("Models", self)
         title.setObjectName("PageTitle")
         outer.addWidget(title)
-        hint = QLabel("Drop a .gguf file here to add it. Models run on this computer only.", self)
+        hint = QLabel("Models run on this computer only. Drop a .gguf file here to add it.", self)
         hint.setObjectName("Muted")
         outer.addWidget(hint)
         self.banner = Banner(self)
@@ -64,29 +77,34 @@ class ModelsPage(QWidget):
         self.tabs = QTabWidget(self)
         outer.addWidget(self.tabs, 1)
 
-        installed = QWidget(self)
-        lay = QVBoxLayout(installed)
-        self.table = QTableWidget(0, len(COLUMNS), installed)
+        models = QWidget(self)
+        lay = QVBoxLayout(models)
+        self.table = QTableWidget(0, len(COLUMNS), models)
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setAccessibleName("Installed models")
+        self.table.setAccessibleName("Models")
         lay.addWidget(self.table)
         row = QHBoxLayout()
         self.add_button = self._button("Add a GGUF file…", row)
         self.validate_button = self._button("Validate", row)
         self.load_button = self._button("Load", row)
         self.unload_button = self._button("Unload", row)
+        self.download_button = self._button("Download", row)
+        self.cancel_button = self._button("Cancel download", row)
+        self.cancel_button.setEnabled(False)
         row.addStretch(1)
         self.remove_button = self._button("Remove", row)
         self.remove_button.setObjectName("DangerButton")
         lay.addLayout(row)
-        self.tabs.addTab(installed, "Installed")
-        self.catalog = CatalogPanel(jobs, self)
-        self.tabs.addTab(self.catalog, "Catalog")
+        self.progress = QProgressBar(models)
+        self.progress.setAccessibleName("Download progress")
+        self.progress.setRange(0, 1000)
+        self.progress.hide()
+        lay.addWidget(self.progress)
+        self.tabs.addTab(models, "Models")
         self.mapping = MappingEditor(self)
         self.tabs.addTab(self.mapping, "Domains → models")
 
@@ -94,9 +112,10 @@ class ModelsPage(QWidget):
         self.validate_button.clicked.connect(self.validate_selected)
         self.load_button.clicked.connect(self.load_selected)
         self.unload_button.clicked.connect(self.unload_selected)
+        self.download_button.clicked.connect(self.download_selected)
+        self.cancel_button.clicked.connect(self.cancel_download)
         self.remove_button.clicked.connect(self.remove_selected)
-        self.catalog.downloaded.connect(lambda _p: self.refresh())
-        self.catalog.error.connect(self.banner.show_error)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
         self.mapping.error.connect(self.banner.show_error)
         self.mapping.saved.connect(lambda: self.banner.show_info("The domain → model mapping was saved."))
         self.set_assistant(None)
@@ -109,77 +128,103 @@ class ModelsPage(QWidget):
 
     # ---- data ----------------------------------------------------------------------------------------
     @property
-    def profile_dir(self) -> Path:
-        if self.assistant is not None and getattr(self.assistant, "profile_dir", None):
-            return Path(self.assistant.profile_dir)
-        return paths.profile_dir()
-
-    @property
     def pool(self) -> Any:
         return getattr(self.assistant, "pool", None)
 
     def set_assistant(self, assistant: Any) -> None:
         self.assistant = assistant
-        self.catalog.set_assistant(assistant)
+        self.setEnabled(assistant is not None)
         self.mapping.set_assistant(assistant)
         self.refresh()
 
+    def library(self) -> Any:
+        from tara_desktop.llm.library import ModelLibrary
+
+        return ModelLibrary(self.assistant.profile)
+
     def refresh(self) -> None:
-        self.models = mf.installed_models(self.profile_dir)
-        n_ctx = 2048
-        budget: float | None = None
-        if self.assistant is not None:
-            n_ctx = self.assistant.configs.app.llm.context_size
-            budget = self.assistant.configs.app.llm.memory_budget_mb
-        avail = mf.available_mb()
         self.table.setRowCount(0)
-        for m in self.models:
-            r = self.table.rowCount()
-            self.table.insertRow(r)
-            need = mf.estimate_need_mb(m.path, n_ctx)
-            loaded = self.pool is not None and self.pool.is_loaded(m.path)
-            cells = (m.name, mf.human_size(m.size_bytes), f"{mf.fit_label(need, avail, budget)} (~{need:.0f} MB)",
-                     "loaded" if loaded else "", "comes with TARA" if m.bundled else "added by you")
+        self.rows = []
+        if self.assistant is None:
+            return
+        from tara_desktop.llm.catalog import load_catalog
+        from tara_desktop.llm.library import list_models
+
+        llm = self.assistant.configs.app.llm
+        try:
+            loaded = [m.path for m in self.pool.loaded()] if self.pool is not None else []
+            self.rows = list_models(self.library(), load_catalog(), n_ctx=llm.context_size,
+                                    budget_mb=llm.memory_budget_mb, n_batch=llm.batch_size, loaded=loaded)
+        except TaraError as exc:
+            self.banner.show_error(str(exc))
+            return
+        for r in self.rows:
+            i = self.table.rowCount()
+            self.table.insertRow(i)
+            state = _STATE.get(r.status, r.status) + (" · loaded" if r.loaded else "")
+            cells = (r.name, state, human_size(r.size_bytes), r.fit.verdict, r.quantization or "", r.license or "")
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(str(m.path))
-                self.table.setItem(r, c, item)
+                item.setToolTip(r.problem or r.fit.reason or (str(r.path) if r.path else ""))
+                self.table.setItem(i, c, item)
+        header = self.table.horizontalHeader()
         self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.mapping.set_models([m.path for m in self.models])
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.mapping.set_models([r.path for r in self.rows if r.path is not None])
+        self._update_buttons()
 
-    def selected(self) -> mf.InstalledModel | None:
+    def selected(self, *, quiet: bool = False) -> Any:
         rows = self.table.selectionModel().selectedRows()
         if not rows:
-            self.banner.show_info("Select a model in the list first.")
+            if not quiet:
+                self.banner.show_info("Select a model in the list first.")
             return None
-        return self.models[rows[0].row()]
+        return self.rows[rows[0].row()]
+
+    def select_name(self, name: str) -> None:
+        for i, r in enumerate(self.rows):
+            if r.name == name:
+                self.table.selectRow(i)
+                return
+
+    def _update_buttons(self) -> None:
+        r = self.selected(quiet=True)
+        on_disk = r is not None and r.path is not None and r.status in ("installed", "bundled")
+        self.validate_button.setEnabled(on_disk)
+        self.load_button.setEnabled(on_disk and not r.loaded)
+        self.unload_button.setEnabled(r is not None and r.loaded)
+        self.download_button.setEnabled(r is not None and r.status == "available" and self.download_job is None)
+        self.remove_button.setEnabled(r is not None and r.status in ("installed", "missing"))
 
     # ---- add --------------------------------------------------------------------------------------------
     def add_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Add a model", str(Path.home()), "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Add a model", str(Path.home()),
+                                              "GGUF models (*.gguf);;All files (*)")
         if path:
             self.add_model(Path(path))
 
     def add_model(self, path: Path) -> None:
-        """Validate and copy ``path`` into the user's models folder, off the GUI thread."""
-        profile_dir = self.profile_dir
+        """Validate ``path`` and add it to the user's models (the file stays where it is), off the GUI thread."""
+        if self.assistant is None:
+            return
+        library = self.library()
         self.banner.show_info(f"Checking {path.name}…")
         self.add_button.setEnabled(False)
 
         def run(state: JobState, _emit: Any) -> Any:
-            return mf.add_model(path, profile_dir, state)
+            from tara_desktop.llm.catalog import load_catalog
+
+            return library.add(path, catalog=load_catalog(), state=state)
 
         job = self.jobs.start(run, "add-model")
-        job.progress.connect(lambda f, m: self.banner.show_info(f"{m} {'' if f is None else f'{f:.0%}'}"))
         job.succeeded.connect(self._on_added)
         job.failed.connect(lambda msg: self.banner.show_error(f"{path.name} was not added: {msg}"))
-        job.cancelled.connect(lambda: self.banner.show_info("Adding the model was cancelled."))
         job.done.connect(lambda: self.add_button.setEnabled(True))
 
-    def _on_added(self, target: Path) -> None:
-        self.banner.show_info(f"{Path(target).name} is valid and was added.")
+    def _on_added(self, model: Any) -> None:
+        self.banner.show_info(f"{model.name} is valid and was added.")
         self.refresh()
+        self.select_name(model.name)
         self.models_changed.emit()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -196,65 +241,124 @@ class ModelsPage(QWidget):
 
     # ---- validate, load, unload, remove ---------------------------------------------------------------
     def validate_selected(self) -> None:
-        model = self.selected()
-        if model is None:
+        r = self.selected()
+        if r is None or r.path is None:
             return
+        path, name = r.path, r.name
 
         def run(state: JobState, _emit: Any) -> Any:
-            return mf.validate_model(model.path, state)
+            from tara_desktop.llm import gguf_file
 
+            return gguf_file.validate(path, state=state)
+
+        self.banner.show_info(f"Validating {name}…")
         job = self.jobs.start(run, "validate-model")
-        self.banner.show_info(f"Validating {model.name}…")
         job.succeeded.connect(lambda info: self.banner.show_info(
-            f"{model.name} is valid: {getattr(info, 'architecture', '?')}, "
-            f"{getattr(info, 'quantization', '?')}, {getattr(info, 'tensor_count', '?')} tensors."))
-        job.failed.connect(lambda msg: self.banner.show_error(f"{model.name}: {msg}"))
+            f"{name} is valid: {info.architecture or 'unknown architecture'}, {info.quantization}, "
+            f"{info.tensor_count} tensors."))
+        job.failed.connect(lambda msg: self.banner.show_error(f"{name}: {msg}"))
 
     def load_selected(self) -> None:
-        model = self.selected()
+        r = self.selected()
         pool = self.pool
-        if model is None or pool is None:
+        if r is None or r.path is None or pool is None:
             return
+        path, name = r.path, r.name
 
         def run(state: JobState, _emit: Any) -> Any:
-            return pool.get(model.path, state)
+            pool.get(path, state)
+            return name
 
-        self.banner.show_info(f"Loading {model.name}…")
+        self.banner.show_info(f"Loading {name}…")
         job = self.jobs.start(run, "load-model")
-        job.succeeded.connect(lambda _e: self._on_loaded(model.name))
-        job.failed.connect(lambda msg: self.banner.show_error(f"{model.name} did not load: {msg}"))
+        job.succeeded.connect(self._on_loaded)
+        job.failed.connect(lambda msg: self.banner.show_error(f"{name} did not load: {msg}"))
 
     def _on_loaded(self, name: str) -> None:
         self.banner.show_info(f"{name} is loaded.")
         self.refresh()
+        self.select_name(name)
 
     def unload_selected(self) -> None:
-        model = self.selected()
-        if model is None or self.pool is None:
+        r = self.selected()
+        if r is None or r.path is None or self.pool is None:
             return
-        try:
-            unloaded = self.pool.unload(model.path)
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
-            return
-        self.banner.show_info(f"{model.name} was unloaded." if unloaded else f"{model.name} was not loaded.")
+        self.pool.unload(r.path)
+        self.banner.show_info(f"{r.name} was unloaded.")
         self.refresh()
+        self.select_name(r.name)
 
     def remove_selected(self) -> None:
-        model = self.selected()
-        if model is None:
+        r = self.selected()
+        if r is None or r.status not in ("installed", "missing"):
             return
-        answer = QMessageBox.question(self, "Remove model", f"Delete the file {model.name} from this computer?",
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                                      QMessageBox.StandardButton.Cancel)
+        answer = QMessageBox.question(
+            self, "Remove model",
+            f"Remove {r.name} from your models? The file itself stays where it is.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Cancel)
         if answer != QMessageBox.StandardButton.Yes:
             return
         try:
-            if self.pool is not None:
-                self.pool.unload(model.path)
-            mf.remove_model(model)
+            if self.pool is not None and r.path is not None:
+                self.pool.unload(r.path)
+            self.library().remove(r.name)
         except TaraError as exc:
             self.banner.show_error(str(exc))
             return
         self.refresh()
         self.models_changed.emit()
+
+    # ---- download ---------------------------------------------------------------------------------------
+    def download_selected(self) -> None:
+        r = self.selected()
+        if r is None or r.status != "available" or self.download_job is not None:
+            return
+        from tara_desktop.llm.catalog import load_catalog
+
+        entry = load_catalog().get(r.catalog_id or r.name)
+        source = entry.source
+        if source is None:
+            self.banner.show_error(f"{entry.id} has no download address in the catalog; add its file instead.")
+            return
+        dest = paths.user_models_dir(Path(self.assistant.profile_dir)) / entry.file
+        library = self.library()
+
+        def run(state: JobState, _emit: Any) -> Any:
+            from tara_desktop.llm.download import download
+
+            if not dest.exists():
+                download(source, dest, sha256=entry.sha256, state=state, expected_size=entry.size_bytes)
+            return library.add(dest, name=entry.id, origin="downloaded", catalog=load_catalog(), state=state)
+
+        self.download_job = job = self.jobs.start(run, "download-model")
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.setEnabled(True)
+        self.banner.show_info(f"Downloading {entry.name}…")
+        job.progress.connect(self._on_download_progress)
+        job.succeeded.connect(self._on_added)
+        job.failed.connect(lambda msg: self.banner.show_error(f"{entry.id} was not downloaded: {msg}"))
+        job.cancelled.connect(lambda: self.banner.show_info(
+            f"The download of {entry.id} is paused; Download again to resume where it stopped."))
+        job.done.connect(self._on_download_done)
+        self._update_buttons()
+
+    def _on_download_progress(self, fraction: float | None, message: str) -> None:
+        if fraction is None:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(fraction * 1000))
+        if message:
+            self.progress.setFormat(f"{message}  %p%")
+
+    def cancel_download(self) -> None:
+        if self.download_job is not None:
+            self.download_job.cancel()
+
+    def _on_download_done(self) -> None:
+        self.download_job = None
+        self.progress.hide()
+        self.cancel_button.setEnabled(False)
+        self._update_buttons()
+

@@ -39,12 +39,27 @@ CONSENTS = (
 
 
 def _describe_status(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """The profile's status as rows a person understands."""
     rows: list[tuple[str, str]] = []
-    for key, value in status.items():
-        if isinstance(value, dict | list):
-            continue
-        label = key.replace("_", " ").capitalize()
-        rows.append((label, str(value)))
+    if status.get("dir"):
+        rows.append(("Folder", str(status["dir"])))
+    source = status.get("key_source")
+    if source == "keyring":
+        how = f"Encrypted; the key is in your system keyring ({status.get('key_source_detail', 'keyring')})"
+    elif source == "passphrase":
+        how = "Encrypted with a key derived from your passphrase (asked when TARA starts)"
+    else:
+        how = "Encrypted"
+    rows.append(("Protection", how))
+    counts = status.get("counts") or {}
+    if isinstance(counts, dict) and counts:
+        rows.append(("Stored", ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())))
+    size = status.get("size_bytes")
+    if isinstance(size, int):
+        rows.append(("Size on disk", f"{size / (1024 * 1024):.1f} MB"))
+    created = status.get("created_at")
+    if isinstance(created, int | float):
+        rows.append(("Created", datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M")))
     return rows
 
 
@@ -153,12 +168,10 @@ class PrivacyPage(QWidget):
 
     def _load_audit(self) -> None:
         entries: list[Any] = []
-        lister = getattr(self.profile.audit, "entries", None) or getattr(self.profile.audit, "list", None)
-        if lister is not None:
-            try:
-                entries = list(lister())
-            except TaraError as exc:
-                self.verify_result.setText(str(exc))
+        try:
+            entries = list(self.profile.audit.entries(on_damaged="skip"))
+        except TaraError as exc:
+            self.verify_result.setText(str(exc))
         self.audit_table.setRowCount(0)
         for entry in reversed(entries[-500:]):
             when, what = _audit_row(entry)
@@ -193,7 +206,7 @@ class PrivacyPage(QWidget):
 
         def run(state: JobState, _emit: Any) -> Any:
             state.report(None, "exporting")
-            return profile.export(out)
+            return profile.export(out, state)
 
         job = self.jobs.start(run, "export-profile")
         job.succeeded.connect(lambda r: self._on_exported(r, out))
@@ -201,7 +214,7 @@ class PrivacyPage(QWidget):
         job.done.connect(lambda: self.export_button.setEnabled(True))
 
     def _on_exported(self, result: Any, out: Path) -> None:
-        where = str(result) if isinstance(result, str | Path) else str(out)
+        where = str(out)
         self.banner.show_info(f"Exported to {where}. The export is not encrypted: keep it somewhere safe.")
         self._load_audit()
         self.exported.emit(where)
@@ -212,7 +225,7 @@ class PrivacyPage(QWidget):
             return
         where = ""
         try:
-            where = str(self.profile.status().get("path", ""))
+            where = str(self.profile.status().get("dir", ""))
         except Exception:
             pass
         answer = QMessageBox.warning(
@@ -245,21 +258,19 @@ class PrivacyPage(QWidget):
         except TaraError as exc:
             self.verify_result.setText(f"✗ {exc}")
             return
-        if result is None or result is True:
-            self.verify_result.setText("✓ The audit log is intact: no entry was changed or removed.")
-        elif isinstance(result, int) and not isinstance(result, bool):
-            self.verify_result.setText(f"✓ The audit log is intact ({result} entries checked).")
+        if getattr(result, "ok", False):
+            entries = getattr(result, "entries", "?")
+            self.verify_result.setText(f"✓ The audit log is intact: {entries} entries, none changed or removed.")
         else:
             self.verify_result.setText(f"✗ {result}")
 
 
 def _audit_row(entry: Any) -> tuple[str, str]:
-    get = entry.get if isinstance(entry, dict) else lambda k, d=None: getattr(entry, k, d)
-    when = get("created_at", None) or get("at", None) or get("time", None) or ""
+    when: Any = getattr(entry, "created_at", "")
     if isinstance(when, int | float):
         when = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")
-    event = str(get("event", "") or "")
-    details = get("details", None) or {}
+    event = str(getattr(entry, "event", ""))
+    details = getattr(entry, "details", None) or {}
     if isinstance(details, dict) and details:
         event += "  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")"
     return str(when), event

@@ -7,13 +7,13 @@ background so the first reply does not pay for the load.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
+from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.workers import JobHost, JobThread
 
@@ -23,14 +23,9 @@ WELCOME_KEY = "ui.welcome_done"
 
 
 def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Any:
-    from tara_desktop.assistant import Assistant  # type: ignore[attr-defined]
+    from tara_desktop.assistant import Assistant
 
-    if passphrase is not None:
-        try:
-            return Assistant.open(profile_dir, passphrase=passphrase)  # type: ignore[call-arg]
-        except TypeError:
-            os.environ["TARA_PASSPHRASE"] = passphrase  # this process only; never written anywhere
-    return Assistant.open(profile_dir)
+    return Assistant.open(profile_dir, passphrase=passphrase)
 
 
 def needs_passphrase(exc: BaseException | None, message: str) -> bool:
@@ -106,27 +101,30 @@ class Session(QObject):
         self.failed.emit(message)
 
     def warm_up(self) -> None:
-        """Load the default model in the background (if the assistant can) and report its state."""
+        """Prepare the router and load the default model in the background, so the first reply does
+        not wait for them; the status line says what is happening."""
         assistant = self.assistant
-        preload = getattr(assistant, "preload", None) or getattr(assistant, "warm_up", None)
         name = self.default_model_name()
-        if preload is None:
-            self.model_status.emit(f"Model: {name} (loads with the first message)")
-            return
-        self.model_status.emit(f"Model: {name} — loading…")
 
         def run(state: JobState, _emit: Any) -> Any:
-            return preload(state=state)
+            state.report(None, "Preparing…")
+            assistant.router.warm_up()
+            state.check()
+            try:
+                path = assistant.model_for(name)
+            except TaraError:
+                return f"Model {name} not found — add one in Models"
+            state.report(None, f"Loading {name}…")
+            assistant.pool.get(path, state)
+            return f"{name} ready"
 
         job = self.jobs.start(run, "warm-up")
-        job.succeeded.connect(lambda _r: self.model_status.emit(f"Model: {name} — ready"))
-        job.failed.connect(lambda m: self.model_status.emit(f"Model: {name} — {m}"))
+        job.progress.connect(lambda _f, m: self.model_status.emit(m))
+        job.succeeded.connect(lambda text: self.model_status.emit(str(text)))
+        job.failed.connect(lambda m: self.model_status.emit(f"{name} did not load: {m}"))
 
     def default_model_name(self) -> str:
-        try:
-            return str(self.assistant.configs.mapping.default.model)
-        except AttributeError:
-            return "?"
+        return str(self.assistant.configs.mapping.default.model)
 
     def welcome_done(self) -> bool:
         try:

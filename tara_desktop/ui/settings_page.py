@@ -49,10 +49,9 @@ def read_overrides(store: Any) -> dict[str, Any]:
 def input_devices() -> list[tuple[str, int]]:
     """Microphones PortAudio sees (empty when there is none, or no PortAudio)."""
     try:
-        import sounddevice
+        from tara_desktop.voice.audio import input_devices as listed
 
-        return [(str(d["name"]), i) for i, d in enumerate(sounddevice.query_devices())
-                if int(d.get("max_input_channels", 0)) > 0]
+        return [(str(d["name"]), int(d["index"])) for d in listed()]
     except Exception:
         return []
 
@@ -165,20 +164,15 @@ class SettingsPage(QWidget):
     def apply(self) -> None:
         if self.assistant is None:
             return
-        from tara_desktop.config import load_app_config
-
-        store = self.assistant.profile.store
-        overrides = read_overrides(store)
+        overrides = read_overrides(self.assistant.profile.store)
         for section, fields in self.values().items():
             overrides.setdefault(section, {}).update(fields)
         try:
-            configs = self.assistant.configs
-            new_app = load_app_config(configs.folder / "config.yaml", overrides)
-            store.set_setting(_overrides_key(), overrides)
+            self.assistant.save_settings(overrides)  # validated against config.py's types, then applied
         except TaraError as exc:
             self.banner.show_error(str(exc))
             return
-        configs.app = new_app
+        new_app = self.assistant.configs.app
         app = QApplication.instance()
         if isinstance(app, QApplication):
             theme.apply_theme(app, new_app.app.theme, new_app.app.font_size)

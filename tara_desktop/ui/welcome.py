@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from tara_desktop.errors import TaraError
+from tara_desktop.jobs import JobState
 from tara_desktop.ui.privacy_page import CONSENTS
 from tara_desktop.ui.session import WELCOME_KEY, Session
 
@@ -86,18 +87,13 @@ class WelcomeWizard(QWizard):
         page = QWizardPage(self)
         page.setTitle("How your profile is protected")
         lay = QVBoxLayout(page)
-        status: dict[str, Any] = {}
-        try:
-            status = dict(self.assistant.profile.status()) if self.assistant else {}
-        except TaraError:
-            pass
-        how = str(status.get("protection") or status.get("key_source") or status.get("key") or "")
-        where = str(status.get("path") or status.get("profile_dir") or "")
+        self.key_source = str(getattr(self.assistant.profile, "key_source", "")) if self.assistant else ""
+        how = {"keyring": "the key is in your system keyring", "passphrase": "protected by your passphrase"}
         lay.addWidget(_label(
             "Your conversations are encrypted with a key kept in your system's keyring (Windows "
             "Credential Manager), or derived from a passphrase you type when TARA starts.", page))
-        if how or where:
-            current = _label(f"Now: {how or 'encrypted'}{(' — ' + where) if where else ''}", page)
+        if self.key_source:
+            current = _label(f"Now: {how.get(self.key_source, self.key_source)}.", page)
             current.setObjectName("Muted")
             lay.addWidget(current)
         self.use_keyring = QRadioButton("Use the system keyring (no prompt at start)", page)
@@ -105,7 +101,7 @@ class WelcomeWizard(QWizard):
         group = QButtonGroup(page)
         group.addButton(self.use_keyring)
         group.addButton(self.use_passphrase)
-        (self.use_passphrase if "pass" in how.lower() else self.use_keyring).setChecked(True)
+        (self.use_passphrase if self.key_source == "passphrase" else self.use_keyring).setChecked(True)
         lay.addWidget(self.use_keyring)
         lay.addWidget(self.use_passphrase)
         self.passphrase = QLineEdit(page)
@@ -163,19 +159,27 @@ class WelcomeWizard(QWizard):
         try:
             for kind, box in self.consent_boxes.items():
                 profile.consent.set(kind, box.isChecked())
-            phrase = self.passphrase.text()
-            if self.use_passphrase.isChecked() and phrase:
-                setter = getattr(profile, "set_passphrase", None)
-                if setter is not None:
-                    setter(phrase)
-            elif self.use_keyring.isChecked() and hasattr(profile, "use_keyring"):
-                profile.use_keyring()
         except TaraError as exc:
             if window is not None:
                 window.chat.banner.show_error(str(exc))
         self._mark_done()
         if window is None:
             return
+        phrase = self.passphrase.text()
+        change: dict[str, Any] | None = None
+        if self.use_passphrase.isChecked() and phrase:
+            change = {"key_source": "passphrase", "new_passphrase": phrase}
+        elif self.use_keyring.isChecked() and self.key_source != "keyring":
+            change = {"key_source": "keyring"}
+        if change is not None:
+            kwargs = change
+
+            def run(state: JobState, _emit: Any) -> Any:
+                return profile.rotate_key(state, **kwargs)
+
+            job = window.jobs.start(run, "rotate-key")
+            job.succeeded.connect(lambda _g: window.chat.banner.show_info("Your profile's protection was changed."))
+            job.failed.connect(window.chat.banner.show_error)
         if self.model_file.isChecked() and self.model_path.text().strip():
             window.show_page("Models").add_model(Path(self.model_path.text().strip()))
         elif self.model_catalog.isChecked():

@@ -4,6 +4,7 @@ test which leaves a QThread running (the napari habit)."""
 from __future__ import annotations
 
 import os
+import shutil
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,12 +59,36 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf"))
 
 
+# The GUI tests drive the window, not the router: they route by keywords (the router's own mode when no
+# embedding model is available), so they do not pay for loading torch + the embedding model, and they
+# keep replies short. tests/routing covers the embedding router.
+TEST_SETTINGS = {"routing": {"embedding_model": "keyword-routing-only"}, "llm": {"max_tokens": 40, "threads": 1}}
+
+
 @pytest.fixture
-def window(qtbot: Any, tiny_gguf: Path) -> Iterator[Any]:
+def test_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shipped configs/ with TEST_SETTINGS laid over config.yaml (also for a profile made afresh)."""
+    import yaml
+
+    from tara_desktop import paths
+
+    folder = tmp_path / "configs"
+    shutil.copytree(paths.configs_dir(), folder)
+    app = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    for section, values in TEST_SETTINGS.items():
+        app[section].update(values)
+    (folder / "config.yaml").write_text(yaml.safe_dump(app), encoding="utf-8")
+    monkeypatch.setattr(paths, "configs_dir", lambda: folder)
+    return folder
+
+
+@pytest.fixture
+def window(qtbot: Any, tiny_gguf: Path, test_configs: Path) -> Iterator[Any]:
     """The real main window with the profile open and the tiny model used for every reply."""
     from tara_desktop.ui.main_window import MainWindow
 
-    win = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False)
+    home = Path(os.environ["TARA_HOME"])
+    win = MainWindow(home, show_welcome=False)
     qtbot.addWidget(win)
     win.chat.model_override = tiny_gguf
     win.show()

@@ -21,24 +21,29 @@ def test_add_a_broken_gguf_and_see_the_error(qtbot: Any, window: Any, tmp_path: 
     qtbot.waitUntil(lambda: page.banner.kind == "error", timeout=TIMEOUT)
     qtbot.waitUntil(page.add_button.isEnabled, timeout=TIMEOUT)
     assert page.banner.text.startswith("not-a-model.gguf was not added:")
+    assert "GGUF" in page.banner.text or "gguf" in page.banner.text
     assert "Traceback" not in page.banner.text
     assert page.table.rowCount() == before
-    assert not (Path(window.session.assistant.profile_dir) / "models" / broken.name).exists()
+    assert page.library().models() == []
 
 
 def test_add_validate_and_load_a_real_gguf(qtbot: Any, window: Any, tiny_gguf: Path) -> None:
     page = window.show_page("Models")
-    page.add_model(tiny_gguf)
-    qtbot.waitUntil(lambda: any(m.name == tiny_gguf.name for m in page.models), timeout=TIMEOUT)
-    row = next(i for i, m in enumerate(page.models) if m.name == tiny_gguf.name)
-    assert page.table.item(row, 2).text().split(" (")[0] in ("fits", "may be slow", "won't fit")
-    page.table.selectRow(row)
-    page.validate_selected()
+    with qtbot.waitSignal(page.models_changed, timeout=TIMEOUT):
+        page.add_model(tiny_gguf)
+    row = next(i for i, r in enumerate(page.rows) if r.name == tiny_gguf.stem)
+    assert page.rows[row].status == "installed"
+    assert page.table.item(row, 3).text() in ("fits", "may be slow", "won't fit")
+    assert page.table.item(row, 1).text() == "added by you"
+    assert page.table.selectionModel().selectedRows()[0].row() == row
+    qtbot.mouseClick(page.validate_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "is valid" in page.banner.text, timeout=TIMEOUT)
-    page.load_selected()
-    qtbot.waitUntil(lambda: page.table.item(row, 3).text() == "loaded", timeout=TIMEOUT)
-    page.unload_selected()
-    assert page.table.item(row, 3).text() == ""
+    qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.table.item(row, 1).text().endswith("· loaded"), timeout=TIMEOUT)
+    assert window.session.assistant.pool.is_loaded(tiny_gguf)
+    qtbot.mouseClick(page.unload_button, Qt.MouseButton.LeftButton)
+    assert page.table.item(row, 1).text() == "added by you"
+    assert not window.session.assistant.pool.is_loaded(tiny_gguf)
 
 
 def test_export_and_delete_everything_from_the_privacy_page(

@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from tara_desktop.ui.composer import Composer
 from tara_desktop.ui.markdown_render import to_html
 from tara_desktop.ui.message_view import MessageView, format_meta
-from tara_desktop.ui.model_files import fit_label, human_size
+from tara_desktop.ui.models_page import human_size
 from tara_desktop.ui.push_to_talk import LevelMeter, PushToTalkButton, VoiceStateIndicator
 from tara_desktop.ui.voice_controller import level_from_dbfs
 
@@ -111,10 +111,7 @@ def test_voice_state_and_level(qtbot: Any) -> None:
     assert level_from_dbfs(float("-inf")) == 0.0
 
 
-def test_fit_labels_and_sizes() -> None:
-    assert fit_label(500, 8000) == "fits"
-    assert fit_label(6000, 8000) == "may be slow"
-    assert fit_label(9000, 8000) == "won't fit"
-    assert fit_label(3000, 8000, budget_mb=2048) == "may be slow"
+def test_sizes() -> None:
+    assert human_size(None) == "–"
     assert human_size(1536) == "1.5 KB"
     assert human_size(3 * 1024**3) == "3.0 GB"
