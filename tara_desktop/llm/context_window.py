@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ class ContextWindow:
         self.reply_tokens = max(1, min(int(reply_tokens), self.n_ctx // 2))
         self.summary_tokens = max(8, min(int(summary_tokens), self.budget // 4))
         self.summarize_after = max(1, summarize_after)
-        self._cache: OrderedDict[str, int] = OrderedDict()
+        self._cache: OrderedDict[str, int] = OrderedDict()  # token counts of recent texts (bounded)
+        self._cache_lock = threading.Lock()
         self._cache_size = cache_size
         self._overhead: dict[str, int] = {}
 
@@ -93,14 +95,16 @@ class ContextWindow:
         return self.summary_tokens + self._count(SUMMARY_HEADING) + 2
 
     def _count(self, text: str) -> int:
-        n = self._cache.get(text)
-        if n is not None:
-            self._cache.move_to_end(text)
-            return n
+        with self._cache_lock:
+            n = self._cache.get(text)
+            if n is not None:
+                self._cache.move_to_end(text)
+                return n
         n = self.counter.count_tokens(text)
-        self._cache[text] = n
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[text] = n
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return n
 
     def _markup(self, role: str) -> int:
@@ -205,6 +209,21 @@ class ContextWindow:
             unsummarised=unsummarised,
             needs_summary=unsummarised >= self.summarize_after,
         )
+
+
+_WINDOWS: weakref.WeakKeyDictionary[object, dict[tuple[int, int], ContextWindow]] = weakref.WeakKeyDictionary()
+_WINDOWS_LOCK = threading.Lock()
+
+
+def window_for(engine: TokenCounter, reply_tokens: int = 256, *, summary_tokens: int = 160) -> ContextWindow:
+    """One :class:`ContextWindow` per engine and reply size, so its token counts are cached across turns."""
+    with _WINDOWS_LOCK:
+        per_engine = _WINDOWS.setdefault(engine, {})
+        key = (int(reply_tokens), int(summary_tokens))
+        win = per_engine.get(key)
+        if win is None:
+            win = per_engine[key] = ContextWindow(engine, reply_tokens, summary_tokens=summary_tokens)
+        return win
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class GenerationStats:
     tokens_per_s: float = 0.0
     prompt_tokens: int = 0
     total_s: float = 0.0
-    stop_reason: str = ""  # "eos" | "length" | "stop" | "cancelled" | "preempted" | "context"
+    stop_reason: str = ""  # "eos" | "length" | "stop" | "cancelled" | "preempted" | "closed"
 
 
 @dataclass(frozen=True)
@@ -237,13 +237,35 @@ def available_memory_mb() -> float:
     return float(psutil.virtual_memory().available) / _MB
 
 
+_VALIDATED: dict[Path, tuple[int, int, int]] = {}
+_VALIDATED_LOCK = threading.Lock()
+
+
 def validate_gguf(path: Path) -> None:
-    """Validate a GGUF before llama.cpp opens it (the validator gives one clear line on a bad file)."""
+    """Validate a GGUF before llama.cpp opens it (the validator gives one clear line on a bad file).
+
+    A file that passed and has not changed since (same size, modification time and inode) is not
+    parsed again, so reloading a model or switching back to an adapter stays cheap."""
     try:
         from tara_desktop.llm import gguf_file
     except ImportError:  # the validator ships separately; without it llama.cpp still refuses bad files
         return
-    gguf_file.validate(path)
+    key = Path(path).resolve()
+    try:
+        st = key.stat()
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        stamp = None
+    if stamp is not None:
+        with _VALIDATED_LOCK:
+            if _VALIDATED.get(key) == stamp:
+                return
+    gguf_file.validate(key)
+    if stamp is not None:
+        with _VALIDATED_LOCK:
+            if len(_VALIDATED) > 256:
+                _VALIDATED.clear()
+            _VALIDATED[key] = stamp
 
 
 def _physical_cores() -> int:
@@ -253,6 +275,20 @@ def _physical_cores() -> int:
         return max(1, int(psutil.cpu_count(logical=False) or os.cpu_count() or 1))
     except Exception:
         return max(1, os.cpu_count() or 1)
+
+
+def _ensure_std_fds() -> None:
+    """llama-cpp-python silences loading by duplicating file descriptors 1 and 2; in a windowed app
+    (pythonw, a frozen GUI on Windows) they may not exist, which would make every load fail. Point
+    missing ones at the null device."""
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _quiet_llama_logs() -> None:
@@ -356,6 +392,10 @@ class Engine:
             raise ModelLoadError(
                 f"model {p.name} has no layer/embedding sizes in its metadata; it is not a text model TARA can run"
             )
+        if 0 < shape.context_length < n_ctx:  # beyond what it was trained on a model only degrades
+            log.info("%s was trained on %d tokens of context; using that", p.name, shape.context_length)
+            n_ctx = shape.context_length
+        n_batch = max(1, min(n_batch, n_ctx))
         need = estimate_from_shape(shape, n_ctx, n_batch)
         free = available_memory_mb() if available_mb is None else available_mb
         if need > free:
@@ -370,6 +410,7 @@ class Engine:
         import llama_cpp
 
         _quiet_llama_logs()
+        _ensure_std_fds()
         try:
             llm = llama_cpp.Llama(
                 model_path=str(p),
@@ -563,7 +604,7 @@ class Engine:
             n = 0
             t_first = 0.0
             t_last = t0
-            reason = "length"
+            reason = "closed"  # the consumer stopped reading before the reply ended
             vocab = self._vocab
             is_eog = llama_cpp.llama_vocab_is_eog
             prio = self._priority

@@ -65,6 +65,7 @@ def test_long_conversation_fits_with_recent_turns(engine: Engine) -> None:
     assert reply and engine.last_stats.stop_reason == "length"
 
 
+@pytest.mark.slow
 def test_summary_of_older_turns_is_made_by_the_model_and_used(engine: Engine) -> None:
     win = ContextWindow(engine, REPLY)
     history = conversation(60)
@@ -132,3 +133,12 @@ def test_summary_worker_runs_in_the_background(engine: Engine) -> None:
         assert done == [("conv-1", s)]
     finally:
         worker.close()
+
+
+def test_window_for_reuses_one_window_per_engine(engine: Engine) -> None:
+    from tara_desktop.llm.context_window import window_for
+
+    a = window_for(engine, REPLY)
+    assert window_for(engine, REPLY) is a and window_for(engine, REPLY + 1) is not a
+    w = a.build(SYSTEM, conversation(30))
+    assert engine.count_chat_tokens(w.messages) + REPLY <= N_CTX

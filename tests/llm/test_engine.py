@@ -259,3 +259,26 @@ def test_cancel_during_a_long_prompt_aborts_llama_cpp(engine: Engine) -> None:
     assert list(engine.stream_chat(long_chat, GREEDY, state)) == []
     assert engine.last_stats.stop_reason == "cancelled" and engine.last_stats.tokens == 0
     assert engine.chat(long_chat, GREEDY) == before, "the engine recovers cleanly"
+
+
+def test_reader_stopping_early_frees_the_engine(engine: Engine) -> None:
+    stream = engine.stream_chat(CHAT, GenerationSettings(max_tokens=100, temperature=0.0), JobState())
+    first = next(stream)
+    stream.close()
+    assert first and engine.last_stats.stop_reason == "closed" and not engine.busy
+    assert engine.chat(CHAT, GenerationSettings(max_tokens=3, temperature=0.0))
+
+
+def test_context_is_capped_at_the_models_training_context(tmp_path: Path) -> None:
+    path = build_tiny_gguf(tmp_path / "short.gguf", context_length=512)
+    with Engine.load(path, n_ctx=4096, n_threads=1, n_batch=1024) as e:
+        assert e.n_ctx == 512 and e.n_batch == 512
+
+
+def test_a_file_damaged_after_a_good_load_is_checked_again(tiny_gguf: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(tiny_gguf.read_bytes())
+    Engine.load(copy, n_ctx=128, n_threads=1).close()
+    copy.write_bytes(tiny_gguf.read_bytes()[:-5000])  # truncated after it was validated once
+    with pytest.raises(TaraError, match=r"truncated|ends at|bytes"):
+        Engine.load(copy, n_ctx=128, n_threads=1)
