@@ -476,15 +476,22 @@ class Engine:
         return len(self.tokenize(text))
 
     def format_chat(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text for ``messages`` with the model's chat template (or ChatML)."""
+        """The prompt text for ``messages`` with the model's chat template (or ChatML).
+
+        Many templates refuse a system message or two messages of the same role in a row (they call
+        ``raise_exception``); then the system text is folded into the first user message and
+        neighbouring messages of one role are joined, and the template is tried again."""
         formatter = self._formatter if add_generation_prompt else self._formatter_no_gen
-        try:
-            return formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
-        except Exception as exc:
-            raise TaraError(
-                f"the chat template of {self.path.name} failed on this conversation ({type(exc).__name__}); "
-                "try another model"
-            ) from None
+        first_error: Exception | None = None
+        for attempt in (list(messages), _fold_for_strict_templates(messages)):
+            try:
+                return formatter(messages=attempt).prompt  # type: ignore[arg-type]
+            except Exception as exc:
+                first_error = first_error or exc
+        raise TaraError(
+            f"the chat template of {self.path.name} failed on this conversation "
+            f"({type(first_error).__name__}); try another model"
+        )
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         prompt = self.format_chat(messages)
@@ -799,6 +806,25 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fold_for_strict_templates(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """System text moved into the first user message; consecutive messages of one role joined."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
+    out: list[dict[str, str]] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if out and out[-1]["role"] == m["role"]:
+            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    if system:
+        if out and out[0]["role"] == "user":
+            out[0] = {"role": "user", "content": f"{system}\n\n{out[0]['content']}"}
+        else:
+            out.insert(0, {"role": "user", "content": system})
+    return out
 
 
 def _partial_stop_len(text: str, stops: tuple[str, ...], limit: int) -> int:

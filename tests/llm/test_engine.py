@@ -282,3 +282,16 @@ def test_a_file_damaged_after_a_good_load_is_checked_again(tiny_gguf: Path, tmp_
     copy.write_bytes(tiny_gguf.read_bytes()[:-5000])  # truncated after it was validated once
     with pytest.raises(TaraError, match=r"truncated|ends at|bytes"):
         Engine.load(copy, n_ctx=128, n_threads=1)
+
+
+def test_templates_that_refuse_a_system_role_still_work(tmp_path: Path) -> None:
+    tpl = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}<assistant>"
+    )
+    path = build_tiny_gguf(tmp_path / "strict.gguf", chat_template=tpl)
+    with Engine.load(path, n_ctx=256, n_threads=1) as e:
+        assert e.format_chat(CHAT) == (
+            "<user>You are TARA, a helpful assistant.\n\nHello, how are you today?</user><assistant>"
+        )
+        assert e.chat(CHAT, GenerationSettings(max_tokens=3, temperature=0.0))
