@@ -223,7 +223,7 @@ def guess_language(text: str) -> str:
     """"en", "es" or "fr" from function words and letters (a rough guess: it only sets how much the
     router trusts word overlap versus the English-centric embedding)."""
     words = re.findall(r"[^\W\d_]+", text[:MAX_ROUTE_CHARS].lower())
-    score = {lang: sum(w in vocab for w in words) for lang, vocab in _LANGUAGE_WORDS.items()}
+    score: dict[str, float] = {lang: float(sum(w in vocab for w in words)) for lang, vocab in _LANGUAGE_WORDS.items()}
     for lang, chars in _LANGUAGE_CHARS.items():
         score[lang] += sum(0.5 for c in text[:MAX_ROUTE_CHARS].lower() if c in chars)
     best = max(score, key=lambda k: score[k])
