@@ -230,6 +230,7 @@ def compare_quantizations(
     *,
     reference_label: str = "F16",
     keep: dict[str, Path] | None = None,
+    max_tokens: int = 4096,
     state: JobState | None = None,
 ) -> tuple[list[QuantRow], dict[str, QuantReport]]:
     """Quantize ``reference`` to each of ``quants`` inside ``workdir`` and measure size and perplexity.
@@ -249,7 +250,7 @@ def compare_quantizations(
         done += 1
 
     step(f"measuring {reference_label} perplexity")
-    rows = [QuantRow(reference_label, reference.stat().st_size, perplexity(reference, text, state=state))]
+    rows = [QuantRow(reference_label, reference.stat().st_size, perplexity(reference, text, max_tokens=max_tokens, state=state))]
     reports: dict[str, QuantReport] = {}
     for name in quants:
         quant = check_quant(name)
@@ -259,7 +260,7 @@ def compare_quantizations(
         reports[quant] = report
         step(f"measuring {quant} perplexity")
         try:
-            ppl = perplexity(dst, text, state=state)
+            ppl = perplexity(dst, text, max_tokens=max_tokens, state=state)
         finally:
             if quant not in keep:
                 dst.unlink(missing_ok=True)
