@@ -21,6 +21,7 @@ key, a wrong ``general.alignment``) is recorded in :attr:`GgufInfo.problems` by 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 import struct
@@ -507,6 +508,10 @@ def _check_hparams(metadata: dict[str, Any]) -> None:
             raise bad(f"{arch} splits {experts} experts into {groups} groups and uses {group_used} of them")
     elif groups:
         raise bad(f"{arch}.expert_group_count is {groups} for a model without experts")
+    for suffix in ("attention.layer_norm_rms_epsilon", "attention.layer_norm_epsilon"):
+        eps = metadata.get(f"{arch}.{suffix}")
+        if isinstance(eps, float) and not (eps >= 0.0 and math.isfinite(eps)):
+            raise bad(f"{arch}.{suffix} is {eps}, not a small positive number")
     scaling = metadata.get(f"{arch}.rope.scaling.type")
     if isinstance(scaling, str) and scaling not in ROPE_SCALING_TYPES:
         raise bad(f"{arch}.rope.scaling.type is {scaling[:40]!r}, not one of {', '.join(ROPE_SCALING_TYPES)}")

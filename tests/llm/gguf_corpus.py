@@ -312,6 +312,10 @@ def abort_files(data: bytes) -> dict[str, tuple[bytes, str]]:
             insert_kvs(data, [_kv_u32(f"{arch}.expert_count", 4), _kv_u32(f"{arch}.expert_used_count", 8)]),
             "expert_used_count is 8",
         ),
+        "nan_epsilon": (
+            _put(data, kv[f"{arch}.attention.layer_norm_rms_epsilon"][2] + 4, "<f", float("nan")),
+            "layer_norm_rms_epsilon is nan",
+        ),
         "rope_scaling_bogus": (
             insert_kvs(data, [_kv_string(f"{arch}.rope.scaling.type", b"bogus")]),
             "rope.scaling.type is 'bogus'",
@@ -321,15 +325,25 @@ def abort_files(data: bytes) -> dict[str, tuple[bytes, str]]:
     pos = kv["tokenizer.ggml.tokens"][2] + 4
     _sub, count = struct.unpack_from("<IQ", data, pos)
     pos += 12
-    first_of_len: dict[int, int] = {}
+    tokens: list[tuple[int, bytes]] = []  # (position of the text, text)
     for _ in range(count):
         (n,) = struct.unpack_from("<Q", data, pos)
-        if n > 0 and n in first_of_len:
+        tokens.append((pos + 8, data[pos + 8 : pos + 8 + n]))
+        pos += 8 + n
+    first_of_len: dict[int, int] = {}
+    for at, text in tokens:
+        if text and len(text) in first_of_len:
             dup = bytearray(data)
-            src = first_of_len[n]
-            dup[pos + 8 : pos + 8 + n] = data[src : src + n]
+            dup[at : at + len(text)] = data[first_of_len[len(text)] : first_of_len[len(text)] + len(text)]
             out["duplicate_token"] = (bytes(dup), "holds the same text twice")
             break
-        first_of_len.setdefault(n, pos + 8)
-        pos += 8 + n
+        first_of_len.setdefault(len(text), at)
+    # a NUL inside a token: llama.cpp reads up to it, so "he" with a NUL after "h" becomes a second "h"
+    texts = {text for _at, text in tokens}
+    for at, text in tokens:
+        if len(text) >= 2 and text[:1] in texts:
+            nul = bytearray(data)
+            nul[at + 1] = 0
+            out["token_with_nul"] = (bytes(nul), "holds the same text twice")
+            break
     return out

@@ -130,7 +130,10 @@ def test_settings_that_make_llama_cpp_abort_are_rejected(tiny: Path, tmp_path: P
     from .gguf_corpus import abort_files
 
     cases = abort_files(tiny.read_bytes())
-    assert set(cases) == {"block_count_0", "block_count_513", "experts_overused", "rope_scaling_bogus", "duplicate_token"}
+    assert set(cases) == {
+        "block_count_0", "block_count_513", "experts_overused", "nan_epsilon", "rope_scaling_bogus",
+        "duplicate_token", "token_with_nul",
+    }
     for name, (data, phrase) in cases.items():
         path = tmp_path / f"{name}.gguf"
         path.write_bytes(data)
@@ -138,7 +141,7 @@ def test_settings_that_make_llama_cpp_abort_are_rejected(tiny: Path, tmp_path: P
             gguf_file.validate(path)
         assert phrase in str(err.value) and "abort" in str(err.value), name
     # what the validator prevents: llama.cpp takes its whole process down on such a file (run in a child)
-    for name in ("block_count_0", "duplicate_token"):
+    for name in ("block_count_0", "token_with_nul"):
         proc = subprocess.run(
             [sys.executable, "-c", _LOAD_IN_CHILD, str(tmp_path / f"{name}.gguf")],
             capture_output=True, text=True, timeout=300, check=False,
