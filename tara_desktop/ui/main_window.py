@@ -230,8 +230,9 @@ class MainWindow(QMainWindow):
         """Stop what runs (a reply, a download, a training job) and wait for it, then close the profile."""
         if not self._closing:
             self._closing = True
-            if self.jobs.busy:
-                self.status_label.setText("Stopping…")
+            self.chat.voice.shutdown()
+            if self.jobs.busy:  # the window goes away at once; the work stops behind it
+                self.hide()
                 QApplication.processEvents()
             self.jobs.shutdown()
             for lazy in self.pages.values():

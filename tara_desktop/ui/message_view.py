@@ -114,7 +114,8 @@ class MessageBubble(QFrame):
         self.meta_label = QLabel(self)
         self.meta_label.setObjectName("BubbleMeta")
         self.meta_label.setAccessibleName("Reply details")
-        row.addWidget(self.meta_label, 1)
+        row.addWidget(self.meta_label)
+        row.addStretch(1)  # lets the bubble grow to its text even when the details line is hidden
         self.copy_button = self._action("Copy", "Copy this message to the clipboard", self._copy)
         row.addWidget(self.copy_button)
         self.edit_button: QToolButton | None = None

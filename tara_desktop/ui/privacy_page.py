@@ -53,7 +53,13 @@ def _describe_status(status: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("Protection", how))
     counts = status.get("counts") or {}
     if isinstance(counts, dict) and counts:
-        rows.append(("Stored", ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())))
+        parts = []
+        for key, raw in counts.items():
+            # per kind (e.g. blobs by kind) counts are summed
+            value = sum(v for v in raw.values() if isinstance(v, int)) if isinstance(raw, dict) else raw
+            if isinstance(value, int):
+                parts.append(f"{value} {key.replace('_', ' ')}")
+        rows.append(("Stored", ", ".join(parts)))
     size = status.get("size_bytes")
     if isinstance(size, int):
         rows.append(("Size on disk", f"{size / (1024 * 1024):.1f} MB"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QKeySequence, QPainter, QPaintEvent
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QKeyEvent, QKeySequence, QPainter, QPaintEvent, QPen, QPixmap
 from PySide6.QtWidgets import QLabel, QPushButton, QSizePolicy, QWidget
 
 from tara_desktop.ui import theme
@@ -25,6 +25,28 @@ _STATE_COLOR = {
 }
 
 
+def microphone_icon(color: QColor, size: int = 16) -> QIcon:
+    """A small microphone drawn with QPainter (crisp at any scale; no icon font needed)."""
+    icon = QIcon()
+    for scale in (1, 2, 3):
+        pm = QPixmap(size * scale, size * scale)
+        pm.setDevicePixelRatio(scale)
+        pm.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pm)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        pen = QPen(color, 1.6)
+        p.setPen(pen)
+        p.setBrush(color)
+        p.drawRoundedRect(QRectF(size * 0.34, size * 0.06, size * 0.32, size * 0.52), size * 0.16, size * 0.16)
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.drawArc(QRectF(size * 0.2, size * 0.22, size * 0.6, size * 0.52), 200 * 16, 140 * 16)
+        p.drawLine(QPointF(size * 0.5, size * 0.74), QPointF(size * 0.5, size * 0.92))
+        p.drawLine(QPointF(size * 0.34, size * 0.92), QPointF(size * 0.66, size * 0.92))
+        p.end()
+        icon.addPixmap(pm)
+    return icon
+
+
 class PushToTalkButton(QPushButton):
     """Hold to talk; release to send.
 
@@ -37,7 +59,8 @@ class PushToTalkButton(QPushButton):
     press_ended = Signal()
 
     def __init__(self, hotkey: str = "Ctrl+Space", parent: QWidget | None = None) -> None:
-        super().__init__("🎤  Hold to talk", parent)
+        super().__init__("Hold to talk", parent)
+        self.setIcon(microphone_icon(self.palette().buttonText().color()))
         self.setAccessibleName("Push to talk")
         self.setToolTip(f"Hold to talk ({hotkey}); release to send")
         self.setCheckable(False)

@@ -66,7 +66,13 @@ class SettingsPage(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.assistant: Any = None
-        outer = QVBoxLayout(self)
+        page = QHBoxLayout(self)
+        page.setContentsMargins(0, 0, 0, 0)
+        body = QWidget(self)
+        body.setMaximumWidth(760)  # a readable form, not one stretched across a wide screen
+        page.addWidget(body)
+        page.addStretch(1)
+        outer = QVBoxLayout(body)
         outer.setContentsMargins(24, 16, 24, 16)
         title = QLabel("Settings", self)
         title.setObjectName("PageTitle")

@@ -129,14 +129,16 @@ class JobHost(QObject):
     def running(self) -> list[JobThread]:
         return [j for j in self._jobs if not j.isFinished()]
 
-    def shutdown(self, timeout_ms: int = 30_000) -> bool:
-        """Cancel every job and wait for it; True when all stopped in time."""
+    def shutdown(self, timeout_ms: int | None = None) -> bool:
+        """Cancel every job and wait for it (without a limit by default: a QThread must never be
+        destroyed while it runs); True when all stopped in time."""
         jobs = list(self._jobs)
         for job in jobs:
             job.cancel()
         ok = True
         for job in jobs:
-            if not job.wait(timeout_ms):
+            finished = job.wait() if timeout_ms is None else job.wait(timeout_ms)
+            if not finished:
                 log.warning("job %s did not stop within %d ms", job.objectName(), timeout_ms)
                 ok = False
         return ok
