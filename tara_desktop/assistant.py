@@ -58,21 +58,22 @@ class TurnResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_model_file(name: str, profile_dir: Path, *, what: str = "model") -> Path:
-    """Find a model or adapter file named in a mapping: an absolute path, the user's models folder,
-    then the bundled ``models/`` folder (adapters also under ``models/adapters``)."""
+def resolve_adapter_file(name: str, profile_dir: Path) -> Path:
+    """Find a LoRA adapter named in a mapping: an absolute path, the user's models folder, then the
+    bundled ``models/adapters`` folder."""
     candidate = Path(name).expanduser()
     search = [candidate] if candidate.is_absolute() else [
         paths.user_models_dir(profile_dir) / candidate,
-        paths.bundled_models_dir() / candidate,
+        paths.user_models_dir(profile_dir) / "adapters" / candidate,
         paths.bundled_models_dir() / "adapters" / candidate,
+        paths.bundled_models_dir() / candidate,
     ]
     for path in search:
         if path.is_file():
             return path
     raise TaraError(
-        f"{what} file {name!r} was not found (looked in {', '.join(str(p.parent) for p in search)}); "
-        "add it with `tara models add PATH` or fix configs/model_mapping.json"
+        f"adapter file {name!r} was not found (looked in {', '.join(str(p.parent) for p in search)}); "
+        "export the domain's adapter again or fix the model mapping"
     )
 
 
@@ -178,7 +179,18 @@ class Assistant:
 
     # -- one turn ---------------------------------------------------------------------------------
     def model_for(self, name: str) -> Path:
-        return resolve_model_file(name, self.profile_dir, what="model")
+        """The file for a mapped model: a path, a registered model's name, or a bundled/downloaded
+        catalog model (one resolver for the whole app: :func:`tara_desktop.llm.library.resolve_model`)."""
+        from tara_desktop.llm.catalog import load_catalog
+        from tara_desktop.llm.library import ModelLibrary, resolve_model
+
+        try:
+            catalog = load_catalog()
+        except TaraError:
+            catalog = None
+        return resolve_model(
+            name, ModelLibrary(self.profile), catalog, models_dir=paths.bundled_models_dir()
+        )
 
     def run_turn(
         self, request: TurnRequest, state: JobState, on_token: Callable[[str], None] | None = None
@@ -225,7 +237,7 @@ class Assistant:
         if request.adapter_path is not None:
             adapter_path = request.adapter_path
         elif request.model_path is None and decision.adapter:
-            adapter_path = resolve_model_file(decision.adapter, self.profile_dir, what="adapter")
+            adapter_path = resolve_adapter_file(decision.adapter, self.profile_dir)
         else:
             adapter_path = None
         scale = decision.adapter_scale if request.adapter_path is None else 1.0
@@ -309,4 +321,4 @@ def _title_for(text: str) -> str:
     return first_line if len(first_line) <= 48 else first_line[:47].rstrip() + "…"
 
 
-__all__ = ["Assistant", "Cancelled", "TurnRequest", "TurnResult", "merge_mapping", "resolve_model_file"]
+__all__ = ["Assistant", "Cancelled", "TurnRequest", "TurnResult", "merge_mapping", "resolve_adapter_file"]
