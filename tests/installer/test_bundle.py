@@ -1,0 +1,179 @@
+"""The offline bundle end to end: build it (installer/tara.spec via scripts/build-installer), install the
+tarball into a temporary folder, and run the installed programs with the network cut off and the source
+tree hidden, using only the models inside the bundle.
+
+Isolation, per program run:
+- ``unshare -n`` (``-rn`` when not root): a network namespace with only a downed loopback;
+- ``unshare -m`` + an empty tmpfs mounted over the project root: the source tree and its .venv do not
+  exist for the bundle, so anything read from them fails loudly;
+- cwd outside the tree, a minimal environment (no PYTHONPATH, no VIRTUAL_ENV), TARA_HOME in a temp dir;
+- ``tara chat`` also runs under ``strace -f -e trace=%file`` when strace is installed, and no path it
+  touches may lie in the source tree or in a Python installation outside the bundle.
+
+The build is reused when the inputs hash to the same value as the last build (installer/build.py), so the
+benchmark or a second run in the same CI job does not rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = ROOT / "installer" / "build.py"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux bundle test needs Linux namespaces"),
+    pytest.mark.timeout(3600),
+]
+
+
+def _version() -> str:
+    text = (ROOT / "tara_desktop" / "__init__.py").read_text(encoding="utf-8")
+    m = re.search(r'__version__\s*=\s*"([^"]+)"', text)
+    assert m
+    return m.group(1)
+
+
+def _namespace_prefix() -> list[str]:
+    """unshare for a private mount + network namespace (as root, or through a user namespace)."""
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is needed to cut the network off for the bundle test")
+    flags = "-mn" if os.geteuid() == 0 else "-rmn"
+    probe = subprocess.run(["unshare", flags, "cat", "/proc/net/dev"], capture_output=True, text=True)
+    assert probe.returncode == 0, f"unshare {flags} does not work here: {probe.stderr.strip()}"
+    interfaces = [ln.split(":")[0].strip() for ln in probe.stdout.splitlines()[2:] if ":" in ln]
+    assert interfaces == ["lo"], f"the namespace still has network interfaces: {interfaces}"
+    return ["unshare", flags]
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[Path]:
+    """Build (or reuse) the bundle and tarball, and extract the tarball into a folder outside the tree."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, str(BUILD_SCRIPT), "--no-nsis"], cwd=ROOT, env=env, check=True)
+    ver = _version()
+    tarballs = sorted((ROOT / "dist").glob(f"TARA-{ver}-linux-*.tar.gz"))
+    assert tarballs, "scripts/build-installer did not write dist/TARA-<version>-linux-<arch>.tar.gz"
+    dest = Path(tempfile.mkdtemp(prefix="tara-install-", dir="/tmp"))
+    assert ROOT not in dest.parents
+    try:
+        subprocess.run(["tar", "-xzf", str(tarballs[0]), "-C", str(dest)], check=True)
+        inst = dest / f"TARA-{ver}"
+        assert (inst / "tara").is_file() and (inst / "tara-desktop").is_file()
+        models = inst / "_internal" / "models"
+        assert (models / "catalog.yaml").is_file()
+        if not (models / "tara-demo.gguf").is_file():
+            # TEMPORARY, until models/tara-demo.gguf is committed (scripts/build-demo-model): put a tiny real
+            # GGUF where the demo model belongs, so the installed app has a bundled model to run.
+            from tara_desktop.llm.tiny_model import build_tiny_gguf
+
+            build_tiny_gguf(models / "tara-demo.gguf", seed=0)
+        yield inst
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+class Sandbox:
+    """Runs an installed program with no network, the source tree hidden and a clean environment."""
+
+    def __init__(self, inst: Path, work: Path) -> None:
+        self.inst = inst
+        self.work = work
+        self.home = work / "tara-home"
+        self.prefix = _namespace_prefix()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.work),
+            "TMPDIR": str(self.work),
+            "LANG": "C.UTF-8",
+            "TARA_HOME": str(self.home),
+            "TARA_PASSPHRASE": "bundle test passphrase",
+            "QT_QPA_PLATFORM": "offscreen",
+            "OMP_WAIT_POLICY": "PASSIVE",
+        }
+
+    def run(self, program: str, *args: str, trace: Path | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        hide = f"mount -t tmpfs -o size=1m,mode=000 tara-source-hidden '{ROOT}'"
+        tracer = ["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(trace)] if trace else []
+        cmd = [*self.prefix, "sh", "-c", f'{hide} && cd "$0" && exec "$@"', str(self.work),
+               *tracer, str(self.inst / program), *args]
+        return subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture()
+def sandbox(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    work = Path(tempfile.mkdtemp(prefix="tara-run-", dir="/tmp"))
+    try:
+        yield Sandbox(installed, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _touched_paths(trace: Path) -> list[str]:
+    paths = []
+    for line in trace.read_text(errors="replace").splitlines():
+        paths += re.findall(r'"((?:/|\.)[^"]*)"', line)
+    return paths
+
+
+def test_desktop_smoke_runs_offline_from_the_install(sandbox: Sandbox) -> None:
+    r = sandbox.run("tara-desktop", "--smoke")
+    assert r.returncode == 0, f"tara-desktop --smoke failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
+    assert "tara: " in r.stdout and "tara-demo.gguf" in r.stdout, r.stdout
+
+
+def test_chat_runs_offline_and_reads_nothing_outside_the_bundle(sandbox: Sandbox) -> None:
+    trace = sandbox.work / "chat.strace" if shutil.which("strace") else None
+    r = sandbox.run("tara", "chat", "Hello TARA, how do I write a good project plan?", trace=trace)
+    assert r.returncode == 0, f"tara chat failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
+    assert r.stdout.strip(), "tara chat printed no reply"
+    assert "Traceback" not in r.stderr
+    # the turn was stored in the profile in the temp home, nowhere else
+    assert (sandbox.home / "profile.db").is_file()
+    if trace is not None:
+        touched = _touched_paths(trace)
+        assert any(p.startswith(str(sandbox.inst)) for p in touched), "strace saw nothing: the trace is broken"
+        from_tree = sorted({p for p in touched if p == str(ROOT) or p.startswith(str(ROOT) + "/")})
+        assert not from_tree, f"the bundle looked into the source tree: {from_tree[:10]}"
+        other_python = sorted({p for p in touched if re.match(r"/usr/(local/)?lib/python3", p)})
+        assert not other_python, f"the bundle looked into a Python installation outside it: {other_python[:10]}"
+
+
+def test_voice_turn_runs_offline_with_bundled_voice_models(sandbox: Sandbox) -> None:
+    """Speech in (ASR from the bundle), an answer, speech out (Edge TTS unreachable -> local fallback)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is needed to make the test speech (scripts/setup installs it)")
+    wav_in = sandbox.work / "question.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav_in), "what is the capital of france"], check=True)
+    wav_out = sandbox.work / "answer.wav"
+    r = sandbox.run("tara", "voice", "turn", str(wav_in), "--out", str(wav_out), "--json")
+    assert r.returncode == 0, f"tara voice turn failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result, r.stdout
+    import soundfile as sf
+
+    audio, rate = sf.read(str(wav_out))
+    assert rate > 0 and len(audio) > rate // 10, "the spoken answer is empty"
+
+
+def test_bundled_program_runs_python_modules_like_python_m(sandbox: Sandbox) -> None:
+    """The training supervisor starts `sys.executable -m tara_desktop.training.worker`; in the bundle
+    sys.executable is the program itself, which must run modules as `python -m` does."""
+    r = sandbox.run("tara", "-m", "tara_desktop.cli", "--version")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == f"tara {_version()}"
