@@ -152,7 +152,8 @@ def _catalog_files() -> tuple[set[str], set[str]]:
     import yaml
 
     data = yaml.safe_load((ROOT / "models" / "catalog.yaml").read_text(encoding="utf-8")) or {}
-    bundled, other = set(), set()
+    bundled: set[str] = set()
+    other: set[str] = set()
     for m in data.get("models", []):
         (bundled if m.get("bundled") else other).add(str(m.get("file")))
     return bundled, other

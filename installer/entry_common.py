@@ -21,8 +21,17 @@ def offline_defaults() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def windowed_streams() -> None:
+    """A windowed program on Windows has no console: Python sets sys.stdout/sys.stderr to None, and any
+    print would raise. Send them nowhere instead (the exit code still tells a caller the outcome)."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+
+
 def run(main: Callable[[], int | None]) -> None:
     offline_defaults()
+    windowed_streams()
     if len(sys.argv) >= 3 and sys.argv[1] == "-m":
         module = sys.argv[2]
         sys.argv = [sys.argv[0], *sys.argv[3:]]
