@@ -128,6 +128,11 @@ class VoiceController(QObject):
                 engines["tts"] = SpeechSynthesizer.from_config(settings) if settings.speak_replies else None
 
             def respond(text: str, emotion: str, confidence: float, on_token: Any) -> str:
+                try:  # the reply's voice is the domain's, chosen before the first sentence is spoken
+                    domain = assistant.router.route(text, pinned=pin).domain
+                    box["voice"] = assistant.router.voice_for(domain, emotion)
+                except TaraError:
+                    pass
                 request = TurnRequest(text=text, conversation_id=conversation_id, emotion=emotion,
                                       emotion_confidence=confidence, pinned_domain=pin, model_path=override,
                                       source="voice")
@@ -141,7 +146,8 @@ class VoiceController(QObject):
 
                 play = Player().play
             out = run_voice_turn(audio, sr, asr=engines["asr"], emotion=engines["emotion"], respond=respond,
-                                 tts=engines["tts"], play=play, state=state, on_event=emit)
+                                 tts=engines["tts"], play=play, state=state, on_event=emit,
+                                 voice=lambda: box.get("voice"))
             return out, box.get("result")
 
         self.job = pane.jobs.start(run, "voice-turn")
