@@ -27,6 +27,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="open the window offscreen, run one chat turn with the demo model, print it, exit")
     p.add_argument("--no-welcome", action="store_true", help="do not show the first-run welcome")
+    p.add_argument("--bench-startup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"tara-desktop {__version__}")
     return p.parse_args(argv)
 
@@ -65,7 +66,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     error_hook.install(lambda: window)
     window.show()
     window.open_session()
+    if args.bench_startup:
+        _report_startup(app, window)
     return int(app.exec())
+
+
+def _report_startup(app: Any, window: Any) -> None:
+    """For benchmarks/bench_ui.py: print when the window was first painted and when the profile was open
+    (seconds since the process started), and the peak RSS; then quit."""
+    import json
+    import resource
+    import time
+
+    import psutil
+    from PySide6.QtCore import QTimer
+
+    started = psutil.Process().create_time()
+    marks: dict[str, float] = {}
+
+    def shown() -> None:
+        marks["shown_s"] = time.time() - started
+
+    def ready(_assistant: Any) -> None:
+        marks["ready_s"] = time.time() - started
+        window.close()
+        marks["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(marks), flush=True)
+        app.quit()
+
+    QTimer.singleShot(0, shown)  # runs once the event loop has painted the first frame
+    window.assistant_ready.connect(ready)
+    window.session.failed.connect(lambda m: (print(json.dumps({"error": m})), app.quit()))
 
 
 def _demo_model(tmp: Path) -> Path:

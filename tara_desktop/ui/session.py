@@ -83,7 +83,8 @@ class Session(QObject):
         self.assistant = assistant
         self.status_changed.emit("Ready")
         self.opened.emit(assistant)
-        self.warm_up()
+        if self.assistant is not None:  # (the window may have been closed meanwhile)
+            self.warm_up()
 
     def _on_failed(self, message: str) -> None:
         exc = self._job.exception if self._job is not None else None
