@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from tara_desktop import paths
+from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
 from tara_desktop.ui.training_monitor import TrainingMonitor
@@ -59,6 +61,8 @@ class TrainingTab(QWidget):
         self.assistant: Any = None
         self.job: JobThread | None = None
         self.last_adapter: Path | None = None
+        self.last_domain: str | None = None
+        self.running_domain: str | None = None
         self.interrupted: list[Any] = []
         outer = QHBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
@@ -258,6 +262,7 @@ class TrainingTab(QWidget):
 
             return run_supervised(spec, state, load_data(spec, profile), resume=resume, on_event=emit)
 
+        self.running_domain = spec.domain
         self._launch(run, f"{'Resuming' if resume else 'Training'} {spec.domain}…")
 
     def train_all(self) -> None:
@@ -279,6 +284,7 @@ class TrainingTab(QWidget):
             from tara_desktop.training.supervisor import load_data, train_all
 
             def on_job(i: int, spec: Any) -> None:
+                emit({"type": "job", "domain": spec.domain})
                 emit({"type": "log", "message": f"— {spec.domain} ({i + 1}/{len(specs)}) —"})
 
             outcomes = train_all(specs, state, data_for=lambda s: load_data(s, profile), on_event=emit, on_job=on_job)
@@ -311,10 +317,13 @@ class TrainingTab(QWidget):
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, dict):
+            if event.get("type") == "job":
+                self.running_domain = str(event.get("domain"))
             self.monitor.on_event(event)
             if event.get("type") == "done":
                 adapter = (event.get("result") or {}).get("adapter_dir")
                 self.last_adapter = Path(adapter) if adapter else None
+                self.last_domain = self.running_domain
 
     def _on_outcome(self, outcome: Any) -> None:
         status = getattr(outcome, "status", "done")
@@ -341,15 +350,44 @@ class TrainingTab(QWidget):
             self.export(self.last_adapter, Path(path))
 
     def export(self, adapter_dir: Path, out: Path) -> None:
-        def run(state: JobState, _emit: Any) -> Any:
-            from tara_desktop.training import gguf_export  # type: ignore[attr-defined]
+        """Convert the trained PEFT adapter to a GGUF LoRA adapter (the export engineer's job), then offer
+        to use it for the domain it was trained for."""
+        domain = self.last_domain
 
-            return gguf_export.export(adapter_dir, out, state=state)  # type: ignore[attr-defined]
+        def run(state: JobState, _emit: Any) -> Any:
+            from tara_desktop.training.export_job import ExportRequest, run_export
+
+            return run_export(ExportRequest(source=adapter_dir, out=out), state)
 
         self.banner.show_info("Exporting to GGUF…")
+        self.export_button.setEnabled(False)
         job = self.jobs.start(run, "export-gguf")
-        job.succeeded.connect(lambda _r: self.banner.show_info(f"Exported to {out}. Pick it in Models → Domains."))
+        job.progress.connect(lambda f, m: self.monitor.add_log(m) if m else None)
+        job.succeeded.connect(lambda result: self._on_exported(result, domain))
         job.failed.connect(self.banner.show_error)
+        job.done.connect(lambda: self._set_running(self.job is not None))
+
+    def _on_exported(self, result: Any, domain: str | None) -> None:
+        path = Path(result.path)
+        self.banner.show_info(f"Exported to {path} ({result.size_bytes / (1024 * 1024):.1f} MB).")
+        if domain is None or self.assistant is None:
+            return
+        answer = QMessageBox.question(self, "Use the adapter", f"Use this adapter for the {domain} domain now?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            from tara_desktop.training.export_job import register_for_domain
+
+            choice = self.assistant.configs.mapping.for_domain(domain)
+            model = self.assistant.model_for(choice.model)
+            register_for_domain(self.assistant.profile, domain, model=model, adapter=path,
+                                domains=self.assistant.configs.domains)
+            self.assistant.reload_settings()
+        except TaraError as exc:
+            self.banner.show_error(str(exc))
+            return
+        self.banner.show_info(f"The {domain} domain now answers with {model.name} + {path.name}.")
 
     def shutdown(self) -> None:
         """Closing the window: stop the job (it saves a checkpoint) and wait for it."""
