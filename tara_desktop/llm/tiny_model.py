@@ -99,8 +99,12 @@ class TinyTokenizer:
         return bytes(UNICODE_TO_BYTE[c] for c in text)
 
 
-def build_tokenizer(n_merges: int = 300) -> TinyTokenizer:
-    """A byte-level BPE tokenizer: 256 byte tokens + merges learned from the built-in text + specials."""
+def build_tokenizer(n_merges: int = 300, *, vocab_size: int | None = None, seed: int = 0) -> TinyTokenizer:
+    """A byte-level BPE tokenizer: 256 byte tokens + merges learned from the built-in text + specials.
+
+    ``vocab_size`` pads the vocabulary to a real model's size (32,000 for Llama 2) with further
+    merges of existing word-piece tokens (deterministic for ``seed``), so loading costs what a real
+    tokenizer costs."""
     words: Counter[tuple[str, ...]] = Counter()
     for piece in _GPT2_SPLIT.findall(_MERGE_CORPUS.strip()):
         words[tuple(BYTE_TO_UNICODE[b] for b in piece.encode("utf-8"))] += 1
@@ -136,6 +140,27 @@ def build_tokenizer(n_merges: int = 300) -> TinyTokenizer:
                     i += 1
             new_words[tuple(out)] += freq
         words = new_words
+    if vocab_size is not None and vocab_size > len(tokens) + len(SPECIAL_TOKENS):
+        rng = np.random.default_rng(seed + 104729)
+        alpha = [BYTE_TO_UNICODE[b] for b in range(ord("a"), ord("z") + 1)]
+        pool = [t for t in tokens[256:] if t.strip("Ġ").isalpha()] or alpha
+        target = vocab_size - len(SPECIAL_TOKENS)
+        while len(tokens) < target:
+            draws = rng.random((2 * (target - len(tokens)) + 64, 3)).tolist()
+            for u, v, w in draws:
+                if len(tokens) >= target:
+                    break
+                a = pool[int(u * len(pool))]
+                b = alpha[int(w * 26)] if v < 0.5 else pool[int(w * len(pool))].lstrip("Ġ")
+                if b not in known:
+                    b = alpha[int(w * 26)]
+                merged = a + b
+                if merged in known or len(merged) > 16:
+                    continue
+                known.add(merged)
+                tokens.append(merged)
+                merges.append(f"{a} {b}")
+                pool.append(merged)
     types = [1] * len(tokens)
     first_special = len(tokens)
     tokens.extend(SPECIAL_TOKENS)
@@ -186,12 +211,14 @@ def build_tiny_gguf(
     f16: bool = False,
     chat_template: str | None = CHATML_TEMPLATE,
     name: str = "tara-tiny",
+    vocab_size: int | None = None,
 ) -> Path:
     """Write a tiny random-weight llama-architecture GGUF to ``path`` and return the path.
 
     Deterministic for a given seed and shape. ``chat_template=None`` writes a model without a chat
     template (to test the engine's default). ``f16`` stores the 2-D weights in float16 (smaller files,
-    the usual layout of real models).
+    the usual layout of real models). ``vocab_size`` gives it a vocabulary as large as a real model's
+    (see :func:`build_tokenizer`); by default it has a few hundred tokens.
     """
     import gguf
 
@@ -199,7 +226,7 @@ def build_tiny_gguf(
         raise TaraError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}) and n_head by n_head_kv")
     n_ff = n_ff or 2 * n_embd
     head_dim = n_embd // n_head
-    tok = build_tokenizer()
+    tok = build_tokenizer(vocab_size=vocab_size)
     rng = np.random.default_rng(seed)
     wtype = np.float16 if f16 else np.float32
 

@@ -69,3 +69,18 @@ def test_lora_needs_a_model_base(tmp_path: Path, tiny_lora: Path) -> None:
 
     with pytest.raises(TaraError, match="no attention/FFN weights"):
         build_tiny_lora(tiny_lora, tmp_path / "x.gguf")
+
+
+def test_a_real_sized_vocabulary_loads_and_round_trips(tmp_path: Path) -> None:
+    import llama_cpp
+
+    path = build_tiny_gguf(tmp_path / "big-vocab.gguf", vocab_size=8000)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, vocab_only=True, verbose=False)
+    try:
+        assert llm.n_vocab() == 8000
+        text = "Hello, how are you today? Tell me about the budget."
+        ids = llm.tokenize(text.encode(), add_bos=False, special=False)
+        assert llm.detokenize(ids).decode() == text
+        assert max(ids) > 300, "the added merges are used"
+    finally:
+        llm.close()
