@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -155,7 +154,7 @@ def run_export(req: ExportRequest, state: JobState) -> ExportResult:
         raise TaraError(f"{out} does not end in .gguf; name the output file NAME.gguf")
     state.report(0.0, "starting the export")
     with gx.atomic_output(out, overwrite=req.overwrite) as partial:
-        work = Path(tempfile.mkdtemp(prefix=".tara-export-", dir=out.parent))
+        work = gx.make_workdir(out.parent)
         try:
             if source.kind == "adapter" and not req.merge:
                 result = _export_adapter(req, source, partial, state)

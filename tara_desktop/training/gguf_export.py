@@ -142,8 +142,10 @@ class _TensorSource:
             if path.suffix == ".safetensors":
                 from safetensors import safe_open
 
-                try:
-                    handle = self._stack.enter_context(safe_open(str(path), framework="pt"))
+                try:  # numpy reads f32/f16 without importing torch; bf16 needs torch
+                    handle = self._stack.enter_context(safe_open(str(path), framework="numpy"))
+                    if any(handle.get_slice(k).get_dtype() not in ("F32", "F16", "F64") for k in handle.keys()):
+                        handle = self._stack.enter_context(safe_open(str(path), framework="pt"))
                 except Exception as exc:
                     raise TaraError(f"{path} is not a readable safetensors file ({exc}); copy it again") from None
                 self._handles[path] = handle
@@ -178,6 +180,8 @@ class _TensorSource:
     def load(self, name: str) -> np.ndarray:
         path = self._where[name]
         tensor = self._handles[path].get_tensor(name) if path in self._handles else self._bins[path][name]
+        if isinstance(tensor, np.ndarray):
+            return tensor.astype(np.float32, copy=False)
         return tensor.float().numpy()
 
     def close(self) -> None:
@@ -633,17 +637,36 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.{os.getpid()}{PARTIAL_SUFFIX}")
 
 
-def remove_stale_partials(out: Path) -> int:
-    """Delete partial files left beside ``out`` by exports that were killed (their process is gone)."""
+WORKDIR_PREFIX = ".tara-export-"
+
+
+def _alive(pid_text: str) -> bool:
     import psutil
+
+    return pid_text.isdigit() and int(pid_text) != os.getpid() and psutil.pid_exists(int(pid_text))
+
+
+def make_workdir(folder: Path) -> Path:
+    """A scratch folder for one export's intermediate files (same disk as the output), named by our pid."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-", dir=folder))
+
+
+def remove_stale_partials(out: Path) -> int:
+    """Delete partial files and scratch folders left beside ``out`` by exports that were killed."""
+    import shutil
 
     removed = 0
     for stale in out.parent.glob(f".{out.name}.*{PARTIAL_SUFFIX}"):
-        pid_text = stale.name[len(out.name) + 2 : -len(PARTIAL_SUFFIX)]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and psutil.pid_exists(int(pid_text)):
+        if _alive(stale.name[len(out.name) + 2 : -len(PARTIAL_SUFFIX)]):
             continue
         with contextlib.suppress(OSError):
             stale.unlink()
+            removed += 1
+    for stale in out.parent.glob(f"{WORKDIR_PREFIX}*"):
+        if stale.is_dir() and not _alive(stale.name[len(WORKDIR_PREFIX) :].split("-")[0]):
+            shutil.rmtree(stale, ignore_errors=True)
             removed += 1
     return removed
 

@@ -6,10 +6,9 @@ list, token types, merges and a named pre-tokenizer; SentencePiece-style tokeniz
 ``tokenizer.json`` (Llama 2, Phi-3) become ``"llama"`` with scores. Special tokens (bos, eos, pad, unk),
 the add-bos/eos flags and the chat template come through ``gguf.SpecialVocab``.
 
-The pre-tokenizer name tells llama.cpp which split regex to use. It is found the way the reference does
-(a hash of how the tokenizer encodes a fixed check text, for the families TARA supports), and, for a
-tokenizer trained locally, from the structure of ``tokenizer.json`` (GPT-2's byte-level regex, or the
-Llama 3 / Qwen2 split patterns).
+The pre-tokenizer name tells llama.cpp which split regex to use. It is read from the structure of
+``tokenizer.json`` (GPT-2's byte-level regex, or the exact Llama 3 / Qwen2 split patterns); otherwise it is
+found the way the reference does, by a hash of how the tokenizer encodes a fixed check text.
 """
 
 from __future__ import annotations
@@ -84,16 +83,16 @@ def _structural_pre(tok_json: dict[str, Any]) -> str | None:
 
 def bpe_pre_tokenizer(model_dir: Path, tok_json: dict[str, Any]) -> str:
     """llama.cpp's pre-tokenizer name for a byte-level BPE tokenizer folder."""
-    name = None
-    try:
-        from transformers import AutoTokenizer
+    name = _structural_pre(tok_json)  # exact for the split patterns we know; no transformers import needed
+    if name is None:
+        try:
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        digest = sha256(str(tokenizer.encode(_CHECK_TEXT)).encode()).hexdigest()
-        name = _KNOWN_HASHES.get(digest)
-    except Exception as exc:  # a tokenizer transformers cannot load: fall back to its structure
-        log.info("tokenizer hash check skipped: %s", type(exc).__name__)
-    name = name or _structural_pre(tok_json)
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            digest = sha256(str(tokenizer.encode(_CHECK_TEXT)).encode()).hexdigest()
+            name = _KNOWN_HASHES.get(digest)
+        except Exception as exc:  # a tokenizer transformers cannot load
+            log.info("tokenizer hash check skipped: %s", type(exc).__name__)
     if name is None:
         raise TaraError(
             f"the tokenizer in {model_dir} splits text in a way TARA's converter does not know; "
