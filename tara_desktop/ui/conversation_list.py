@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
@@ -86,6 +87,12 @@ class ConversationList(QWidget):
         self.delete_button.clicked.connect(self.delete_current)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self._quiet = False
+        for key, slot in ((Qt.Key.Key_F2, self.rename_current), (Qt.Key.Key_Delete, self.delete_current)):
+            shortcut = QShortcut(QKeySequence(key), self.list)
+            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
+        self.rename_button.setToolTip("Rename the conversation (F2)")
+        self.delete_button.setToolTip("Delete the conversation (Delete)")
         self.set_store(None)
 
     def set_store(self, store: Any) -> None:

@@ -30,7 +30,7 @@ def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Any:
 
 def needs_passphrase(exc: BaseException | None, message: str) -> bool:
     """True when the profile could open with a (different) passphrase."""
-    if exc is not None and type(exc).__name__ == "ProfileLocked":
+    if exc is not None and type(exc).__name__ in ("ProfileLocked", "WrongPassphrase"):
         return True
     text = message.lower()
     return "passphrase" in text and ("wrong" in text or "locked" in text or "needed" in text)

@@ -96,3 +96,42 @@ def test_an_unexpected_error_shows_a_dialog_not_a_traceback(qtbot: Any, window: 
         hook(type(exc), exc, exc.__traceback__)
     qtbot.waitUntil(lambda: len(error_hook.shown) > shown_before, timeout=5_000)
     assert error_hook.shown[-1] == "Something went wrong (RuntimeError: a bug in a slot). Please try again."
+
+
+def test_a_passphrase_profile_asks_to_unlock_and_retries(qtbot: Any, test_configs: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from tara_desktop.profile import Profile
+    from tara_desktop.ui.main_window import MainWindow
+    from tara_desktop.ui.unlock_dialog import UnlockDialog
+
+    home = Path(os.environ["TARA_HOME"])
+    Profile.open(home).close()  # made with TARA_PASSPHRASE, as a passphrase profile
+    monkeypatch.delenv("TARA_PASSPHRASE")
+    answers = ["not the passphrase", "test passphrase"]
+    seen_errors: list[str] = []
+
+    def type_into_the_dialog() -> None:
+        dialog = QApplication.activeModalWidget()
+        if isinstance(dialog, UnlockDialog) and answers:
+            seen_errors.append(dialog.error.text())
+            dialog.field.setText(answers.pop(0))
+            dialog.accept()
+
+    typist = QTimer()
+    typist.setInterval(20)
+    typist.timeout.connect(type_into_the_dialog)
+    typist.start()
+    win = MainWindow(home, show_welcome=False)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.assistant_ready, timeout=120_000):
+        win.open_session()
+    typist.stop()
+    assert answers == []
+    assert seen_errors[0] == ""  # first prompt: no error yet
+    assert "passphrase" in seen_errors[1].lower()  # second: says the first one was wrong
+    assert win.session.assistant.profile.key_source == "passphrase"
+    win.close()

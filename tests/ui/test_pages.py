@@ -110,3 +110,23 @@ def test_settings_are_saved_in_the_profile(qtbot: Any, window: Any) -> None:
     assert saved["app"] == {"theme": "dark", "font_size": 13}
     assert saved["llm"] == {"memory_budget_mb": 3072, "threads": 1}
     assert window.session.assistant.configs.app.llm.memory_budget_mb == 3072
+
+
+def test_edit_the_domain_to_model_mapping(qtbot: Any, window: Any, tiny_gguf: Path) -> None:
+    from PySide6.QtWidgets import QComboBox
+
+    from tara_desktop.assistant import MAPPING_KEY
+
+    page = window.show_page("Models")
+    page.tabs.setCurrentIndex(1)
+    editor = page.mapping
+    row = next(r for r in range(editor.table.rowCount()) if editor.table.cellWidget(r, 0).text() == "Technical")
+    model_box = editor.table.cellWidget(row, 1)
+    assert isinstance(model_box, QComboBox)
+    model_box.setCurrentText(str(tiny_gguf))
+    qtbot.mouseClick(editor.save_button, Qt.MouseButton.LeftButton)
+    assistant = window.session.assistant
+    assert assistant.profile.store.get_setting(MAPPING_KEY)["technical"]["model"] == str(tiny_gguf)
+    assert assistant.configs.mapping.for_domain("technical").model == str(tiny_gguf)
+    assert assistant.router.mapping.for_domain("technical").model == str(tiny_gguf)
+    assert "saved" in page.banner.text
