@@ -638,6 +638,9 @@ class Engine:
                     if abortable:
                         self._set_abort(None)
                         abortable = False
+                    if state.cancelled:  # cancelled while this token was computed: do not show it
+                        reason = "cancelled"
+                        break
                     if is_eog(vocab, token):
                         reason = "eos"
                         break
@@ -669,6 +672,8 @@ class Engine:
                     if n >= max_new:
                         reason = "length"
                         break
+                if reason in ("length", "eos"):
+                    held += decoder.decode(b"", final=True)
                 if reason in ("length", "eos") and held:
                     t_last = time.perf_counter()
                     if not t_first:
