@@ -705,6 +705,13 @@ def atomic_output(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+def quiet_llama_logs() -> None:
+    """Keep llama.cpp's per-tensor info/warning lines off the terminal unless someone chose a log level."""
+    llama_log = logging.getLogger("llama-cpp-python")
+    if llama_log.level == logging.NOTSET:
+        llama_log.setLevel(logging.ERROR)
+
+
 def _contract_validate(path: Path) -> None:
     try:
         from tara_desktop.llm import gguf_file
@@ -718,6 +725,7 @@ def _contract_validate(path: Path) -> None:
 def validate_model(path: Path) -> None:
     """Check a written model GGUF: the structural validator, then a real load and one token in llama.cpp."""
     _contract_validate(path)
+    quiet_llama_logs()
     from llama_cpp import Llama
 
     try:
@@ -753,6 +761,7 @@ def validate_adapter(path: Path, base_gguf: Path | None) -> None:
         return
     import llama_cpp
 
+    quiet_llama_logs()
     llm = llama_cpp.Llama(model_path=str(base_gguf), n_ctx=64, n_threads=1, verbose=False)
     try:
         adapter = llama_cpp.llama_adapter_lora_init(llm.model, str(path).encode())

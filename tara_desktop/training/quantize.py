@@ -90,9 +90,9 @@ def find_fallbacks(path: Path, quant: str) -> list[tuple[str, str]]:
 def _run_quantize(src: Path, dst: Path, ftype: int, threads: int) -> int:
     import llama_cpp
 
-    llama_log = logging.getLogger("llama-cpp-python")  # llama.cpp prints a line per tensor otherwise
-    if llama_log.level == logging.NOTSET:
-        llama_log.setLevel(logging.ERROR)
+    from tara_desktop.training.gguf_export import quiet_llama_logs
+
+    quiet_llama_logs()  # llama.cpp prints a line per tensor otherwise
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
@@ -167,6 +167,9 @@ def perplexity(
     """
     import llama_cpp
 
+    from tara_desktop.training.gguf_export import quiet_llama_logs
+
+    quiet_llama_logs()
     llm = llama_cpp.Llama(
         model_path=str(model_path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True,
         n_threads=threads or min(4, os.cpu_count() or 1), verbose=False,
