@@ -175,7 +175,11 @@ class Reader:
                         item = hashlib.sha256(item + self._f.read(n - (1 << 16))).digest() + b"#long"
                 # llama.cpp reads a token as a C string (up to the first NUL) and names an empty one
                 # [EMPTY_<id>]: compare what it will see
-                item = item.split(b"\0", 1)[0] or f"[EMPTY_{i}]".encode()
+                nul = item.find(b"\0")
+                if nul >= 0:
+                    item = item[:nul]
+                if not item:
+                    item = f"[EMPTY_{i}]".encode()
                 if item in seen:
                     raise InvalidGguf(
                         f"{key} holds the same text twice (item {i}), which makes llama.cpp abort: "
