@@ -78,6 +78,8 @@ ASR_TRAIN_VOICES: tuple[tuple[str, int, int], ...] = (
     ("en-gb", 160, 45), ("en-gb+m1", 135, 35), ("en-gb+f1", 180, 70), ("en-gb+m4", 150, 55),
     ("en-029", 155, 50), ("en-gb-scotland+m2", 145, 45), ("en-gb-x-gbclan+f2", 170, 60),
     ("en-us+m6", 190, 50), ("en-us+m2", 125, 45), ("en-gb-x-gbcwmd+f4", 150, 65),
+    ("en-us+m1", 160, 48), ("en-gb+m5", 150, 40), ("en-us+m8", 165, 55), ("en-gb+f2", 155, 62),
+    ("en-029+f4", 145, 66), ("en-us+klatt", 150, 50), ("en-gb-x-gbclan+m6", 170, 45), ("en-us+f1", 185, 72),
 )
 CHARS = list("abcdefghijklmnopqrstuvwxyz' ")
 
@@ -88,7 +90,9 @@ EMOTION_STYLES: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int
     "sad": ((95, 120), (15, 30), (50, 75)),
     "angry": ((180, 210), (25, 40), (170, 200)),
 }
-EMOTION_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb+f1", "en-gb+m4", "en-029", "en-us+m2")
+EMOTION_VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb+f1", "en-gb+m4", "en-029", "en-us+m2",
+                  "en-us+f1", "en-gb+f2", "en-us+f4", "en-us+m1", "en-gb+m5", "en-us+m8", "en-gb-scotland+f4",
+                  "en-us+klatt")
 
 
 # ---- speech ---------------------------------------------------------------------------------------------
@@ -110,6 +114,13 @@ def espeak(text: str, voice: str, wpm: int, pitch: int, amplitude: int = 100) ->
         g = math.gcd(sr, SR)
         mono = resample_poly(mono, SR // g, sr // g)
     return np.asarray(mono, dtype=np.float32)
+
+
+def _band_limit(wav: np.ndarray) -> np.ndarray:
+    """The same audio as if recorded at 8 kHz (nothing above 4 kHz)."""
+    from scipy.signal import resample_poly
+
+    return np.asarray(resample_poly(resample_poly(wav, 1, 2), 2, 1)[: wav.size], dtype=np.float32)
 
 
 def _render_all(jobs: Sequence[tuple[str, str, int, int] | tuple[str, str, int, int, int]]) -> list[np.ndarray]:
@@ -222,7 +233,7 @@ ASR_BODY = ("cnn1", "act1", "norm1", "cnn2", "act2", "norm2", "cnn3", "act3", "n
 
 
 def _asr_sizes() -> dict[str, int]:
-    return {"ch": 128, "n_out": len(CHARS) + 1}
+    return {"ch": 96, "n_out": len(CHARS) + 1}
 
 
 def _asr_body(encoder: Any, x: Any) -> Any:
@@ -232,7 +243,7 @@ def _asr_body(encoder: Any, x: Any) -> Any:
     return encoder.log_softmax(x)
 
 
-def build_asr(out_dir: Path, *, epochs: int = 40, seed: int = 0, log: bool = True) -> Path:
+def build_asr(out_dir: Path, *, epochs: int = 28, seed: int = 0, log: bool = True) -> Path:
     """Train the demo ASR and write its pretrained folder to ``out_dir``."""
     import torch
     from hyperpyyaml import load_hyperpyyaml
@@ -259,6 +270,8 @@ def build_asr(out_dir: Path, *, epochs: int = 40, seed: int = 0, log: bool = Tru
     rendered = _render_all(jobs)
     for (text, _, _, _), wav in zip(jobs, rendered, strict=True):
         labels = [int(i) for i in tokenizer.encode_sequence(list(text))]
+        if rng.uniform() < 0.3:  # telephone-band copies: 8 kHz microphones and headsets
+            wav = _band_limit(wav)
         noisy = wav * rng.uniform(0.3, 1.0) + rng.normal(0, rng.uniform(0, 0.004), wav.size)
         items.append((noisy.astype(np.float32), labels))
     if log:
@@ -422,7 +435,7 @@ def emotion_renderings(label: str, n: int, seed: int, voices: Sequence[str] = EM
     return _render_all(jobs)
 
 
-def build_emotion(out_dir: Path, *, epochs: int = 25, per_label: int = 48, seed: int = 0,
+def build_emotion(out_dir: Path, *, epochs: int = 25, per_label: int = 64, seed: int = 0,
                   log: bool = True) -> Path:
     """Train the demo emotion classifier and write its pretrained folder to ``out_dir``."""
     import torch
@@ -507,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--eval", action="store_true", help="after building, test the ASR on unseen voices")
     args = ap.parse_args(argv)
     if args.only in (None, "asr"):
-        build_asr(args.out / "asr", epochs=args.epochs or 40, seed=args.seed)
+        build_asr(args.out / "asr", epochs=args.epochs or 28, seed=args.seed)
         if args.eval:
             evaluate_asr(args.out / "asr")
     if args.only in (None, "emotion"):

@@ -61,7 +61,7 @@ def measure_prosody(audio: npt.NDArray[np.float32], sr: int = ASR_RATE) -> Proso
     rms = np.sqrt(np.mean(frames**2, axis=1) + 1e-12)
     db = 20 * np.log10(rms)
     active = db > max(db.max() - 30.0, -60.0)
-    energy = rms_dbfs(audio[np.repeat(active, hop)[: audio.size]]) if active.any() else -120.0
+    energy = rms_dbfs(frames[active]) if active.any() else -120.0
     # Pitch by autocorrelation on active frames (60-400 Hz).
     lo, hi = int(sr / 400), int(sr / 60)
     window = np.hanning(frame)

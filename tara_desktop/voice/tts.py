@@ -1,8 +1,8 @@
-"""Text to speech: Edge TTS first, pyttsx3 when Edge TTS is unreachable, espeak-ng as a last resort.
+"""Text to speech: Edge TTS first, the offline system voice (pyttsx3 / espeak-ng) when it is unreachable.
 
 Edge TTS (Microsoft's online neural voices, a voice per domain from config) needs a network. When it cannot
 connect or does not answer within ``voice.edge_tts_timeout_s``, the same sentence is spoken by pyttsx3 (SAPI5
-on Windows, espeak-ng on Linux) and a circuit breaker stops trying Edge TTS for ``voice.edge_tts_retry_after_s``
+on Windows; espeak-ng on Linux, see :func:`default_fallbacks`) and a circuit breaker stops trying Edge TTS for ``voice.edge_tts_retry_after_s``
 so an offline laptop does not wait for the timeout on every sentence. Every result names its engine.
 """
 
@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,20 +155,40 @@ class _PrivateFile:
 
 
 class Pyttsx3Tts:
-    """The operating system's voice through pyttsx3: SAPI5 on Windows, espeak-ng on Linux."""
+    """The operating system's voice through pyttsx3: SAPI5 on Windows, espeak-ng on Linux.
+
+    pyttsx3 drivers are tied to the thread that created them (COM on Windows, the espeak callback on Linux),
+    so every utterance runs on one long-lived worker thread, one at a time.
+    """
 
     name = "pyttsx3"
-    _lock = threading.Lock()  # pyttsx3 engines are not thread-safe; one utterance at a time
+    _executor: ThreadPoolExecutor | None = None
+    _executor_lock = threading.Lock()
 
-    def __init__(self, rate_wpm: int | None = None) -> None:
+    def __init__(self, rate_wpm: int | None = None, timeout_s: float = 60.0) -> None:
         self.rate_wpm = rate_wpm
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def _worker(cls) -> ThreadPoolExecutor:
+        with cls._executor_lock:
+            if cls._executor is None:
+                cls._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tara-pyttsx3")
+            return cls._executor
 
     def synthesize(self, text: str, voice: str | None) -> tuple[Audio, int]:
+        future = self._worker().submit(self._synthesize, text)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            raise TtsUnavailable(f"pyttsx3 did not finish within {self.timeout_s:g} s") from None
+
+    def _synthesize(self, text: str) -> tuple[Audio, int]:
         try:
             import pyttsx3
         except ImportError as exc:
             raise TtsUnavailable("pyttsx3 is not installed") from exc
-        with self._lock, _PrivateFile() as out:
+        with _PrivateFile() as out:
             try:
                 # pyttsx3's espeak driver prints "Audio saved to ..." on stdout: keep stdout for our output.
                 with contextlib.redirect_stdout(io.StringIO()):
@@ -190,12 +212,14 @@ class EspeakTts:
 
     name = "espeak-ng"
 
-    def __init__(self, voice: str = "en-us", timeout_s: float = 30.0) -> None:
+    def __init__(self, voice: str = "en-us", timeout_s: float = 30.0,
+                 executables: Sequence[str] = ("espeak-ng", "espeak")) -> None:
         self.voice = voice
         self.timeout_s = timeout_s
+        self.executables = tuple(executables)
 
     def synthesize(self, text: str, voice: str | None) -> tuple[Audio, int]:
-        exe = shutil.which("espeak-ng") or shutil.which("espeak")
+        exe = next((found for name in self.executables if (found := shutil.which(name))), None)
         if exe is None:
             raise TtsUnavailable("espeak-ng is not installed")
         try:
@@ -284,7 +308,14 @@ class SpeechSynthesizer:
 
 
 def default_fallbacks() -> list[TtsEngine]:
-    engines: list[TtsEngine] = [Pyttsx3Tts()]
-    if not sys.platform.startswith("win"):
-        engines.append(EspeakTts())
-    return engines
+    """Offline voices in order of preference for this OS.
+
+    Windows/macOS: pyttsx3 (SAPI5 / NSSpeechSynthesizer). Linux: espeak-ng as a subprocess first, because
+    pyttsx3 2.99's espeak driver returns before it has written sentences longer than about 60 characters
+    (and then writes them late, into the next call); pyttsx3 stays as the next choice.
+    """
+    if sys.platform.startswith("win"):
+        return [Pyttsx3Tts()]
+    if sys.platform == "darwin":
+        return [Pyttsx3Tts(), EspeakTts()]
+    return [EspeakTts(), Pyttsx3Tts()]

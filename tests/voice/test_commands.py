@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from tara_desktop.cli import main
+from tara_desktop.voice.tts import default_fallbacks
 
 from .conftest import espeak_wav
 
@@ -76,7 +77,7 @@ def test_say_writes_speech_and_names_the_engine(tmp_path: Path, capsys: pytest.C
     code, out, err = run(["voice", "say", "Hello from TARA. Dr. Smith says 3.5 is fine!", "--out", str(out_wav),
                           "--offline"], capsys)
     assert code == 0 and out == ""
-    assert err.startswith("engine: pyttsx3")
+    assert err.startswith(f"engine: {default_fallbacks()[0].name} (")
     audio, sr = sf.read(str(out_wav))
     assert audio.size / sr > 1.0 and np.sqrt(np.mean(audio**2)) > 0.01
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.wav"]
@@ -111,6 +112,6 @@ def test_spoken_question_end_to_end(tmp_path: Path) -> None:
     assert data["engine"] == "speechbrain"
     assert data["domain"] == "technical"
     assert data["reply"].strip()
-    assert data["tts_engine"] == "pyttsx3"
+    assert data["tts_engine"] == default_fallbacks()[0].name
     audio, sr = sf.read(str(out_wav))
     assert audio.size / sr > 0.5 and np.sqrt(np.mean(audio**2)) > 0.01

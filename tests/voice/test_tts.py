@@ -132,7 +132,7 @@ def test_when_pyttsx3_fails_espeak_speaks(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_no_engine_at_all_is_a_clear_error() -> None:
-    synth = SpeechSynthesizer(edge=None, fallbacks=[EspeakTts(voice="no-such-voice-xx")])
+    synth = SpeechSynthesizer(edge=None, fallbacks=[EspeakTts(executables=["no-such-espeak"])])
     with pytest.raises(TtsError, match="no speech engine could speak"):
         synth.speak("Hello.")
     with pytest.raises(TtsError, match="no text to speak"):
