@@ -624,7 +624,20 @@ def merge_adapter(adapter_dir: Path, base: Path, out_dir: Path, *, state: JobSta
         raise TaraError(f"the adapter does not fit the base model ({exc}); choose the base it was trained on") from None
     if state is not None:
         state.check()
-    merged.save_pretrained(str(out_dir))
+    if base.is_file():
+        # transformers marks a model loaded from a GGUF as "quantized" and refuses save_pretrained: the merged
+        # weights are plain float tensors, so write them and the config directly.
+        from safetensors.torch import save_file
+
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().clone().contiguous() for k, v in merged.state_dict().items()}
+        save_file(tensors, str(Path(out_dir) / "model.safetensors"))
+        config = merged.config.to_dict()
+        config.pop("quantization_config", None)
+        config["architectures"] = [type(merged).__name__]
+        (Path(out_dir) / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    else:
+        merged.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return Path(out_dir)
 

@@ -238,3 +238,13 @@ def test_permutation_round_trips_rows_per_head() -> None:
     # per head of 4 rows: HF halves [0,1 | 2,3] become interleaved pairs [0,2,1,3]
     assert p[:4, 0].tolist() == [0.0, 6.0, 3.0, 9.0]
     assert sorted(p.ravel().tolist()) == sorted(w.ravel().tolist())
+
+
+@pytest.mark.slow
+def test_merge_on_a_gguf_base_matches_base_plus_adapter(models: dict[str, Path], ggufs: dict[str, Path], tmp_path: Path) -> None:
+    """A job trained on a GGUF base (transformers loads it) merges into a full GGUF with the base's tokenizer."""
+    _, folder = _trained_adapter(models["llama"], tmp_path / "adapter", "llama")
+    adapter = ej.run_export(ej.ExportRequest(folder, tmp_path / "lora.gguf", dtype="f32", base=ggufs["llama"]), JobState())
+    merged = ej.run_export(ej.ExportRequest(folder, tmp_path / "merged.gguf", merge=True, dtype="f32", base=ggufs["llama"]), JobState())
+    ids = _ids(models["llama"])
+    _close(_llama_logits(merged.path, ids), _llama_logits(ggufs["llama"], ids, adapter=adapter.path))
