@@ -165,17 +165,31 @@ class SentenceEmbedder:
             if previous != self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                vectors = self._model.encode(
-                    list(texts),
-                    batch_size=32,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
-                    show_progress_bar=False,
-                )
+                if len(texts) == 1:
+                    vectors = self._embed_one(texts[0])
+                else:
+                    vectors = self._model.encode(
+                        list(texts),
+                        batch_size=32,
+                        convert_to_numpy=True,
+                        normalize_embeddings=True,
+                        show_progress_bar=False,
+                    )
             finally:
                 if previous != self.threads:
                     torch.set_num_threads(previous)
         return np.asarray(vectors, dtype=np.float32)
+
+    def _embed_one(self, text: str) -> np.ndarray:
+        """One message, straight through the model's modules: ``encode`` adds several milliseconds of
+        batching bookkeeping that a batch of one does not need (same vector, see the tests)."""
+        import torch
+
+        model = self._model
+        features = model.preprocess([text]) if hasattr(model, "preprocess") else model.tokenize([text])
+        output = model.forward(features)["sentence_embedding"]
+        output = torch.nn.functional.normalize(output.float(), dim=-1)
+        return np.asarray(output.numpy(), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------

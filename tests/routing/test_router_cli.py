@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tara_desktop import cli
+from tara_desktop.config import load_configs
 from tara_desktop.routing import router as router_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,8 @@ def test_route_prints_one_human_line(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     assert out[0].startswith("technical  confidence ")
-    assert "model tara-demo.gguf" in out[0] and "adapter none" in out[0]
+    choice = load_configs().mapping.for_domain("technical")
+    assert f"model {choice.model}" in out[0] and f"adapter {choice.adapter or 'none'}" in out[0]
 
 
 def test_route_json(capsys: pytest.CaptureFixture[str]) -> None:
