@@ -201,7 +201,7 @@ class Assistant:
         reply within a token; the partial reply is kept (marked cancelled). Raises :class:`TaraError` for
         an empty message, an unknown domain, or a model that is missing, broken or too big.
         """
-        from tara_desktop.llm.context_window import ContextWindow, Summary
+        from tara_desktop.llm.context_window import Summary, window_for
         from tara_desktop.llm.engine import GenerationSettings
         from tara_desktop.routing.emotion_text import detect_text_emotion, normalize_emotion
 
@@ -260,7 +260,7 @@ class Assistant:
             summary = self.summaries.latest(summary_key) or (
                 Summary(saved["text"], int(saved["covers"])) if isinstance(saved, dict) else None
             )
-            window = ContextWindow(engine, reply_tokens=settings.max_tokens).build(system, history, summary)
+            window = window_for(engine, settings.max_tokens).build(system, history, summary)
             if window.needs_summary and cid is not None:
                 self.summaries.request(summary_key, engine, history, summary, window.first_turn)
             for piece in engine.stream_chat(window.messages, settings, state):
