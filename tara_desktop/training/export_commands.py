@@ -127,7 +127,7 @@ def _print_result(result: ej.ExportResult) -> None:
     for note in result.notes:
         print(f"  note: {note}")
     if result.table:
-        print(qz.format_table(result.table))
+        print(qz.format_table(result.table, "model" if result.kind == "adapter" else "quantization"))
 
 
 def _register(result: ej.ExportResult, domain: str, domains: dict[str, Any]) -> None:

@@ -273,10 +273,10 @@ def compare_quantizations(
     return rows, reports
 
 
-def format_table(rows: list[QuantRow]) -> str:
-    """The table as plain text: quantization, size, perplexity, change against the first row."""
+def format_table(rows: list[QuantRow], heading: str = "quantization") -> str:
+    """The table as plain text: quantization (or ``heading``), size, perplexity, change against the first row."""
     base = rows[0].perplexity if rows else float("nan")
-    lines = [f"{'quantization':<13}{'size':>11}{'perplexity':>12}{'vs ' + rows[0].label if rows else '':>10}  note"]
+    lines = [f"{heading:<13}{'size':>11}{'perplexity':>12}{'vs ' + rows[0].label if rows else '':>10}  note"]
     for row in rows:
         size = f"{row.size_bytes / 1e6:.2f} MB" if row.size_bytes < 1e9 else f"{row.size_bytes / 1e9:.2f} GB"
         change = f"{(row.perplexity / base - 1) * 100:+.1f}%" if row is not rows[0] else "-"
