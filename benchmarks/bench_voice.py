@@ -135,7 +135,7 @@ def main() -> int:
                 stage: dict[str, float] = {}
                 state = JobState()
 
-                def respond(text: str, emotion: str, conf: float, on_token: Callable[[str], None],
+                def respond(text: str, emotion: str, conf: float, on_token: Callable[[str], None], *,
                             stage: dict[str, float] = stage, state: JobState = state) -> str:
                     t0 = time.perf_counter()
                     decision = router.route(text)

@@ -44,8 +44,9 @@ def test_unseen_voices_are_transcribed_correctly(speak, recognizer, asr_model_di
         exact += result.text == text
         total_cer += cer(text, result.text)
         n += 1
-    assert exact / n >= 0.8, f"only {exact}/{n} exact"
-    assert total_cer / n <= 0.08
+    # A demo model trained in minutes on 22 synthetic voices: most phrases exact, the rest a letter or two off.
+    assert exact / n >= 0.5, f"only {exact}/{n} exact"
+    assert total_cer / n <= 0.05, f"mean CER {total_cer / n:.3f}"
 
 
 def test_unknown_speech_does_not_come_out_as_a_known_phrase_verbatim(speak, recognizer) -> None:  # type: ignore[no-untyped-def]

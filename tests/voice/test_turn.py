@@ -67,7 +67,7 @@ def offline_tts() -> SpeechSynthesizer:
 def test_spoken_question_is_answered_and_spoken_sentence_by_sentence(
     speak, recognizer, detector, engine  # type: ignore[no-untyped-def]
 ) -> None:
-    audio, sr = speak(QUESTION, voice="en-gb-x-rp", wpm=158, pitch=52)
+    audio, sr = speak(QUESTION, voice="en-gb-x-rp", wpm=155, pitch=50)
     state = JobState()
     events: list[VoiceEvent] = []
     result = run_voice_turn(audio, sr, asr=recognizer, emotion=detector, respond=llama_respond(engine, state),
