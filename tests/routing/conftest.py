@@ -21,7 +21,12 @@ def configs() -> Configs:
 
 @pytest.fixture(scope="session")
 def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("router-cache")
+    """Example-embedding cache shared by the session (and kept between local runs, beside pytest's
+    numbered temp folders: it holds only hashes and vectors of config examples, keyed by content, so a
+    stale entry cannot be used). A fresh machine (CI) starts cold and exercises the full path."""
+    folder = tmp_path_factory.getbasetemp().parent / "tara-router-example-cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
