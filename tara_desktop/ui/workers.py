@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled, JobState
@@ -103,16 +103,30 @@ class JobHost(QObject):
         self._jobs: list[JobThread] = []
 
     def start(self, fn: JobFunction, name: str) -> JobThread:
-        """Create, register and start a job; connect to its signals before control returns to Qt."""
+        """Create and register a job; its thread starts when control returns to the event loop, so the
+        caller's ``connect`` calls right after this are in place before any signal can be emitted."""
         job = JobThread(fn, name, self)
+        was_busy = self.busy
         self._jobs.append(job)
         job.finished.connect(self._on_job_finished)  # queued: the host lives on the GUI thread
-        was_busy = self.busy
         self.created.emit(job)
-        job.start()
+        QTimer.singleShot(0, self, lambda: self._launch(job))
         if not was_busy:
             self.busy_changed.emit(True)
         return job
+
+    def _launch(self, job: JobThread) -> None:
+        if job not in self._jobs:
+            return
+        if job.state.cancelled:  # cancelled (e.g. the window closed) before it ever ran
+            self._jobs.remove(job)
+            job.cancelled.emit()
+            job.done.emit()
+            job.deleteLater()
+            if not self._jobs:
+                self.busy_changed.emit(False)
+            return
+        job.start()
 
     def _on_job_finished(self) -> None:
         for job in [j for j in self._jobs if j.isFinished() or j is self.sender()]:
@@ -124,7 +138,7 @@ class JobHost(QObject):
 
     @property
     def busy(self) -> bool:
-        return any(j.isRunning() or not j.isFinished() for j in self._jobs)
+        return bool(self._jobs)
 
     def running(self) -> list[JobThread]:
         return [j for j in self._jobs if not j.isFinished()]
@@ -135,8 +149,10 @@ class JobHost(QObject):
         jobs = list(self._jobs)
         for job in jobs:
             job.cancel()
+        for job in [j for j in jobs if not j.isRunning() and not j.isFinished()]:
+            self._launch(job)  # never started: dropped now, with its cancelled + done signals
         ok = True
-        for job in jobs:
+        for job in [j for j in jobs if j.isRunning()]:
             finished = job.wait() if timeout_ms is None else job.wait(timeout_ms)
             if not finished:
                 log.warning("job %s did not stop within %d ms", job.objectName(), timeout_ms)

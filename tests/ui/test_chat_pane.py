@@ -47,7 +47,7 @@ def test_stop_mid_stream(qtbot: Any, window: Any, send: Any) -> None:
     qtbot.keyClick(chat.composer.edit, Qt.Key.Key_Return)
     window.jobs.created.disconnect(on_created)
     with qtbot.waitSignal(chat.turn_finished, timeout=TIMEOUT) as blocker:
-        assert first_token.wait(60)
+        qtbot.waitUntil(first_token.is_set, timeout=60_000)
         qtbot.mouseClick(chat.composer.send_button, Qt.MouseButton.LeftButton)  # "Stop"
         stop_clicked.set()
     qtbot.waitUntil(lambda: not chat.busy, timeout=TIMEOUT)

@@ -82,7 +82,7 @@ def test_cancel_stops_the_job_and_shutdown_waits(qtbot: Any) -> None:
     job = host.start(run, "forever")
     cancelled: list[bool] = []
     job.cancelled.connect(lambda: cancelled.append(True))
-    assert started.wait(10)
+    qtbot.waitUntil(started.is_set, timeout=10_000)
     assert host.busy
     assert host.shutdown(10_000)
     assert not job.isRunning()
@@ -123,3 +123,29 @@ def test_the_guard_fails_a_test_that_leaves_a_qthread_running(tmp_path: Path) ->
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 passed, 1 error" in done.stdout
     assert "QThread(s) still running after the test: ['stuck-thread']" in done.stdout
+
+
+def test_a_job_that_fails_at_once_still_reaches_the_slots_connected_after_start(qtbot: Any) -> None:
+    """Signals are connected after start(); the thread only starts once control returns to Qt."""
+    host = JobHost()
+
+    def run(state: JobState, emit: Any) -> None:
+        raise TaraError("broken at once")
+
+    job = host.start(run, "instant-failure")
+    failures: list[str] = []
+    done: list[bool] = []
+    job.failed.connect(failures.append)
+    job.done.connect(lambda: done.append(True))
+    qtbot.waitUntil(lambda: done == [True], timeout=10_000)
+    assert failures == ["broken at once"]
+
+
+def test_a_job_cancelled_before_it_ran_never_runs(qtbot: Any) -> None:
+    host = JobHost()
+    ran: list[bool] = []
+    job = host.start(lambda state, emit: ran.append(True), "never")
+    cancelled: list[bool] = []
+    job.cancelled.connect(lambda: cancelled.append(True))
+    assert host.shutdown()
+    assert ran == [] and cancelled == [True] and not host.busy
