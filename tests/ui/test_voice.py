@@ -1,0 +1,43 @@
+"""A spoken turn through the chat pane: the voice engines' offline fallbacks on real espeak-ng speech."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TIMEOUT = 180_000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng makes the test speech")
+def test_a_spoken_question_shows_transcript_states_and_reply(qtbot: Any, window: Any, tmp_path: Path) -> None:
+    from tara_desktop.voice.audio import read_wav
+
+    wav = tmp_path / "question.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(wav), "what is a balance sheet"],
+                   check=True, capture_output=True)
+    audio, sr = read_wav(wav)
+    chat = window.chat
+    states: list[str] = []
+    original = chat.voice_state.set_state
+
+    def record(state: str) -> None:
+        states.append(state)
+        original(state)
+
+    chat.voice_state.set_state = record  # type: ignore[method-assign]
+    with qtbot.waitSignal(chat.turn_finished, timeout=TIMEOUT) as blocker:
+        chat.voice.start_turn(audio, sr)
+        assert chat.busy
+    qtbot.waitUntil(lambda: not chat.busy, timeout=TIMEOUT)
+    result = blocker.args[0]
+    user, reply = chat.view.bubbles
+    assert user.content.strip()  # the transcript is shown as the user's message
+    assert reply.content == result.reply
+    assert states[:2] == ["transcribing", "thinking"] and states[-1] == "idle"
+    stored = chat.store.messages(result.conversation_id)
+    assert stored[0].meta.get("source") == "voice"
