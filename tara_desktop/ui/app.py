@@ -126,7 +126,7 @@ def smoke(args: argparse.Namespace) -> int:
 
         theme.apply_theme(app, "light")
         model = _demo_model(tmp)
-        window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False)
+        window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False, keep_theme=True)
         error_hook.install(lambda: window)
         window.show()
         outcome: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
@@ -91,6 +91,9 @@ class ChatPane(QWidget):
         self.level_meter = LevelMeter(self)
         self.voice_state = VoiceStateIndicator(self)
         self.hotkey = PushToTalkHotkey(self.ptt_button, hotkey)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self.hotkey)  # hold Ctrl+Space anywhere in the window
         extra = self.composer.extra_row
         extra.addWidget(self.ptt_button)
         extra.addWidget(self.level_meter)
@@ -125,6 +128,8 @@ class ChatPane(QWidget):
             for name in sorted(assistant.configs.domains):
                 self.domain_box.addItem(name.capitalize(), name)
             self._show_pin(current)
+            self.hotkey.set_hotkey(assistant.configs.app.voice.push_to_talk)
+            self.ptt_button.setToolTip(f"Hold to talk ({assistant.configs.app.voice.push_to_talk}); release to send")
             self.composer.edit.setFocus()
 
     def set_status(self, text: str) -> None:

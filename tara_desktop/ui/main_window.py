@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from tara_desktop.ui import theme
 from tara_desktop.ui.chat_pane import ChatPane
 from tara_desktop.ui.conversation_list import ConversationList
 from tara_desktop.ui.session import Session
@@ -64,7 +65,8 @@ class MainWindow(QMainWindow):
 
     assistant_ready = Signal(object)
 
-    def __init__(self, profile_dir: Path | None = None, *, show_welcome: bool = True) -> None:
+    def __init__(self, profile_dir: Path | None = None, *, show_welcome: bool = True,
+                 keep_theme: bool = False) -> None:
         super().__init__()
         self.setWindowTitle("TARA")
         self.setMinimumSize(QSize(760, 520))
@@ -72,6 +74,7 @@ class MainWindow(QMainWindow):
         self.jobs = JobHost(self)
         self.session = Session(self.jobs, profile_dir, self)
         self._show_welcome = show_welcome
+        self._keep_theme = keep_theme  # screenshots and smoke runs choose their own
         self._closing = False
         central = QWidget(self)
         row = QHBoxLayout(central)
@@ -120,7 +123,12 @@ class MainWindow(QMainWindow):
     # ---- pages ------------------------------------------------------------------------------------
     def _make_page(self, name: str) -> QWidget:
         page: Any
-        if name == "Models":
+        if name == "Settings":
+            from tara_desktop.ui.settings_page import SettingsPage
+
+            page = SettingsPage(self)
+            page.settings_saved.connect(lambda _o: self.chat.set_assistant(self.session.assistant))
+        elif name == "Models":
             from tara_desktop.ui.models_page import ModelsPage
 
             page = ModelsPage(self.jobs, self)
@@ -128,15 +136,11 @@ class MainWindow(QMainWindow):
             from tara_desktop.ui.training_tab import TrainingTab
 
             page = TrainingTab(self.jobs, self)
-        elif name == "Privacy":
+        else:
             from tara_desktop.ui.privacy_page import PrivacyPage
 
             page = PrivacyPage(self.jobs, self)
             page.everything_deleted.connect(self._on_everything_deleted)
-        else:
-            from tara_desktop.ui.settings_page import SettingsPage
-
-            page = SettingsPage(self)
         if self.session.assistant is not None:
             page.set_assistant(self.session.assistant)
         return page
@@ -197,6 +201,10 @@ class MainWindow(QMainWindow):
         self.status_label.setText(text)
 
     def _on_opened(self, assistant: Any) -> None:
+        look = assistant.configs.app.app
+        app = QApplication.instance()
+        if isinstance(app, QApplication) and not self._keep_theme:
+            theme.apply_theme(app, look.theme, look.font_size)  # the user's own theme and font size
         self.conversations.set_store(assistant.profile.store)
         self.chat.set_assistant(assistant)
         for lazy in self.pages.values():
@@ -205,6 +213,20 @@ class MainWindow(QMainWindow):
         self.assistant_ready.emit(assistant)
         if self._show_welcome and not self.session.welcome_done():
             self.show_welcome()
+        self._mention_interrupted_training(assistant)
+
+    def _mention_interrupted_training(self, assistant: Any) -> None:
+        """A training job that the app or the machine interrupted is offered again on the next start."""
+        try:
+            from tara_desktop.training import recovery
+
+            jobs = recovery.find_interrupted_jobs(Path(assistant.profile_dir) / "training")
+        except Exception:
+            log.warning("could not look for interrupted training jobs", exc_info=True)
+            return
+        if jobs and self.stack.currentIndex() == 0 and self.chat.banner.isHidden():
+            self.chat.banner.show_info(f"The {jobs[0].record.spec.domain} training job did not finish. "
+                                       "Open Training (Ctrl+3) to resume it.")
 
     def _on_open_failed(self, message: str) -> None:
         self.chat.banner.show_error(message)

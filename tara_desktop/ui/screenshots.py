@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         app = create_application()
         theme.apply_theme(app, "dark" if args.dark else "light", 10)
-        window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False)
+        window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False, keep_theme=True)
         window.resize(1240, 780)
         window.show()
         loop = QEventLoop()

@@ -115,3 +115,25 @@ def test_sizes() -> None:
     assert human_size(None) == "–"
     assert human_size(1536) == "1.5 KB"
     assert human_size(3 * 1024**3) == "3.0 GB"
+
+
+def test_holding_the_hotkey_presses_push_to_talk(qtbot: Any) -> None:
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    from tara_desktop.ui.push_to_talk import PushToTalkHotkey
+
+    window = QWidget()
+    qtbot.addWidget(window)
+    button = PushToTalkButton(parent=window)
+    hotkey = PushToTalkHotkey(button, "Ctrl+Space")
+    QApplication.instance().installEventFilter(hotkey)
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
+    events: list[str] = []
+    button.press_started.connect(lambda: events.append("down"))
+    button.press_ended.connect(lambda: events.append("up"))
+    qtbot.keyPress(window, Qt.Key.Key_Space, Qt.KeyboardModifier.ControlModifier)
+    assert events == ["down"] and button.held
+    qtbot.keyRelease(window, Qt.Key.Key_Space, Qt.KeyboardModifier.ControlModifier)
+    assert events == ["down", "up"]
