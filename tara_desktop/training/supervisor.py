@@ -116,7 +116,11 @@ class TrainingSupervisor:
         return self.process.pid if self.process else None
 
     def start(self) -> None:
-        cmd = [self.python, "-m", "tara_desktop.training.worker", str(self.spec.job_dir)]
+        if getattr(sys, "frozen", False) and self.python == sys.executable:
+            # A bundled app has no `-m`: its entry point hands `--training-worker ...` to worker.main().
+            cmd = [self.python, "--training-worker", str(self.spec.job_dir)]
+        else:
+            cmd = [self.python, "-m", "tara_desktop.training.worker", str(self.spec.job_dir)]
         if self.resume:
             cmd.append("--resume")
         env = dict(os.environ)
@@ -133,6 +137,8 @@ class TrainingSupervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            # No console window flashing up on Windows when the GUI starts a job.
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._threads = [

@@ -58,7 +58,7 @@ class _Stdin:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in argv
-    args = [a for a in argv if not a.startswith("--")]
+    args = [a for a in argv if not a.startswith("--")]  # (a bundled app passes --training-worker too)
     if len(args) != 1:
         sys.stderr.write("usage: python -m tara_desktop.training.worker JOB_DIR [--resume]\n")
         return EXIT_BAD_INPUT

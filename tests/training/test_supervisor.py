@@ -107,3 +107,25 @@ def test_cancel_through_the_supervisor_then_train_all_resumes_the_queue(
     # Running the queue again skips what is finished.
     again = supervisor.train_all(specs, JobState(), data_for=lambda _s: dataset_bytes)
     assert [o.message for o in again] == ["already trained", "already trained"]
+
+
+def test_the_job_stops_with_a_checkpoint_when_its_parent_goes_away(
+    tiny_base: Path, dataset_bytes: bytes, tmp_path: Path
+) -> None:
+    """If the app dies, the worker sees its stdin close and stops cleanly (resumable), not orphaned."""
+    spec = supervisor.prepare_job(small_spec(tiny_base, tmp_path / "job", max_steps=400, save_every=100,
+                                             sample_count=0), resume=False)
+    sup = supervisor.TrainingSupervisor(spec, dataset_bytes)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "metrics" and event["step"] == 3 and sup.process and sup.process.stdin:
+            with sup._stdin_lock:
+                sup.process.stdin.close()  # what the OS does to the pipe when the parent process dies
+
+    sup.on_event = on_event
+    sup.start()
+    outcome = sup.wait()
+    assert outcome.status == "cancelled" and outcome.returncode == 3
+    record = recovery.read_job(tmp_path / "job")
+    assert record.status == "cancelled" and 3 <= record.step < 400
+    assert (tmp_path / "job" / "checkpoints" / f"step-{record.step:06d}" / "manifest.json").is_file()
