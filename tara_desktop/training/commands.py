@@ -107,7 +107,7 @@ def _train(args: argparse.Namespace) -> int:
     from tara_desktop.config import load_configs
     from tara_desktop.training import datasets as ds
     from tara_desktop.training import recovery
-    from tara_desktop.training.job import _resolve_base
+    from tara_desktop.training.job import resolve_base
     from tara_desktop.training.spec import TrainingSpec
     from tara_desktop.training.supervisor import load_data, run_supervised
 
@@ -137,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
         if not args.data:
             raise TaraError("--data is required: a JSONL or text dataset file")
         base = str(Path(args.base).expanduser().resolve())
-        _resolve_base(base)
+        resolve_base(base)
         data_path = Path(args.data).expanduser().resolve()
         data = ds.read_dataset_file(data_path)
         ds.prepare(data, name=data_path.name, max_samples=args.max_samples or configs.app.training.max_samples,

@@ -10,10 +10,13 @@ An explicit loop over transformers + PEFT, so checkpointing and resuming are exa
 - metrics (numbers only, no text) are appended to ``DIR/metrics.jsonl`` and sent as events.
 
 Events (dicts passed to ``on_event``; the worker forwards them as JSON lines) — ``type`` is one of:
-``started``, ``log`` (message), ``metrics`` (step, epoch, loss, lr, tokens_per_s, elapsed, eta,
-cpu_percent, rss_mb, total_steps, and val_loss when evaluated), ``eval`` (when, step, val_loss,
-perplexity), ``checkpoint`` (step, path, seconds), ``samples`` (list of prompt/before/after — user
-content: kept in memory, never written to disk), ``done`` (result), ``cancelled`` (step, checkpoint).
+``started`` (total_steps, steps_per_epoch, train_samples, validation_samples, duplicates, resumed_from,
+threads, setup_seconds, restore_seconds), ``log`` (message), ``metrics`` (step, epoch, loss, lr, tokens,
+tokens_per_s, elapsed, eta, cpu_percent, rss_mb, total_steps, and val_loss when evaluated), ``eval``
+(when: before|after, step, val_loss, perplexity), ``checkpoint`` (step, path, seconds), ``samples``
+(list of prompt/before/after — user content: kept in memory, never written to disk), ``done`` (result:
+the numbers of :class:`TrainingResult`), ``cancelled`` (step, checkpoint); the worker adds ``error``
+(message). The same metrics lines are appended to ``DIR/metrics.jsonl`` for a curve after a restart.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ class TrainingResult:
 # Loading
 
 
-def _resolve_base(base: str) -> tuple[str, str | None]:
+def resolve_base(base: str) -> tuple[str, str | None]:
     p = Path(base)
     if p.is_file() and p.suffix.lower() == ".gguf":
         return str(p.parent), p.name
@@ -105,7 +108,7 @@ def load_base(base: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, gguf_file = _resolve_base(base)
+    folder, gguf_file = resolve_base(base)
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
