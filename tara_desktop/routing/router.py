@@ -17,8 +17,13 @@ Degraded mode
     If the embedding model cannot be loaded, the router keeps working with the TF-IDF part alone; every
     decision then has ``degraded=True`` and its reason says so, and one warning is logged.
 
-Example embeddings are computed at first use and cached under the user's cache folder, keyed by a hash of
-the model and the domains' examples (config text only, never user content).
+Example embeddings are computed at first use and cached under the user's cache folder (TARA_HOME/cache
+when set): per model, the SHA-256 of each example text and its vector; no text, never user content.
+
+Measured (benchmarks/bench_router.py, 245 held-out messages never used for tuning; the constants in
+``_Tuning`` and the config examples were chosen on benchmarks/data/router_dev*.jsonl): 94.7% with the
+embedding model, 78.0% in degraded mode. One decision costs one MiniLM forward pass on one CPU thread
+(~35-40 ms of CPU time on these shared, heavily loaded 2-core machines) plus ~2 ms of TF-IDF.
 """
 
 from __future__ import annotations
@@ -572,7 +577,9 @@ class DomainRouter:
     ) -> RouteDecision:
         """Decide the domain of ``text``. Raises :class:`TaraError` for an empty message or an unknown
         pinned domain; never for odd content (binary junk, emoji, very long text)."""
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise TaraError(f"the message must be text, not {type(text).__name__}; decode it first")
+        if not text.strip():
             raise TaraError("the message is empty; type or say something to route")
         degraded = self.degraded
         if pinned is not None:

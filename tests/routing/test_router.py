@@ -307,3 +307,17 @@ def test_general_domain_is_required(configs: Configs) -> None:
     domains = {k: v for k, v in configs.domains.items() if k != "general"}
     with pytest.raises(TaraError, match="'general'"):
         DomainRouter(domains, configs.mapping, embedding_model=None)
+
+
+def test_non_text_message_is_a_clear_error(keyword_router: DomainRouter) -> None:
+    with pytest.raises(TaraError, match="must be text"):
+        keyword_router.route(b"bytes are not text")  # type: ignore[arg-type]
+
+
+def test_single_message_fast_path_matches_batch_encoding(router: DomainRouter) -> None:
+    embedder = router._embedder
+    assert embedder is not None
+    texts = ["how do I fix my wifi", "Écris un poème sur la mer", "x" * 3000]
+    batch = embedder.embed(texts)
+    for i, text in enumerate(texts):
+        assert float(embedder.embed([text])[0] @ batch[i]) > 0.999
