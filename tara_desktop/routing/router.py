@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 
 from tara_desktop.errors import TaraError
+from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.routing.emotion_text import DISTRESS, normalize_emotion
 
 if TYPE_CHECKING:
@@ -458,10 +459,16 @@ class DomainRouter:
         self._ensure_loaded()
         return self._degraded_reason
 
-    def warm_up(self) -> None:
-        """Load the embedding model and the example embeddings now, and run one routing."""
-        self._ensure_loaded()
+    def warm_up(self, state: JobState | None = None) -> None:
+        """Load the embedding model and the example embeddings now (a long job: the GUI runs it off the
+        GUI thread at start-up, so the first message is not kept waiting), and run one routing.
+        A cancelled warm-up leaves the router as it was: the next use loads again."""
+        self._ensure_loaded(state)
+        if state is not None:
+            state.check()
         self.route("warm up")
+        if state is not None:
+            state.report(1.0, "router ready" + (" (degraded: keyword routing)" if self.degraded else ""))
 
     def _example_embeddings(self, embedder: Embedder) -> np.ndarray:
         """Embeddings of the example texts, from the cache where possible.
@@ -505,7 +512,7 @@ class DomainRouter:
             log.info("router: could not cache example embeddings in %s (%s)", path.parent,
                      exc.__class__.__name__)
 
-    def _ensure_loaded(self) -> None:
+    def _ensure_loaded(self, state: JobState | None = None) -> None:
         if self._loaded:
             return
         with self._lock:
@@ -514,8 +521,15 @@ class DomainRouter:
             assert self.embedding_model is not None
             started = time.perf_counter()
             try:
+                if state is not None:
+                    state.report(0.0, "loading the sentence-embedding model")
                 embedder = self._factory(self.embedding_model)
+                if state is not None:
+                    state.check()
+                    state.report(0.6, "embedding the domain examples")
                 vectors = self._example_embeddings(embedder)
+            except Cancelled:
+                raise
             except Exception as exc:
                 self._degraded_reason = str(exc) if isinstance(exc, TaraError) else (
                     f"the embedding model could not be loaded ({exc.__class__.__name__})"

@@ -14,6 +14,7 @@ import pytest
 
 from tara_desktop.config import Configs, Domain, ModelChoice, ModelMapping
 from tara_desktop.errors import TaraError
+from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.routing.router import (
     MAX_ROUTE_CHARS,
     NO_TOPIC_PROTOTYPES,
@@ -321,3 +322,21 @@ def test_single_message_fast_path_matches_batch_encoding(router: DomainRouter) -
     batch = embedder.embed(texts)
     for i, text in enumerate(texts):
         assert float(embedder.embed([text])[0] @ batch[i]) > 0.999
+
+
+def test_warm_up_reports_progress_and_can_be_cancelled(
+    configs: Configs, embedding_cache: Path, shared_model: Callable[[str], Any]
+) -> None:
+    seen: list[tuple[float | None, str]] = []
+    r = DomainRouter.from_configs(configs, cache_dir=embedding_cache, embedder_factory=shared_model)
+    r.warm_up(JobState(lambda f, m: seen.append((f, m))))
+    assert [m for _, m in seen] == [
+        "loading the sentence-embedding model", "embedding the domain examples", "router ready"
+    ]
+    assert not r.degraded
+    cancelled = JobState()
+    cancelled.cancel()
+    fresh = DomainRouter.from_configs(configs, cache_dir=embedding_cache, embedder_factory=shared_model)
+    with pytest.raises(Cancelled):
+        fresh.warm_up(cancelled)
+    assert fresh.route("how do I reset my router password").domain == "technical"  # loads on use
