@@ -656,7 +656,9 @@ WORKDIR_PREFIX = ".tara-export-"
 def _alive(pid_text: str) -> bool:
     import psutil
 
-    return pid_text.isdigit() and int(pid_text) != os.getpid() and psutil.pid_exists(int(pid_text))
+    if not pid_text.isdigit():
+        return False
+    return int(pid_text) == os.getpid() or psutil.pid_exists(int(pid_text))
 
 
 def make_workdir(folder: Path) -> Path:

@@ -248,3 +248,18 @@ def test_merge_on_a_gguf_base_matches_base_plus_adapter(models: dict[str, Path],
     merged = ej.run_export(ej.ExportRequest(folder, tmp_path / "merged.gguf", merge=True, dtype="f32", base=ggufs["llama"]), JobState())
     ids = _ids(models["llama"])
     _close(_llama_logits(merged.path, ids), _llama_logits(ggufs["llama"], ids, adapter=adapter.path))
+
+
+def test_stale_leftovers_go_but_live_scratch_stays(tmp_path: Path) -> None:
+    dead = 2**22 + 12345  # above Linux's default pid_max: no such process
+    stale_partial = tmp_path / f".m.gguf.{dead}{gx.PARTIAL_SUFFIX}"
+    stale_partial.write_bytes(b"half a file")
+    stale_dir = tmp_path / f"{gx.WORKDIR_PREFIX}{dead}-abc"
+    stale_dir.mkdir()
+    live = gx.make_workdir(tmp_path)  # this process's scratch folder, still in use
+    (live / "model.f16.gguf").write_bytes(b"needed later")
+    with gx.atomic_output(tmp_path / "m.gguf") as partial:
+        partial.write_bytes(b"GGUF")
+    assert not stale_partial.exists() and not stale_dir.exists()
+    assert (live / "model.f16.gguf").exists()
+    assert (tmp_path / "m.gguf").read_bytes() == b"GGUF"
