@@ -18,9 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _shared_embedding_cache(monkeypatch: pytest.MonkeyPatch, embedding_cache: Path) -> None:
-    # every test has its own TARA_HOME; share the (content-free) example-embedding cache between them
+def _shared_model_and_cache(
+    monkeypatch: pytest.MonkeyPatch, embedding_cache: Path, router: router_module.DomainRouter
+) -> None:
+    # every test has its own TARA_HOME; share the (content-free) example-embedding cache between them,
+    # and hand the command the model the session already loaded (loading it again only costs time)
     monkeypatch.setattr(router_module, "default_cache_dir", lambda: embedding_cache)
+    loaded = router._embedder
+    monkeypatch.setattr(router_module.SentenceEmbedder, "load", staticmethod(lambda _name: loaded))
 
 
 def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
