@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,35 @@ def test_a_model_that_cannot_load_shows_an_error_not_a_crash(qtbot: Any, window:
     assert chat.banner.text == blocker.args[0]
     assert chat.banner.kind == "error"
     assert "Traceback" not in chat.banner.text
+
+
+def test_closing_the_window_mid_reply_stops_it_and_waits(qtbot: Any, window: Any) -> None:
+    chat = window.chat
+    first_token = threading.Event()
+    release = threading.Event()
+    finished: list[Any] = []
+
+    def hold_after_first_token(_token: object) -> None:  # worker thread: the reply is mid-stream
+        if not first_token.is_set():
+            first_token.set()
+            release.wait(30)
+
+    def on_created(job: Any) -> None:
+        job.partial.connect(hold_after_first_token, Qt.ConnectionType.DirectConnection)
+        job.succeeded.connect(finished.append, Qt.ConnectionType.DirectConnection)
+
+    window.jobs.created.connect(on_created)
+    qtbot.keyClicks(chat.composer.edit, "Write me a long poem about rivers.")
+    qtbot.keyClick(chat.composer.edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(first_token.is_set, timeout=60_000)
+    threading.Timer(0.3, release.set).start()  # lets the worker go on while close() is waiting
+    window.close()  # cancels the reply and waits for it
+    assert not window.isVisible()
+    assert not window.jobs.busy or all(not j.isRunning() for j in window.jobs.running())
+    assert finished and finished[0].cancelled
+    from tara_desktop.profile import Profile
+
+    with Profile.open(Path(os.environ["TARA_HOME"])) as profile:  # what was said so far was kept
+        stored = profile.store.messages(finished[0].conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]
+    assert stored[-1].meta["cancelled"] is True
