@@ -124,8 +124,12 @@ def source_hash() -> str:
 def build_app(force: bool) -> float:
     """Run PyInstaller unless an up-to-date bundle exists. Returns the seconds it took (0 if reused)."""
     digest = source_hash()
-    if not force and APP_DIR.is_dir() and HASH_FILE.is_file() and HASH_FILE.read_text().strip() == digest:
+    have = APP_DIR.is_dir() and (APP_DIR / f"tara{EXE}").is_file()
+    if not force and have and HASH_FILE.is_file() and HASH_FILE.read_text().strip() == digest:
         say(f"reusing {APP_DIR.relative_to(ROOT)} (inputs unchanged since it was built)")
+        return 0.0
+    if not force and have and os.environ.get("TARA_REUSE_BUNDLE") == "1":
+        say(f"reusing {APP_DIR.relative_to(ROOT)} as it is (TARA_REUSE_BUNDLE=1; the inputs may have changed)")
         return 0.0
     say("running PyInstaller (torch + transformers + Qt: several minutes)")
     HASH_FILE.unlink(missing_ok=True)
@@ -243,8 +247,23 @@ def report_sizes(tree: Path, tarball: Path | None) -> dict[str, object]:
     return result
 
 
+def _tree_key(tree: Path) -> str:
+    h = hashlib.sha256()
+    for f in _iter_files(tree):
+        st = f.stat()
+        h.update(f"{f.relative_to(tree).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def make_tarball(tree: Path, out: Path) -> Path:
+    """Pack the tree (skipped when the same files were packed into ``out`` already)."""
+    key = _tree_key(tree)
+    stamp = out.with_name(out.name + ".key")
+    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == key:
+        say(f"reusing {out.relative_to(ROOT)} (same files)")
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
     tmp = out.with_name(out.name + ".part")
     t0 = time.monotonic()
     if shutil.which("tar") and not IS_WIN:
@@ -254,6 +273,7 @@ def make_tarball(tree: Path, out: Path) -> Path:
         with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:
             tf.add(tree, arcname=tree.name)
     os.replace(tmp, out)
+    stamp.write_text(key + "\n")
     say(f"tarball written in {time.monotonic() - t0:.0f} s")
     return out
 
