@@ -7,6 +7,9 @@
    (target: swap >= 20x faster).
 3. RSS over a 2,000-turn conversation through the context window, with background summaries
    (target: flat, i.e. growth after warm-up under 10% and under 32 MB).
+4. The whole ``tara chat`` pipeline (``Assistant.run_turn``: router, text emotion, context window, engine,
+   encrypted profile writes) vs a bare ``create_chat_completion(stream=True)`` with the same final messages
+   (targets: TTFT ratio <= 1.10, tokens/s ratio >= 0.95).
 
 Models are built here (random weights, so the text is gibberish; timings are what matter).
 Run: .venv/bin/python benchmarks/bench_llm.py [--quick]
@@ -120,6 +123,68 @@ def bench_streaming(model: Path, reps: int, max_tokens: int, threads: int) -> No
     bare.close()
 
 
+def bench_pipeline(model: Path, work: Path, reps: int, max_tokens: int, threads: int) -> None:
+    import llama_cpp
+
+    from tara_desktop.assistant import Assistant, TurnRequest
+    from tara_desktop.routing.emotion_text import detect_text_emotion
+
+    print(f"\n[4] tara chat pipeline vs bare: {reps} runs each, {max_tokens} tokens, greedy, {threads} threads")
+    n_ctx, n_batch = 2048, 256
+    assistant = Assistant.open(work / "profile", passphrase="bench")
+    assistant.save_settings({"llm": {"threads": threads, "temperature": 0.0, "max_tokens": max_tokens,
+                                     "seed": SEED, "context_size": n_ctx, "batch_size": n_batch}})
+    bare = llama_cpp.Llama(
+        model_path=str(model), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
+        n_threads_batch=threads, verbose=False,
+    )
+
+    def run_pipeline() -> tuple[float, float, str]:
+        t0 = time.perf_counter()
+        stamps: list[float] = []
+        result = assistant.run_turn(
+            TurnRequest(USER, model_path=model), JobState(), on_token=lambda _p: stamps.append(time.perf_counter())
+        )
+        tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+        return stamps[0] - t0, tps, f"{result.domain} ({len(stamps)} pieces)"
+
+    domain = run_pipeline()[2].split()[0]  # warm-up: router model, engine load, page cache
+    emotion, _ = detect_text_emotion(USER)
+    messages = [{"role": "system", "content": assistant.router.system_prompt(domain, emotion)},
+                {"role": "user", "content": USER}]
+
+    def run_bare() -> tuple[float, float, str]:
+        bare.reset()
+        t0 = time.perf_counter()
+        stamps: list[float] = []
+        for chunk in bare.create_chat_completion(
+            messages=messages, temperature=0.0, max_tokens=max_tokens, seed=SEED, stream=True  # type: ignore[arg-type]
+        ):
+            if chunk["choices"][0]["delta"].get("content"):  # type: ignore[index, union-attr]
+                stamps.append(time.perf_counter())
+        tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+        return stamps[0] - t0, tps, f"({len(stamps)} pieces)"
+
+    run_bare()
+    pipe: list[tuple[float, float, str]] = []
+    plain: list[tuple[float, float, str]] = []
+    for i in range(reps):
+        if i % 2 == 0:
+            pipe.append(run_pipeline()), plain.append(run_bare())
+        else:
+            plain.append(run_bare()), pipe.append(run_pipeline())
+    r_ttft = statistics.median(a[0] / b[0] for a, b in zip(pipe, plain, strict=True))
+    r_tps = statistics.median(a[1] / b[1] for a, b in zip(pipe, plain, strict=True) if b[1] > 0)
+    print(f"  pipeline ttft {statistics.median(p[0] for p in pipe) * 1000:.1f} ms, "
+          f"{statistics.median(p[1] for p in pipe):.1f} tokens/s | bare ttft "
+          f"{statistics.median(p[0] for p in plain) * 1000:.1f} ms, {statistics.median(p[1] for p in plain):.1f} tokens/s"
+          f" (domain {domain}; pipeline {pipe[-1][2]}, bare {plain[-1][2]})")
+    verdict("TTFT ratio tara chat pipeline/bare <= 1.10", r_ttft <= 1.10, f"{r_ttft:.3f} (median of paired runs)")
+    verdict("tokens/s ratio tara chat pipeline/bare >= 0.95", r_tps >= 0.95, f"{r_tps:.3f} (median of paired runs)")
+    bare.close()
+    assistant.close()
+
+
 def bench_adapter_swap(work: Path, reps: int, threads: int) -> None:
     # a bigger model here: a reload's cost grows with the model, a swap's with the adapter only
     t = time.perf_counter()
@@ -212,7 +277,7 @@ def bench_long_conversation(work: Path, turns: int, threads: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs and turns (a smoke run)")
-    ap.add_argument("--only", type=int, choices=(1, 2, 3), help="run one section")
+    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4), help="run one section")
     # one thread by default: on a shared, oversubscribed machine OpenMP's spinning threads make
     # multi-threaded timings meaningless (both sides of each comparison always use the same count)
     ap.add_argument("--threads", type=int, default=1)
@@ -221,13 +286,16 @@ def main() -> int:
     turns = 200 if args.quick else 2000
     with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
         work = Path(tmp)
-        if args.only in (None, 1):
+        if args.only in (None, 1, 4):
             t = time.perf_counter()
             model = build_tiny_gguf(work / "bench.gguf", seed=42, n_embd=512, n_layer=6, n_head=8, n_head_kv=4,
                                     n_ff=1408, f16=True)
             print(f"benchmark model: {model.stat().st_size / 2**20:.1f} MB f16 llama GGUF "
                   f"(512 wide, 6 layers), built in {time.perf_counter() - t:.1f} s")
-            bench_streaming(model, reps, 64 if args.quick else 96, args.threads)
+            if args.only in (None, 1):
+                bench_streaming(model, reps, 64 if args.quick else 96, args.threads)
+            if args.only in (None, 4):
+                bench_pipeline(model, work, reps, 64 if args.quick else 96, args.threads)
         if args.only in (None, 2):
             bench_adapter_swap(work, reps, args.threads)
         if args.only in (None, 3):

@@ -155,6 +155,12 @@ class Assistant:
         llm = configs.app.llm
         self.pool.budget_mb = float(llm.memory_budget_mb)
         self.pool.idle_unload_s = float(llm.idle_unload_seconds)
+        load_params = (llm.context_size, llm.threads, llm.batch_size)
+        if load_params != (self.pool.n_ctx, self.pool.n_threads, self.pool.n_batch):
+            # models loaded with the old context/threads/batch reload with the new ones on next use
+            self.pool.n_ctx, self.pool.n_threads, self.pool.n_batch = load_params
+            for loaded in self.pool.loaded():
+                self.pool.unload(loaded.path)
 
     def save_settings(self, overrides: dict[str, Any]) -> None:
         """Validate and store the user's own settings (encrypted), then apply them."""
