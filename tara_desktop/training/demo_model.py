@@ -21,7 +21,6 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,22 +131,22 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
 # training
 
 
-def _encode(tok: Any, prompt: str, reply: str, max_length: int) -> tuple[list[int], list[int]]:
+def _encode(tok: Any, prompt: str, reply: str, max_length: int, reply_only: bool) -> tuple[list[int], list[int]]:
     p = tok.encode(prompt).ids
     r = tok.encode(reply).ids
     ids = (p + r)[:max_length]
-    labels = ([-100] * len(p) + r)[:max_length]
+    labels = ([-100] * len(p) + r if reply_only else p + r)[:max_length]
     return ids, labels
 
 
 def _train(
     model: Any, examples: list[tuple[list[int], list[int]]], *, epochs: int, lr: float, batch_size: int,
-    pad_id: int, seed: int, state: JobState, span: tuple[float, float], label: str,
+    pad_id: int, seed: int, state: JobState, span: tuple[float, float], label: str, weight_decay: float = 0.0,
 ) -> float:
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, (len(examples) + batch_size - 1) // batch_size)
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / total))
@@ -179,12 +178,14 @@ def _train(
 
 def _examples(tok: Any, chats: list[list[dict[str, str]]], system: str | None, rng: random.Random, *,
               max_length: int, both: bool) -> list[tuple[list[int], list[int]]]:
+    """Encoded samples. The base (``both`` False) learns every token, so it models the whole chat; an
+    adapter (``both`` True: each pair with and without the system prompt) learns the replies only."""
     out = []
     for chat in chats:
         use_system = system is not None and (both or rng.random() < 0.5)
-        out.append(_encode(tok, *render(chat, system if use_system else None), max_length))
+        out.append(_encode(tok, *render(chat, system if use_system else None), max_length, reply_only=both))
         if both and system is not None:
-            out.append(_encode(tok, *render(chat, None), max_length))
+            out.append(_encode(tok, *render(chat, None), max_length, reply_only=True))
     return out
 
 
@@ -220,7 +221,8 @@ def build_demo_model(
     texts += [*prompts.values(), "system", "user", "assistant"]
     raw_tok = train_tokenizer(texts, s.vocab_size)
     ids = {t: raw_tok.token_to_id(t) for t in SPECIALS}
-    work = Path(tempfile.mkdtemp(prefix=".tara-demo-", dir=models_dir))
+    gx.remove_stale_partials(models_dir / "tara-demo.gguf")  # leftovers of a build that was killed
+    work = gx.make_workdir(models_dir)
     try:
         base_dir = work / "base"
         tokenizer = PreTrainedTokenizerFast(
@@ -239,7 +241,8 @@ def build_demo_model(
 
         train_all = [ex for d in DOMAINS for ex in _examples(raw_tok, corpus[d][0], prompts.get(d), rng, max_length=s.max_length, both=False)]
         loss = _train(model, train_all, epochs=s.base_epochs, lr=s.base_lr, batch_size=s.batch_size,
-                      pad_id=ids[SPECIALS[1]], seed=s.seed, state=state, span=(0.0, 0.6), label="base")
+                      pad_id=ids[SPECIALS[1]], seed=s.seed, state=state, span=(0.0, 0.6), label="base",
+                      weight_decay=0.05)
         say(f"base trained: final loss {loss:.3f}")
         model.save_pretrained(str(base_dir))
         tokenizer.save_pretrained(str(base_dir))
