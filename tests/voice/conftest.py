@@ -83,15 +83,3 @@ def _one_torch_thread() -> object:
     torch.set_num_threads(1)
     yield None
     torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _drop_speechbrain_redirects() -> None:
-    """SpeechBrain puts ``DeprecatedModuleRedirect`` shims (speechbrain.pretrained, k2_integration...) in
-    sys.modules; Hypothesis reads ``__file__`` of every module, which imports k2 through the shim and fails.
-    Nothing here uses the deprecated names, so drop the shims before each test."""
-    import sys
-
-    for name, module in list(sys.modules.items()):
-        if type(module).__name__ == "DeprecatedModuleRedirect":
-            del sys.modules[name]
