@@ -2,7 +2,13 @@
 
 from entry_common import run
 
-from tara_desktop.cli import main
+
+def main() -> int:
+    # imported here, not at the top, so that `tara -m tara_desktop.cli` runs a fresh module as python -m does
+    from tara_desktop.cli import main as cli_main
+
+    return cli_main()
+
 
 if __name__ == "__main__":
     run(main)

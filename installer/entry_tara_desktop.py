@@ -2,7 +2,13 @@
 
 from entry_common import run
 
-from tara_desktop.ui.app import main
+
+def main() -> int:
+    # imported here so that `tara-desktop -m MODULE` (the training worker) does not load the GUI first
+    from tara_desktop.ui.app import main as app_main
+
+    return app_main()
+
 
 if __name__ == "__main__":
     run(main)
