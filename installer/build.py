@@ -347,6 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ver = version()
     t0 = time.monotonic()
+    BUILD.mkdir(parents=True, exist_ok=True)
+    lock = open(BUILD / ".build-installer.lock", "w")  # held until the process ends
+    if not IS_WIN:
+        import fcntl
+
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another build-installer is running; waiting for it (its bundle is reused if inputs match)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
     build_app(args.force)
     bundled, extra = stage_models()
     tree = make_tree(ver, bundled, extra if args.with_extra_models else None)

@@ -167,7 +167,13 @@ def test_voice_turn_runs_offline_with_bundled_voice_models(sandbox: Sandbox) -> 
     r = sandbox.run("tara", "voice", "turn", str(wav_in), "--out", str(wav_out), "--json")
     assert r.returncode == 0, f"tara voice turn failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result, r.stdout
+    bundled_asr = (sandbox.inst / "_internal" / "models" / "voice" / "asr" / "hyperparams.yaml").is_file()
+    # the bundled SpeechBrain model when it ships, else pocketsphinx's model from inside the bundle
+    assert result["engine"] == ("speechbrain" if bundled_asr else "pocketsphinx"), result
+    assert result["text"].strip(), result
+    assert result["reply"].strip(), result
+    # Edge TTS cannot connect with the network cut: a local engine must have spoken
+    assert result["tts_engine"] in {"pyttsx3", "espeak-ng"}, result
     import soundfile as sf
 
     audio, rate = sf.read(str(wav_out))
