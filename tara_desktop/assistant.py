@@ -113,6 +113,7 @@ class Assistant:
         self.pool = pool
         self.summaries = SummaryWorker()
         self._lock = threading.Lock()
+        self._mapping_seen: Any = profile.store.get_setting(MAPPING_KEY)
 
     # -- composition root -------------------------------------------------------------------------
     @classmethod
@@ -145,6 +146,16 @@ class Assistant:
         configs.mapping = merge_mapping(configs.mapping, profile.store.get_setting(MAPPING_KEY))
         return configs
 
+    def _refresh_mapping(self) -> None:
+        """Pick up mapping changes made since the last turn (an export registered for a domain, the Models
+        page, another process) so the next message uses them with no restart."""
+        current = self.profile.store.get_setting(MAPPING_KEY)
+        if current != self._mapping_seen:
+            self._mapping_seen = current
+            shipped = load_configs(self.configs.folder).mapping
+            self.configs.mapping = merge_mapping(shipped, current)
+            self.router.mapping = self.configs.mapping
+
     def reload_settings(self) -> None:
         """Apply changed settings or mappings (Settings/Models pages, a new export) with no restart."""
         from tara_desktop.routing.router import DomainRouter
@@ -152,6 +163,7 @@ class Assistant:
         configs = self._load_configs(self.profile, self.configs.folder)
         self.configs = configs
         self.router = DomainRouter.from_configs(configs)
+        self._mapping_seen = self.profile.store.get_setting(MAPPING_KEY)
         llm = configs.app.llm
         self.pool.budget_mb = float(llm.memory_budget_mb)
         self.pool.idle_unload_s = float(llm.idle_unload_seconds)
@@ -217,6 +229,7 @@ class Assistant:
             raise TaraError("the message is empty; type or say something first")
         store = self.profile.store
         keep_history = bool(self.profile.consent.get("store_history"))
+        self._refresh_mapping()
 
         cid = request.conversation_id
         history: list[dict[str, str]] = []

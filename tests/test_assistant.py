@@ -115,6 +115,20 @@ def test_adapter_from_the_mapping_changes_the_reply(tiny_gguf: Path, tiny_lora: 
         assert adapted.reply != plain.reply
 
 
+def test_an_export_registered_for_a_domain_is_used_with_no_restart(
+    tiny_gguf: Path, tiny_lora: Path, tmp_path: Path
+) -> None:
+    from tara_desktop.training.export_job import register_for_domain
+
+    with Assistant.open(tmp_path / "p", passphrase="pw") as a:
+        a.save_settings({"llm": {"max_tokens": 4}})
+        _map_all(a, {"model": str(tiny_gguf)})
+        assert a.run_turn(TurnRequest("hi", pinned_domain="creative"), JobState()).adapter is None
+        register_for_domain(a.profile, "creative", model=tiny_gguf, adapter=tiny_lora)
+        after = a.run_turn(TurnRequest("hi", pinned_domain="creative"), JobState())
+        assert after.adapter == tiny_lora.name
+
+
 def test_merge_mapping_keeps_unknown_damage_out() -> None:
     base = ModelMapping.model_validate({"default": {"model": "a.gguf"}, "domains": {}})
     merged = merge_mapping(base, {"technical": {"model": "b.gguf"}, "broken": "x", "creative": {"modle": 1}})
