@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from tara_desktop import __version__
 from tara_desktop.errors import TaraError
+from tara_desktop.files import fsync_path
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
 
@@ -41,21 +42,6 @@ def part_path(dest: Path) -> Path:
 
 def _mb(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Dropped(Exception):
@@ -215,6 +201,6 @@ def download(
             part.unlink(missing_ok=True)
             raise DownloadError(f"the downloaded {name} is not a usable GGUF model ({exc}); the copy was deleted") from None
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    fsync_path(dest.parent)
     state.report(1.0, f"downloaded {name}")
     return dest

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tara_desktop.files import fsync_path
 from tara_desktop.jobs import JobState
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 
@@ -128,15 +129,6 @@ def _consent(profile: Profile, damaged: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def _fsync_dir(path: Path) -> None:
-    if os.name == "posix":
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_export(files: dict[str, bytes], out: Path) -> None:
     """Write atomically: to a temporary sibling, then rename onto OUT (which must not exist)."""
     if out.exists():
@@ -166,7 +158,7 @@ def write_export(files: dict[str, bytes], out: Path) -> None:
         if out.exists():
             raise ProfileError(f"{out} appeared while exporting; choose a new path for the export")
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_path(out.parent)
     except OSError as exc:
         raise ProfileError(f"the export to {out} failed ({exc.strerror or exc}); check the path and free space") from exc
     finally:
