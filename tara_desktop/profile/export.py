@@ -51,6 +51,7 @@ def collect(profile: Profile, state: JobState) -> tuple[dict[str, bytes], dict[s
     conversations = []
     infos = store.list_conversations()
     n_messages = 0
+    summaries = {s.conversation_id: s for s in store.summaries(on_damaged="skip", damaged=damaged)}
     for i, info in enumerate(infos):
         state.check()
         if info.damaged:
@@ -60,6 +61,11 @@ def collect(profile: Profile, state: JobState) -> tuple[dict[str, bytes], dict[s
         conversations.append({
             "id": info.id, "title": info.title, "created_at": iso(info.created_at),
             "updated_at": iso(info.updated_at), "pinned_domain": info.pinned_domain,
+            "summary": (
+                {"text": summaries[info.id].text, "covers": summaries[info.id].covers,
+                 "updated_at": iso(summaries[info.id].updated_at)}
+                if info.id in summaries else None
+            ),
             "messages": [
                 {"id": m.id, "role": m.role, "content": m.content, "meta": m.meta, "created_at": iso(m.created_at)}
                 for m in msgs

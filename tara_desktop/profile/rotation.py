@@ -130,10 +130,30 @@ STEPS: dict[str, tuple[str, Resealer]] = {
 assert set(STEPS) == set(SEALED_TABLES)
 
 
+def _reseal_summary(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
+    rid, gen, data = row
+    b = f"summaries/{rid}"
+    plain = v.open(b, gen, data, f"the summary of conversation {rid}")
+    v.conn.execute("UPDATE summaries SET gen = ?, data = ? WHERE conversation_id = ?", (k.gen, k.seal(b, plain), rid))
+
+
+# Sealed tables added after the vault's schema (created by the store when it opens): table -> step.
+# Their id column is named in the step's first column.
+EXTRA_STEPS: dict[str, tuple[str, Resealer]] = {
+    "summaries": ("conversation_id, gen, data", _reseal_summary),
+}
+
+
+def _steps(vault: Vault) -> dict[str, tuple[str, Resealer]]:
+    """Every table to re-seal in this profile (extra tables only where they exist)."""
+    present = {str(r[0]) for r in vault.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {**STEPS, **{t: s for t, s in EXTRA_STEPS.items() if t in present}}
+
+
 def _remaining(vault: Vault, to: int) -> int:
     return sum(
         int(vault.conn.execute(f"SELECT COUNT(*) FROM {t} WHERE gen != ?", (to,)).fetchone()[0])
-        for t in SEALED_TABLES
+        for t in _steps(vault)
     )
 
 
@@ -152,14 +172,15 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
         to, kek_id = int(plan["to"]), str(plan["kek"])
         total = max(1, _remaining(vault, to))
     done = 0
-    for table, (columns, reseal) in STEPS.items():
+    for table, (columns, reseal) in _steps(vault).items():
+        order = columns.split(",")[0]
         while True:
             if state is not None:
                 state.check()
             with vault.write() as conn:
                 keys = vault.keys_for(to)
                 rows = conn.execute(
-                    f"SELECT {columns} FROM {table} WHERE gen != ? ORDER BY id LIMIT ?", (to, BATCH)
+                    f"SELECT {columns} FROM {table} WHERE gen != ? ORDER BY {order} LIMIT ?", (to, BATCH)
                 ).fetchall()
                 for row in rows:
                     try:

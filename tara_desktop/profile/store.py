@@ -87,11 +87,38 @@ def _tolerant(
     return out
 
 
+# A conversation's summary of its older turns (user content: sealed like a message). The foreign key
+# deletes it with its conversation on every delete path (``PRAGMA foreign_keys`` is on).
+SUMMARIES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS summaries ("
+    "conversation_id INTEGER PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE, "
+    "updated_at REAL NOT NULL, gen INTEGER NOT NULL, data BLOB NOT NULL)"
+)
+
+
+def ensure_summaries_table(vault: Vault) -> None:
+    """Create the summaries table in a profile made before it existed (idempotent)."""
+    with vault.lock:
+        present = vault.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summaries'").fetchone()
+    if present is None:
+        with vault.write() as conn:
+            conn.execute(SUMMARIES_SCHEMA)
+
+
+@dataclass(frozen=True)
+class StoredSummary:
+    conversation_id: int
+    text: str
+    covers: int  # how many turns of the history (oldest first) the summary covers
+    updated_at: float
+
+
 class ProfileStore:
     """The encrypted store. All methods are thread-safe; several processes may share a profile."""
 
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
+        ensure_summaries_table(vault)
 
     # -- conversations ------------------------------------------------------------------------
     def create_conversation(self, title: str = "") -> int:
@@ -407,6 +434,48 @@ class ProfileStore:
                 AuditTrail(v).append_in_transaction("delete", {"what": f"all blobs of kind {kind}", "count": n})
         v.checkpoint()
         return n
+
+    # -- conversation summaries ---------------------------------------------------------------
+    def get_summary(self, cid: int) -> StoredSummary | None:
+        """The stored summary of a conversation's older turns, or None."""
+        with self._vault.read() as conn:
+            row = conn.execute(
+                "SELECT conversation_id, updated_at, gen, data FROM summaries WHERE conversation_id = ?", (cid,)
+            ).fetchone()
+        return None if row is None else self._summary(tuple(row))
+
+    def _summary(self, row: tuple[Any, ...]) -> StoredSummary:
+        cid, at, gen, data = row
+        body = loads(self._vault.open(f"summaries/{cid}", gen, data, f"the summary of conversation {cid}"))
+        return StoredSummary(int(cid), str(body["text"]), int(body["covers"]), _ts(at))
+
+    def set_summary(self, cid: int, text: str, covers: int) -> None:
+        """Store (replace) the summary of the first ``covers`` turns of conversation ``cid``."""
+        text = _check_text(text, "a summary")
+        if not isinstance(covers, int) or covers < 0:
+            raise ProfileError("a summary covers a whole number of turns (0 or more)")
+        v = self._vault
+        with v.write() as conn:
+            self._require_conversation(cid)
+            gen, sealed = v.seal(f"summaries/{cid}", dumps({"text": text, "covers": covers}))
+            conn.execute(
+                "INSERT OR REPLACE INTO summaries (conversation_id, updated_at, gen, data) VALUES (?, ?, ?, ?)",
+                (cid, now(), gen, sealed),
+            )
+
+    def delete_summary(self, cid: int) -> None:
+        with self._vault.write() as conn:
+            conn.execute("DELETE FROM summaries WHERE conversation_id = ?", (cid,))
+
+    def summaries(
+        self, *, on_damaged: Literal["raise", "skip"] = "raise", damaged: list[str] | None = None
+    ) -> list[StoredSummary]:
+        """Every conversation summary (for export), by conversation id."""
+        with self._vault.read() as conn:
+            rows = conn.execute(
+                "SELECT conversation_id, updated_at, gen, data FROM summaries ORDER BY conversation_id"
+            ).fetchall()
+        return _tolerant(rows, self._summary, on_damaged, damaged)
 
     # -- counts -------------------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:
