@@ -50,8 +50,7 @@ def _chat(args: argparse.Namespace) -> int:
             )
         cid = args.conversation
         if args.continue_last and cid is None:
-            conversations = assistant.profile.store.list_conversations()
-            cid = max(conversations, key=lambda c: c.updated_at).id if conversations else None
+            cid = assistant.conversations.most_recent()
         state = JobState()
 
         def stop(_sig: int, _frame: FrameType | None) -> None:
@@ -80,5 +79,9 @@ def _chat(args: argparse.Namespace) -> int:
         summary += " · stopped]" if result.cancelled else "]"
         sys.stderr.write(summary + "\n")
         if args.json:
-            sys.stderr.write(json.dumps({"conversation_id": result.conversation_id, **result.meta}) + "\n")
+            sys.stderr.write(json.dumps({
+                "conversation_id": result.conversation_id, "user_message_id": result.user_message_id,
+                "message_id": result.message_id, "finish_reason": result.finish_reason,
+                "completion_tokens": result.completion_tokens, **result.meta,
+            }) + "\n")
         return 130 if result.cancelled else 0

@@ -20,6 +20,7 @@ from tara_desktop.errors import TaraError
 # Areas that contribute subcommands, in the order they appear in `tara --help`.
 COMMAND_MODULES = (
     "tara_desktop.assistant_commands",
+    "tara_desktop.conversation_commands",
     "tara_desktop.routing.commands",
     "tara_desktop.llm.commands",
     "tara_desktop.voice.commands",

@@ -13,9 +13,10 @@ table of file size and validation perplexity, and the tensors llama.cpp had to f
 
 Registration (:func:`register_for_domain`) stores the result in the profile under the setting
 ``model_mapping.overrides`` — ``{domain: {"model": PATH, "adapter": PATH | None, "adapter_scale": 1.0}}``
-with absolute paths — and writes a ``model_import`` audit entry. The assistant merges these overrides over
-``configs/model_mapping.json`` (:func:`apply_overrides`) when it routes a message, so the next message in
-that domain uses the new model without a restart.
+with absolute paths — and writes a ``model_import`` audit entry. Given the running Assistant, it goes
+through the assistant (the one owner of the mapping), which swaps the mapping in place, so the next
+message in that domain uses the new model without a restart; ``tara export`` (no app running in that
+process) writes the setting, read by the next Assistant that opens.
 """
 
 from __future__ import annotations
@@ -256,6 +257,9 @@ def register_for_domain(
 ) -> dict[str, Any]:
     """Make ``domain`` use ``model`` (+ ``adapter``) from the next message on, and audit it.
 
+    ``profile`` is the running app's :class:`~tara_desktop.assistant.Assistant` (the one owner of the
+    mapping: it swaps it in place) or, with no app in this process, a Profile.
+
     Stores ``{"model", "adapter", "adapter_scale"}`` (absolute paths) under ``domain`` in the profile
     setting ``model_mapping.overrides`` and appends a ``model_import`` audit entry (file names and
     sha256, no user content). ``domains`` (name → anything) rejects unknown domain names. Returns the entry.
@@ -268,9 +272,14 @@ def register_for_domain(
         if p is not None and not p.is_file():
             raise TaraError(f"{p} does not exist; export it first, then register it")
     entry = {"model": str(model_path), "adapter": str(adapter_path) if adapter_path else None, "adapter_scale": float(adapter_scale)}
-    overrides = dict(profile.store.get_setting(OVERRIDES_KEY, {}) or {})
-    overrides[domain] = entry
-    profile.store.set_setting(OVERRIDES_KEY, overrides)
+    owner = profile if hasattr(profile, "set_domain_choice") else None
+    if owner is not None:  # the running app's Assistant: it stores the choice and swaps its mapping in place
+        owner.set_domain_choice(domain, entry)
+        profile = owner.profile
+    else:  # no app in this process (``tara export``): the next Assistant to open reads it
+        overrides = dict(profile.store.get_setting(OVERRIDES_KEY, {}) or {})
+        overrides[domain] = entry
+        profile.store.set_setting(OVERRIDES_KEY, overrides)
     details: dict[str, Any] = {"domain": domain, "model": model_path.name, "model_sha256": file_sha256(model_path)}
     if adapter_path is not None:
         details.update(adapter=adapter_path.name, adapter_sha256=file_sha256(adapter_path), adapter_scale=float(adapter_scale))

@@ -24,12 +24,6 @@ from tara_desktop.errors import TaraError
 NO_ADAPTER = "(no adapter)"
 
 
-def _mapping_key() -> str:
-    from tara_desktop.assistant import MAPPING_KEY
-
-    return MAPPING_KEY
-
-
 class MappingEditor(QWidget):
     """A row per domain: model file, adapter file, adapter scale.
 
@@ -41,9 +35,10 @@ class MappingEditor(QWidget):
     saved = Signal()
     error = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, jobs: Any = None) -> None:
         super().__init__(parent)
         self.assistant: Any = None
+        self.jobs = jobs  # a JobHost: saving waits for a running turn, so it runs off the GUI thread
         self.model_names: list[str] = []
         layout = QVBoxLayout(self)
         note = QLabel("Choose the model and optional LoRA adapter that answer each domain.", self)
@@ -144,21 +139,31 @@ class MappingEditor(QWidget):
         return out
 
     def save(self) -> None:
+        """Hand the table to the assistant (the one owner of the mapping), off the GUI thread: it waits
+        for a running turn before swapping the mapping in."""
         if self.assistant is None:
             return
-        from tara_desktop.config import ModelChoice
-
         values = self.values()
         for domain, v in values.items():
             if not v["model"]:
                 self.error.emit(f"the {domain} domain has no model; choose one before saving")
                 return
-        try:
-            for v in values.values():
-                ModelChoice(**v)  # the same checks the config loader makes
-            self.assistant.profile.store.set_setting(_mapping_key(), values)
-            self.assistant.reload_settings()
-        except (TaraError, ValueError) as exc:
-            self.error.emit(str(exc))
+        assistant = self.assistant
+        jobs = self.jobs if self.jobs is not None else getattr(self.parent(), "jobs", None)
+        lock = getattr(assistant, "turn_lock", None)
+        if jobs is None or lock is None or lock.acquire(blocking=False):
+            try:  # no turn is running: the swap is quick, do it now
+                assistant.set_mapping(values)
+            except (TaraError, ValueError) as exc:
+                self.error.emit(str(exc))
+                return
+            finally:
+                if jobs is not None and lock is not None:
+                    lock.release()
+            self.saved.emit()
             return
-        self.saved.emit()
+        self.save_button.setEnabled(False)  # a reply is being written: swap when it is done
+        job = jobs.start(lambda _state, _emit: assistant.set_mapping(values), "save-mapping")
+        job.succeeded.connect(lambda _m: self.saved.emit())
+        job.failed.connect(self.error.emit)
+        job.done.connect(lambda: self.save_button.setEnabled(True))

@@ -145,16 +145,15 @@ def cmd_turn(args: argparse.Namespace) -> int:
     voice_box: dict[str, str | None] = {"voice": domain_voice(configs, args.domain)}
 
     def respond(text: str, emotion: str, confidence: float, on_token: Any) -> str:
-        router = getattr(assistant, "router", None)
-        if router is not None and args.domain is None:
-            try:  # pick the reply voice before the first sentence is spoken
-                domain = router.route(text).domain
-                voice_box["voice"] = str(router.voice_for(domain, emotion))
-            except Exception:
-                pass
+        def on_event(event: Any) -> None:
+            if event.kind == "route" and event.voice:  # the turn's own routing picks the voice
+                voice_box["voice"] = str(event.voice)
+            elif event.kind == "token":
+                on_token(event.text)
+
         request = TurnRequest(text=text, emotion=emotion, emotion_confidence=confidence,
                               pinned_domain=args.domain, model_path=args.model, source="voice")
-        result = assistant.run_turn(request, state, on_token)
+        result = assistant.turn(request, state, on_event)
         turn["result"] = result
         return str(result.reply)
 
