@@ -1,28 +1,39 @@
 """``tara profile export OUT``: everything in the profile, decrypted, as readable JSON (folder or zip).
 
-Written atomically: a temporary folder/file next to OUT, renamed into place when complete. Damaged
+Written atomically and privately: an owner-only staging folder next to OUT, renamed into place when
+complete; a staging folder a killed export left behind is removed at the next export or profile open. Damaged
 records are left out and listed in ``manifest.json``. The export is recorded in the audit trail.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
+import sqlite3
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tara_desktop.files import fsync_path
+from tara_desktop.files import (
+    describe_os_error,
+    fsync_path,
+    make_private_dir,
+    open_private,
+    process_alive,
+    write_private,
+)
 from tara_desktop.jobs import JobState
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 
 if TYPE_CHECKING:
     from tara_desktop.profile.profile import Profile
+
+log = logging.getLogger(__name__)
 
 FORMAT = "tara-profile-export"
 
@@ -135,43 +146,88 @@ def _consent(profile: Profile, damaged: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def write_export(files: dict[str, bytes], out: Path) -> None:
-    """Write atomically: to a temporary sibling, then rename onto OUT (which must not exist)."""
+STAGING_PREFIX = ".part-"
+STAGING_MARKER = ".tara-export-staging"
+_STAGING_RE = re.compile(r"^\..+\.part-[0-9a-f]{8}$")
+
+
+def _staging_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}{STAGING_PREFIX}{secrets.token_hex(4)}"
+
+
+_EXPORT_NAMES = {"audit.json", "blobs.json", "blobs", "consent.json", "conversations.json", "manifest.json",
+                 "settings.json", "summaries.json", "export", "export.zip"}
+
+
+def remove_stale_staging(folder: Path, also: list[str] | None = None) -> list[str]:
+    """Remove export staging folders (``.OUT.part-xxxxxxxx``) a killed export left in ``folder``, and the
+    ones listed in ``also``; a folder still owned by a live export is kept. Returns what was removed."""
+    listed = {Path(p) for p in also or []}
+    candidates: list[Path] = sorted(listed)
+    try:
+        candidates += sorted(p for p in folder.iterdir() if _STAGING_RE.match(p.name))
+    except OSError:
+        pass
+    removed: list[str] = []
+    for path in dict.fromkeys(candidates):
+        if not _STAGING_RE.match(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            pid: int | None = int(json.loads((path / STAGING_MARKER).read_text(encoding="utf-8"))["pid"])
+        except FileNotFoundError:
+            # Killed before its marker, or staged by an older TARA: ours when the profile listed it or
+            # it holds nothing but export files.
+            try:
+                ours = path in listed or {p.name for p in path.iterdir()} <= _EXPORT_NAMES
+            except OSError:
+                ours = False
+            if not ours:
+                continue
+            pid = None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid is not None and (pid == os.getpid() or process_alive(pid)):
+            continue  # an export still running
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(str(path))
+    return removed
+
+
+def write_export(files: dict[str, bytes], out: Path, staging: Path | None = None) -> None:
+    """Write atomically and privately: into an owner-only (0700/0600) staging folder next to OUT, then
+    rename onto OUT (which must not exist). The result is owner-only too: it holds decrypted data."""
     if out.exists():
         raise ProfileError(f"{out} already exists; choose a new path for the export")
     if not out.parent.is_dir():
         raise ProfileError(f"the folder {out.parent} does not exist; create it or choose another path")
-    tmp = out.parent / f".{out.name}.part-{secrets.token_hex(4)}"
+    tmp = staging or _staging_dir(out)
     try:
+        make_private_dir(tmp)
+        write_private(tmp / STAGING_MARKER, json.dumps({"pid": os.getpid()}).encode("ascii"))
         if out.suffix.lower() == ".zip":
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for rel, data in sorted(files.items()):
-                    zf.writestr(rel, data)
-            with open(tmp, "xb") as fh:
-                fh.write(buf.getbuffer())
+            staged = tmp / "export.zip"
+            with open_private(staged) as fh:
+                with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                    for rel, data in sorted(files.items()):
+                        zf.writestr(rel, data)
                 fh.flush()
                 os.fsync(fh.fileno())
         else:
-            tmp.mkdir()
+            staged = tmp / "export"
+            make_private_dir(staged)
             for rel, data in sorted(files.items()):
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "xb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                target = staged / rel
+                make_private_dir(target.parent, parents=True, exist_ok=True)
+                write_private(target, data)
         if out.exists():
             raise ProfileError(f"{out} appeared while exporting; choose a new path for the export")
-        os.replace(tmp, out)
+        os.replace(staged, out)
         fsync_path(out.parent)
     except OSError as exc:
-        raise ProfileError(f"the export to {out} failed ({exc.strerror or exc}); check the path and free space") from exc
+        raise ProfileError(f"the export to {out} failed: {describe_os_error(exc)}") from exc
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export_profile(profile: Profile, out: Path, state: JobState | None = None) -> dict[str, Any]:
@@ -186,10 +242,59 @@ def export_profile(profile: Profile, out: Path, state: JobState | None = None) -
         inside = False
     if inside:
         raise ProfileError("the export would be written inside the profile folder in plain text; choose a path outside it")
+    remove_stale_staging(out.parent, _staging_list(profile))
     files, summary = collect(profile, state)
     state.report(0.96, "writing")
-    write_export(files, out)
+    staging = _staging_dir(out)
+    _record_staging(profile, add=str(staging))
+    try:
+        write_export(files, out, staging)
+    finally:
+        _record_staging(profile, remove=str(staging))
     profile.audit.append("export", {"to": str(out), **{k: v for k, v in summary.items() if k != "damaged_records"},
                                     "damaged_records": len(summary["damaged_records"])})
     state.report(1.0, "exported")
     return {"out": str(out), **summary}
+
+
+# The profile remembers where its exports are being staged (sealed, like every value), so a staging folder
+# a kill left behind is removed at the next open or export even when it sits in another folder.
+STAGING_META = "export_staging"
+
+
+def _staging_list(profile: Profile) -> list[str]:
+    return profile._vault.sealed_meta(STAGING_META) or []
+
+
+def _record_staging(profile: Profile, *, add: str | None = None, remove: str | None = None) -> None:
+    vault = profile._vault
+    try:
+        with vault.write():
+            current = [p for p in (vault.sealed_meta(STAGING_META) or []) if p != remove]
+            if add is not None:
+                current.append(add)
+            vault.set_sealed_meta(STAGING_META, current or None)
+    except sqlite3.Error as exc:  # a read-only profile still exports; only the reminder is lost
+        log.info("export staging not recorded: %s", exc)
+
+
+def clean_stale_exports(profile: Profile) -> list[str]:
+    """At open: remove staging folders of exports that were killed (see ``remove_stale_staging``)."""
+    listed = _staging_list(profile)
+    if not listed:
+        return []
+    removed: list[str] = []
+    for folder in sorted({str(Path(p).parent) for p in listed}):
+        removed += remove_stale_staging(Path(folder), [p for p in listed if str(Path(p).parent) == folder])
+    gone = [p for p in listed if not Path(p).exists()]
+    if gone:
+        vault = profile._vault
+        try:
+            with vault.write():
+                left = [p for p in (vault.sealed_meta(STAGING_META) or []) if p not in gone]
+                vault.set_sealed_meta(STAGING_META, left or None)
+        except sqlite3.Error as exc:
+            log.info("export staging list not updated: %s", exc)
+    if removed:
+        log.info("removed %d staging folder(s) of interrupted exports", len(removed))
+    return removed

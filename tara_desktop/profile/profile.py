@@ -124,7 +124,17 @@ class Profile:
                 if made_dir and not any(directory.iterdir()):
                     directory.rmdir()
             raise
-        return cls(directory, vault)
+        profile = cls(directory, vault)
+        profile._clean_stale_exports()
+        return profile
+
+    def _clean_stale_exports(self) -> None:
+        from tara_desktop.profile.export import clean_stale_exports
+
+        try:
+            clean_stale_exports(self)
+        except (ProfileError, OSError) as exc:  # a leftover to retry next time, never a reason not to open
+            log.warning("stale export staging not removed: %s", exc)
 
     @staticmethod
     def _create(

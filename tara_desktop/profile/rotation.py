@@ -16,10 +16,10 @@ from typing import Any
 
 from tara_desktop.jobs import JobState
 from tara_desktop.profile import crypto
-from tara_desktop.profile.audit import AuditTrail, mac_input, open_head, seal_head
+from tara_desktop.profile.audit import AuditTrail, mac_input
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 from tara_desktop.profile.keys import KeyringSource, KeySource, UnavailableSource
-from tara_desktop.profile.vault import SEALED_TABLES, Vault, loads, now
+from tara_desktop.profile.vault import SEALED_META, SEALED_TABLES, Vault, loads, now
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,6 @@ def _remaining(vault: Vault, to: int) -> int:
     )
 
 
-def _head_gen(vault: Vault) -> int | None:
-    raw = vault.get_meta("audit_head")
-    return None if raw is None else int(json.loads(raw)["gen"])
-
-
 def resume(vault: Vault, state: JobState | None = None) -> int | None:
     """Finish a rotation in progress; returns the new generation, or None when none was in progress."""
     with vault.lock:
@@ -202,10 +197,10 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
             return to  # another process finished it
         if _remaining(vault, to):
             raise ProfileError("records were added with the old key during the rotation; run rotate-key again")
-        if _head_gen(vault) != to:
-            head = open_head(vault)
-            if head is not None:
-                vault.set_meta("audit_head", seal_head(vault, head))
+        for key in SEALED_META:
+            gen = vault.sealed_meta_gen(key)
+            if gen is not None and gen != to:
+                vault.set_sealed_meta(key, vault.sealed_meta(key))
         conn.execute("DELETE FROM data_keys WHERE gen != ? OR kek_id != ?", (to, kek_id))
         conn.execute("DELETE FROM keks WHERE id != ?", (kek_id,))
         vault.set_meta("rotation", None)

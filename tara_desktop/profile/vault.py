@@ -6,6 +6,7 @@ the profile id, the key source and the scrypt salt/cost. Everything else is a se
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
@@ -55,6 +56,9 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL, gen INTEGER NOT NULL,
     data BLOB NOT NULL, mac BLOB NOT NULL);
 """
+
+# Meta values sealed like records (re-sealed by a key rotation).
+SEALED_META = ("audit_head", "export_staging", "chains")
 
 # Tables whose rows carry sealed values, with the key generation that sealed them.
 SEALED_TABLES = ("conversations", "messages", "settings", "consent", "blobs", "audit")
@@ -171,6 +175,38 @@ class Vault:
             self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
             self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def sealed_meta(self, key: str) -> Any:
+        """A meta value sealed like a record (None when absent); RecordDamaged when it was changed."""
+        raw = self.get_meta(key)
+        if raw is None:
+            return None
+        try:
+            outer = json.loads(raw)
+            gen, sealed = int(outer["gen"]), base64.b64decode(outer["sealed"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecordDamaged(
+                f"the profile record '{key}' failed its integrity check: it was changed outside TARA",
+                table="meta", record_id=key,
+            ) from exc
+        return loads(self.open(f"meta/{key}", gen, sealed, f"the profile record '{key}'"))
+
+    def set_sealed_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value sealed (bound to ``meta/<key>``); None removes it. Inside a write."""
+        if value is None:
+            self.set_meta(key, None)
+            return
+        gen, sealed = self.seal(f"meta/{key}", dumps(value))
+        self.set_meta(key, json.dumps({"gen": gen, "sealed": base64.b64encode(sealed).decode("ascii")}))
+
+    def sealed_meta_gen(self, key: str) -> int | None:
+        raw = self.get_meta(key)
+        if raw is None:
+            return None
+        try:
+            return int(json.loads(raw)["gen"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     # -- keys ---------------------------------------------------------------------------------
     def load_keys(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tara_desktop import paths
 from tara_desktop.errors import TaraError
+from tara_desktop.files import make_private_dir
 from tara_desktop.training.checkpoints import newest_complete, write_json_atomic
 from tara_desktop.training.spec import TrainingSpec
 
@@ -86,7 +87,10 @@ def read_job(job_dir: str | os.PathLike[str]) -> JobRecord:
 
 def write_job(record: JobRecord) -> None:
     record.updated_at = time.time()
-    record.job_dir.mkdir(parents=True, exist_ok=True)
+    # Owner-only: checkpoints and samples are derived from the user's data.
+    if not record.job_dir.is_dir():
+        record.job_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(record.job_dir, exist_ok=True)
     write_json_atomic(record.job_dir / JOB_FILE, record.to_dict())
 
 
