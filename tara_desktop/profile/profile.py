@@ -8,11 +8,13 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from tara_desktop import paths
+from tara_desktop.files import describe_os_error
 from tara_desktop.jobs import JobState
 from tara_desktop.profile import crypto, keys
 from tara_desktop.profile.audit import AuditTrail
@@ -31,6 +33,46 @@ def _initialized(conn: sqlite3.Connection) -> bool:
     if not has_meta:
         return False
     return conn.execute("SELECT 1 FROM meta WHERE key = 'profile_id'").fetchone() is not None
+
+
+# SQLite ``PRAGMA application_id`` of a TARA profile ("TARA" in ASCII); set when the profile is made and
+# on the first open of a profile made before it existed.
+APPLICATION_ID = 0x54415241
+
+
+def identify(db: Path) -> str:
+    """What ``db`` is, without changing a byte of it: "new" (absent or empty), "tara", or raise
+    ProfileError saying it is foreign, damaged or unreadable (the file is left untouched)."""
+    try:
+        st = db.stat()
+    except FileNotFoundError:
+        return "new"
+    except OSError as exc:
+        raise ProfileError(f"the profile database {db} cannot be reached: {describe_os_error(exc)}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ProfileError(f"{db} is not a file; choose another profile folder")
+    if st.st_size == 0 and not Path(f"{db}-wal").exists():
+        return "new"
+    try:
+        with open(db, "rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        raise ProfileError(f"the profile database {db} cannot be read: {describe_os_error(exc)}") from exc
+    untouched = "TARA left it untouched; choose another profile folder (--profile or TARA_HOME)"
+    if not header.startswith(b"SQLite format 3\x00"):
+        raise ProfileError(f"the profile database {db} is damaged or not a TARA profile; {untouched}")
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            ours = app_id == APPLICATION_ID or (app_id == 0 and _initialized(conn))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise ProfileError(f"the profile database {db} is damaged or not a TARA profile ({exc}); {untouched}") from exc
+    if not ours:
+        raise ProfileError(f"{db} is an SQLite database of another program, not a TARA profile; {untouched}")
+    return "tara"
 
 
 def _default_dir() -> Path:
@@ -102,7 +144,7 @@ class Profile:
         # The profile owns its folder (delete removes all of it) when it made it, found it empty, or it
         # is TARA's own per-user data folder; never a folder the user had filled with other things.
         owns_dir = made_dir or not any(directory.iterdir()) or directory == _default_dir()
-        made_db = not db.exists()
+        made_db = identify(db) == "new"
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -155,6 +197,7 @@ class Profile:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 kek_id, params, kek = source.new_kek()
                 secret = crypto.new_secret()
                 at = now()
@@ -187,6 +230,11 @@ class Profile:
         with vault.lock:
             vault.load_keys()  # a wrong passphrase stops here, before anything is written
             vault.active_gen = int(meta.get("active_gen", "1"))
+            if int(conn.execute("PRAGMA application_id").fetchone()[0]) != APPLICATION_ID:
+                try:  # a profile made before the mark existed
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                except sqlite3.OperationalError as exc:
+                    log.info("profile not marked: %s", exc)
         from tara_desktop.profile import rotation
 
         if meta.get("rotation"):
@@ -328,6 +376,8 @@ def delete_profile(directory: Path, *, source: keys.KeySource | None = None) -> 
     db = directory / DB_NAME
     if not db.exists():
         raise ProfileError(f"there is no TARA profile in {directory}; check --profile or TARA_HOME")
+    if identify(db) != "tara" and source is None:
+        raise ProfileError(f"{db} is empty, not a TARA profile; delete it yourself if it is yours")
     meta: dict[str, str] = {}
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
