@@ -413,7 +413,8 @@ class Assistant:
         """Route, build the context window, stream the reply, store both sides of the turn; each step
         reports an event to ``on_event`` (see the module docstring)."""
         from tara_desktop.llm.context_window import window_for
-        from tara_desktop.llm.engine import GenerationSettings
+        from tara_desktop import safety
+        from tara_desktop.llm.presets import generation_settings
         from tara_desktop.routing.emotion_text import detect_text_emotion, normalize_emotion
 
         def emit(event: TurnEvent) -> None:
@@ -479,7 +480,7 @@ class Assistant:
             # 4. the window, then the reply streamed from the engine
             llm = self.configs.app.llm
             overrides = request.generation.as_dict() if request.generation is not None else {}
-            settings = GenerationSettings.from_llm_settings(llm, **overrides)
+            settings = generation_settings(model_path, llm, self.profile.store, overrides)  # + the model's preset
             system = request.system_prompt if request.system_prompt is not None else \
                 self.router.system_prompt(decision.domain, emotion)
             summary_key: object = conversation.id if conversation.id is not None else object()
@@ -494,9 +495,18 @@ class Assistant:
                     self.summaries.request(summary_key, engine, history, summary, window.first_turn)
                 emit(WindowEvent(window.prompt_tokens, len(history) - window.first_turn, window.summary_used,
                                  window.first_turn))
-                for piece in engine.stream_chat(window.messages, settings, state):
-                    pieces.append(piece)
-                    emit(TokenEvent(piece))
+                stream = safety.guard(text, decision.domain,  # urgent-symptom notice, health disclaimer
+                                      engine.stream_chat(window.messages, settings, state), state)
+                try:
+                    for piece in stream:
+                        pieces.append(piece)
+                        emit(TokenEvent(piece))
+                except Cancelled:  # a listener stopped the turn (a barge-in): keep what was streamed
+                    state.cancel()
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close is not None:
+                        close()
                 stats = engine.last_stats
             reply = "".join(pieces).strip()
             cancelled = state.cancelled or stats.stop_reason == "cancelled"
