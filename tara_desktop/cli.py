@@ -54,9 +54,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument that is not valid UTF-8 text (undecodable bytes arrive as lone surrogates)."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg
+    return None
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """One sentence for an error that is the environment's, not a bug: a full disk, a read-only folder,
+    a symbolic link loop, text that is not UTF-8. None for anything else (a bug: let it show)."""
+    from tara_desktop.files import describe_os_error
+
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop"):  # pathlib.resolve, Python < 3.13
+        return f"the path is a symbolic link loop ({str(exc).removeprefix('Symlink loop from ')}); point it at a real folder"
+    if isinstance(exc, UnicodeError):
+        return "some text is not valid UTF-8 (a command-line argument or a file); retype it or save the file as UTF-8"
+    if type(exc).__module__ == "sqlite3":
+        return f"a database failed ({exc}); if the disk is full free some space, then try again"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    bad = _not_utf8(raw)
+    if bad is not None:
+        try:
+            shown = ascii(os.fsencode(bad))[1:]
+        except UnicodeError:
+            shown = ascii(bad)
+        sys.stderr.write(
+            f"error: the argument {shown} is not valid UTF-8 text; TARA reads its command line as UTF-8 — "
+            "retype it in a UTF-8 terminal (for a message, `tara chat -` reads it from stdin)\n"
+        )
+        return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(raw)
     if args.profile:
         os.environ["TARA_HOME"] = args.profile
     handler = getattr(args, "handler", None)
@@ -73,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        message = describe_failure(exc)
+        if message is None:
+            raise
+        sys.stderr.write(f"error: {message}\n")
+        return 2
 
 
 if __name__ == "__main__":

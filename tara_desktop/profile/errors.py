@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from tara_desktop.errors import ProfileError
 
-__all__ = ["ConsentError", "ProfileError", "ProfileLocked", "RecordDamaged", "WrongPassphrase"]
+__all__ = [
+    "ConsentError", "PassphraseChanged", "ProfileDiskFull", "ProfileError", "ProfileLocked", "ProfileReadOnly",
+    "ProfileTampered", "RecordDamaged", "WrongPassphrase",
+]
 
 
 class ProfileLocked(ProfileError):
@@ -29,3 +32,20 @@ class RecordDamaged(ProfileError):
 
 class ConsentError(ProfileError):
     """An unknown consent kind was named."""
+
+
+class PassphraseChanged(WrongPassphrase):
+    """The passphrase this window unlocked the profile with was changed by another TARA process: ask the
+    user for the new one and open the profile again."""
+
+
+class ProfileDiskFull(ProfileError):
+    """The disk holding the profile is full; the change that hit it was rolled back."""
+
+
+class ProfileReadOnly(ProfileError):
+    """The profile (its folder, file or disk) cannot be written."""
+
+
+class ProfileTampered(ProfileError):
+    """The profile's contents disagree with its signed records (rolled back or edited outside TARA)."""

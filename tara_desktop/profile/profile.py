@@ -21,7 +21,7 @@ from tara_desktop.profile.audit import AuditTrail
 from tara_desktop.profile.consent import Consent
 from tara_desktop.profile.errors import ProfileError, ProfileLocked, RecordDamaged
 from tara_desktop.profile.store import ProfileStore
-from tara_desktop.profile.vault import DB_NAME, SCHEMA, SCHEMA_VERSION, Vault, connect, now
+from tara_desktop.profile.vault import DB_NAME, SCHEMA, SCHEMA_VERSION, Vault, connect, db_error, now
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,13 @@ class Profile:
         An interrupted key rotation is finished on open unless ``finish_rotation`` is False (records stay
         readable meanwhile: each names the key generation that sealed it).
         """
-        directory = paths.profile_dir(profile_dir)
+        try:
+            directory = paths.profile_dir(profile_dir)
+        except (RuntimeError, OSError) as exc:  # pathlib's resolve() on a symbolic link loop
+            what = describe_os_error(exc) if isinstance(exc, OSError) else f"{exc}: a symbolic link loop"
+            raise ProfileError(
+                f"the profile folder cannot be used ({what}); point --profile or TARA_HOME at a real folder"
+            ) from exc
         db = directory / DB_NAME
         if not db.exists() and not create:
             raise ProfileError(f"there is no TARA profile in {directory}; check --profile or TARA_HOME")
@@ -148,7 +154,9 @@ class Profile:
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise ProfileError(f"the profile folder {directory} cannot be created ({exc.strerror}); choose another") from exc
+            raise ProfileError(
+                f"the profile folder {directory} cannot be created: {describe_os_error(exc)}"
+            ) from exc
         try:
             conn = connect(db)
             _restrict(db, 0o600)
@@ -156,6 +164,9 @@ class Profile:
                 vault = cls._create(conn, db, passphrase, key_source, owns_dir)
                 if vault is None:
                     vault = cls._unlock(conn, db, passphrase, finish_rotation)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise db_error(exc, db) from exc
             except BaseException:
                 conn.close()
                 raise

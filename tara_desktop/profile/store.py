@@ -135,6 +135,19 @@ class ProfileStore:
             )
         return cid
 
+    def start_conversation(
+        self, title: str, role: str, content: str, meta: dict[str, Any] | None = None, *,
+        pinned_domain: str | None = None,
+    ) -> tuple[int, int]:
+        """Create a conversation together with its first message, in one transaction: a failure (a full
+        disk) leaves neither behind. Returns (conversation id, message id)."""
+        with self._vault.write():
+            cid = self.create_conversation(title)
+            if pinned_domain is not None:
+                self.set_pinned_domain(cid, pinned_domain)
+            mid = self.append_message(cid, role, content, meta)
+        return cid, mid
+
     def _conversation_info(self, row: tuple[Any, ...], *, tolerate_damage: bool) -> ConversationInfo:
         cid, created, updated, pinned, gen, data = row
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from tara_desktop.profile import crypto
-from tara_desktop.profile.errors import ProfileError, RecordDamaged, WrongPassphrase
+from tara_desktop.profile.errors import (
+    ProfileDiskFull,
+    ProfileError,
+    ProfileReadOnly,
+    RecordDamaged,
+    WrongPassphrase,
+)
 from tara_desktop.profile.keys import KeySource
 
 log = logging.getLogger(__name__)
@@ -88,15 +95,47 @@ def as_bytes(value: Any) -> bytes:
     return str(value).encode("ascii")
 
 
+def _read_only_disk(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs on Windows
+        return False
+
+
+def db_error(exc: sqlite3.Error, path: Path) -> ProfileError:
+    """The ProfileError a user can act on for an SQLite failure on the profile database ``path``."""
+    text = str(exc).lower()
+    folder = path.parent
+    if "full" in text:
+        return ProfileDiskFull(
+            f"the disk holding the profile {folder} is full; free some space and try again "
+            "(the change that did not fit was not saved)"
+        )
+    if "readonly" in text or "read-only" in text or _read_only_disk(folder):
+        return ProfileReadOnly(
+            f"the profile {folder} is read-only; TARA needs to write to it — make the folder and "
+            f"{path.name} writable (or put the disk back in read-write mode), or choose another profile"
+        )
+    if "unable to open" in text or "disk i/o" in text or "authoriz" in text:
+        for target, need in ((path, os.R_OK | os.W_OK), (folder, os.R_OK | os.W_OK | os.X_OK)):
+            if target.exists() and not os.access(target, need):
+                return ProfileReadOnly(
+                    f"the profile {folder} cannot be read and written by you (permission denied on {target}); "
+                    "fix its permissions or choose another profile"
+                )
+        return ProfileError(f"the profile database {path} cannot be opened or written ({exc}); check the disk")
+    if "locked" in text or "busy" in text:
+        return ProfileError("the profile is busy in another TARA process for too long; close it and try again")
+    return ProfileError(f"the profile database {path} cannot be used ({exc}); it is damaged or not a TARA profile")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.execute("PRAGMA busy_timeout = 30000")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     except sqlite3.DatabaseError as exc:
-        raise ProfileError(
-            f"the profile database {path} cannot be opened ({exc}); it is damaged or not a TARA profile"
-        ) from exc
+        raise db_error(exc, path) from exc
     if str(mode).lower() != "wal":
         conn.close()
         raise ProfileError(f"the profile database {path} cannot use WAL mode; put the profile on a local disk")
@@ -135,17 +174,26 @@ class Vault:
             if self.conn.in_transaction:  # nested in this thread's own write: join it
                 yield self.conn
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise db_error(exc, self.path) from exc
             try:
                 gen = int(self.get_meta("active_gen") or 0)
                 if gen != self.active_gen:
                     self.load_keys()
                     self.active_gen = gen
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error as rollback_exc:
+                        log.info("rollback failed: %s", rollback_exc)
+                if isinstance(exc, sqlite3.Error):
+                    raise db_error(exc, self.path) from exc
                 raise
-            self.conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -155,11 +203,17 @@ class Vault:
             if self.conn.in_transaction:  # inside this thread's own transaction: already consistent
                 yield self.conn
                 return
-            self.conn.execute("BEGIN")
+            try:
+                self.conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise db_error(exc, self.path) from exc
             try:
                 yield self.conn
+            except sqlite3.Error as exc:
+                raise db_error(exc, self.path) from exc
             finally:
-                self.conn.execute("COMMIT")
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
 
     def _check_open(self) -> None:
         if self.closed:
