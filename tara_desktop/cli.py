@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "tara_desktop.training.commands",
     "tara_desktop.training.export_commands",
     "tara_desktop.profile.commands",
+    "tara_desktop.server.commands",
 )
 
 

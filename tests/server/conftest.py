@@ -1,0 +1,94 @@
+"""A real TARA API server on 127.0.0.1 over a real assistant (tiny GGUF in llama.cpp, encrypted profile)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tara_desktop.assistant import Assistant
+from tara_desktop.jobs import JobState
+from tara_desktop.server.app import Limits
+from tara_desktop.server.runner import ApiServer
+
+
+class TokenHook:
+    """The server's per-token hook, switchable per test (``None``: nothing happens)."""
+
+    def __init__(self) -> None:
+        self.fn: Callable[[int, JobState], None] | None = None
+
+    def __call__(self, n: int, state: JobState) -> None:
+        fn = self.fn
+        if fn is not None:
+            fn(n, state)
+
+
+def map_everything_to(assistant: Assistant, model: Path) -> None:
+    assistant.set_mapping({name: {"model": str(model)} for name in [*assistant.configs.domains, "default"]})
+
+
+@pytest.fixture(scope="session")
+def api_assistant(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
+    home = tmp_path_factory.mktemp("api-home")
+    with Assistant.open(home, passphrase="pw") as a:
+        a.save_settings({"llm": {"max_tokens": 16, "context_size": 512}})
+        map_everything_to(a, tiny_gguf)
+        yield a
+
+
+@pytest.fixture(scope="session")
+def token_hook() -> TokenHook:
+    return TokenHook()
+
+
+@pytest.fixture(scope="session")
+def api_server(api_assistant: Assistant, token_hook: TokenHook) -> Iterator[ApiServer]:
+    server = ApiServer(api_assistant, port=0, token_hook=token_hook)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def hook(token_hook: TokenHook) -> Iterator[TokenHook]:
+    token_hook.fn = None
+    yield token_hook
+    token_hook.fn = None
+
+
+@pytest.fixture()
+def client(api_server: ApiServer) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=api_server.url, api_key=api_server.token, max_retries=0, timeout=60)
+
+
+@pytest.fixture()
+def small_queue_server(api_assistant: Assistant, token_hook: TokenHook) -> Iterator[ApiServer]:
+    server = ApiServer(api_assistant, port=0, token_hook=token_hook,
+                       limits=Limits(max_waiting=1, max_total=8))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until true (a bound against hanging forever, not a timing assertion)."""
+    done = threading.Event()
+    end = 0.0
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        done.wait(0.02)
+    return predicate()
