@@ -116,12 +116,12 @@ class Conversation:
         """Store a message (creating the conversation on its first one); None when not kept."""
         if not self.keep:
             return None
-        if self.id is None:
-            self.title = title_for(content)
-            self.id = int(self.store.create_conversation(self.title))
-            if self.pinned_domain is not None:
-                self.store.set_pinned_domain(self.id, self.pinned_domain)
-        mid = int(self.store.append_message(self.id, role, content, meta))
+        if self.id is None:  # the conversation and its first message in one transaction
+            title = title_for(content)
+            cid, mid = self.store.start_conversation(title, role, content, meta, pinned_domain=self.pinned_domain)
+            self.id, self.title = int(cid), title
+        else:
+            mid = int(self.store.append_message(self.id, role, content, meta))
         self.messages.append(self.store.message(mid))
         return mid
 
