@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tara_desktop.profile import crypto
+from tara_desktop.profile import crypto, ledger
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 from tara_desktop.profile.vault import Vault, as_bytes, dumps, loads, now
 
@@ -109,6 +109,7 @@ class AuditTrail:
         vault.set_meta(
             "audit_head", seal_head(vault, {"last_id": entry_id, "last_hash": digest.hex(), "count": count + 1})
         )
+        ledger.note_audit(vault, count + 1, digest.hex())
         return entry_id
 
     def entries(self, *, on_damaged: str = "raise", damaged: list[str] | None = None) -> list[AuditEntry]:

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     d.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     d.set_defaults(handler=cmd_delete)
 
-    a = sub.add_parser("audit-verify", help="check the audit trail; names the first edited/removed/reordered entry")
+    a = sub.add_parser("audit-verify", help="check the audit trail, consent, messages and rollback; names what was changed")
     a.add_argument("--json", action="store_true", help="print the report as JSON")
     a.set_defaults(handler=cmd_audit_verify)
 
@@ -144,7 +144,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with open_profile(create=False) as profile:
-        report = profile.audit.verify()
+        report = profile.verify_integrity()
     if args.json:
         print(json.dumps(report.as_dict()))
     if not report.ok:

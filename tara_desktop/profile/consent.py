@@ -41,8 +41,33 @@ class Consent:
         self._vault = vault
         self._store = store
         self._audit = audit
+        self._cache: tuple[str | None, dict[str, ConsentState]] | None = None
 
     def _latest(self, kind: str) -> ConsentState:
+        """The choice as the signed audit trail records it (the consent rows are its readable history,
+        checked against it by ``tara profile audit-verify``): deleting or editing the newest consent row
+        outside TARA changes nothing. If the trail itself fails its check, nothing is collected."""
+        return self._signed_states().get(kind) or ConsentState(kind, DEFAULTS[kind], False, None)
+
+    def _signed_states(self) -> dict[str, ConsentState]:
+        head = self._vault.get_meta("audit_head")
+        if self._cache is not None and self._cache[0] == head:
+            return self._cache[1]
+        states: dict[str, ConsentState] = {}
+        for entry in self._audit.entries(on_damaged="skip"):
+            kind = entry.details.get("kind")
+            if entry.event == "consent" and kind in CONSENT_KINDS and isinstance(entry.details.get("granted"), bool):
+                states[str(kind)] = ConsentState(str(kind), bool(entry.details["granted"]), True, entry.created_at)
+        if not self._audit.verify().ok:
+            for k in CONSENT_KINDS:
+                if not DEFAULTS[k]:  # collecting needs a consent the trail can no longer prove
+                    prior = states.get(k)
+                    states[k] = ConsentState(k, False, prior.chosen if prior else False, prior.at if prior else None)
+        self._cache = (head, states)
+        return states
+
+    def table_state(self, kind: str) -> ConsentState:
+        """The newest consent row of ``kind`` (what the table says; ``state`` is what the trail says)."""
         row = self._vault.conn.execute(
             "SELECT id, created_at, gen, data FROM consent WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,)
         ).fetchone()
@@ -87,7 +112,8 @@ class Consent:
             conn.execute("INSERT INTO consent (id, kind, created_at, gen, data) VALUES (?, ?, ?, ?, ?)",
                          (rid, kind, now(), gen, sealed))
             self._audit.append_in_transaction(
-                "consent", {"kind": kind, "granted": granted, "before": before.granted if before.chosen else None}
+                "consent",
+                {"kind": kind, "granted": granted, "before": before.granted if before.chosen else None, "record": rid},
             )
 
     def withdraw(self, kind: str, *, delete_collected: bool = False) -> int:

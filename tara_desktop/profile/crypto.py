@@ -74,6 +74,7 @@ class RecordKeys:
         self._fernet = _fernet(record_key)
         self._mac_key = _hkdf(secret, b"tara/profile/audit/hmac/v1")
         self._index_key = _hkdf(secret, b"tara/profile/settings/index/v1")
+        self._anchor_key = _hkdf(secret, b"tara/profile/anchor/hmac/v1")
 
     def seal(self, binding: str, payload: bytes) -> bytes:
         return _seal(self._fernet, binding, payload)
@@ -83,6 +84,10 @@ class RecordKeys:
 
     def mac(self, data: bytes) -> bytes:
         return hmac.digest(self._mac_key, data, "sha256")
+
+    def anchor_mac(self, data: bytes) -> bytes:
+        """The signature of the profile's anchor (kept outside the database)."""
+        return hmac.digest(self._anchor_key, data, "sha256")
 
     def lookup(self, name: str) -> bytes:
         """A keyed hash of a setting's name: the settings table is indexed without names in clear."""

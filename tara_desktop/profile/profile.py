@@ -11,17 +11,20 @@ import sqlite3
 import stat
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop import paths
 from tara_desktop.files import describe_os_error
 from tara_desktop.jobs import JobState
-from tara_desktop.profile import crypto, keys
-from tara_desktop.profile.audit import AuditTrail
+from tara_desktop.profile import crypto, keys, ledger
+from tara_desktop.profile.audit import AuditTrail, open_head
 from tara_desktop.profile.consent import Consent
-from tara_desktop.profile.errors import ProfileError, ProfileLocked, RecordDamaged
+from tara_desktop.profile.errors import ProfileError, ProfileLocked, ProfileReadOnly, RecordDamaged
 from tara_desktop.profile.store import ProfileStore
 from tara_desktop.profile.vault import DB_NAME, SCHEMA, SCHEMA_VERSION, Vault, connect, db_error, now
+
+if TYPE_CHECKING:
+    from tara_desktop.profile.integrity import IntegrityReport
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +181,30 @@ class Profile:
                     directory.rmdir()
             raise
         profile = cls(directory, vault)
+        profile._ensure_ledger()
         profile._clean_stale_exports()
         return profile
+
+    def _ensure_ledger(self) -> None:
+        """Start the signed ledger of a new profile, or of one made before it existed."""
+        v = self._vault
+        try:
+            with v.read():
+                if ledger.load(v) is not None:
+                    return
+            with v.write():
+                head = open_head(v)
+                ledger.initialise(v, int(head["count"]) if head else 0, str(head["last_hash"]) if head else "")
+        except RecordDamaged as exc:
+            log.warning("the profile ledger cannot be read: %s", exc.table)
+        except ProfileReadOnly as exc:
+            log.info("ledger not started on a read-only profile: %s", exc)
+
+    def verify_integrity(self) -> IntegrityReport:
+        """Everything the profile can check about itself (``tara profile audit-verify``)."""
+        from tara_desktop.profile.integrity import check
+
+        return check(self)
 
     def _clean_stale_exports(self) -> None:
         from tara_desktop.profile.export import clean_stale_exports
@@ -248,6 +273,10 @@ class Profile:
                     log.info("profile not marked: %s", exc)
         from tara_desktop.profile import rotation
 
+        try:
+            ledger.ensure_schema(conn)  # a profile made before conversations had a ledger
+        except sqlite3.OperationalError as exc:
+            log.info("ledger column not added (read-only profile?): %s", exc)
         if meta.get("rotation"):
             if not finish_rotation:
                 return vault
@@ -352,6 +381,8 @@ class Profile:
         return delete_profile(self.dir, source=v.source)
 
     def close(self) -> None:
+        if not self._vault.closed:
+            ledger.flush(self._vault)
         self._vault.close()
 
     def __enter__(self) -> Profile:
@@ -410,6 +441,11 @@ def delete_profile(directory: Path, *, source: keys.KeySource | None = None) -> 
         if f.exists():
             _shred(f)
             removed.append(f.name)
+    if meta.get("profile_id"):
+        try:
+            ledger.anchor_path(meta["profile_id"]).unlink(missing_ok=True)
+        except OSError as exc:
+            log.info("profile anchor not removed: %s", exc.strerror)
     kept: list[str] = []
     if meta.get("owns_dir") == "1":
         shutil.rmtree(directory, ignore_errors=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tara_desktop.jobs import JobState
-from tara_desktop.profile import crypto
+from tara_desktop.profile import crypto, ledger
 from tara_desktop.profile.audit import AuditTrail, mac_input
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 from tara_desktop.profile.keys import KeyringSource, KeySource, UnavailableSource
@@ -72,10 +72,15 @@ Resealer = Callable[[Vault, crypto.RecordKeys, tuple[Any, ...]], None]
 
 
 def _reseal_conversation(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
-    rid, gen, data = row
+    rid, gen, data, signed = row
     b = f"conversations/{rid}"
     plain = v.open(b, gen, data, f"the title of conversation {rid}")
-    v.conn.execute("UPDATE conversations SET gen = ?, data = ? WHERE id = ?", (k.gen, k.seal(b, plain), rid))
+    try:  # its ledger is signed by the new key too (active_gen is the new generation by now)
+        signed = ledger.resign(v, f"conversation {rid}", signed)
+    except RecordDamaged:
+        log.warning("the ledger of conversation %s was damaged; left for audit-verify to report", rid)
+    v.conn.execute("UPDATE conversations SET gen = ?, data = ?, ledger = ? WHERE id = ?",
+                   (k.gen, k.seal(b, plain), signed, rid))
 
 
 def _reseal_message(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
@@ -120,7 +125,7 @@ def _reseal_audit(v: Vault, k: crypto.RecordKeys, row: tuple[Any, ...]) -> None:
 
 
 STEPS: dict[str, tuple[str, Resealer]] = {
-    "conversations": ("id, gen, data", _reseal_conversation),
+    "conversations": ("id, gen, data, ledger", _reseal_conversation),
     "messages": ("id, conversation_id, gen, data", _reseal_message),
     "settings": ("id, gen, data", _reseal_setting),
     "consent": ("id, kind, gen, data", _reseal_consent),
@@ -205,6 +210,7 @@ def resume(vault: Vault, state: JobState | None = None) -> int | None:
         conn.execute("DELETE FROM keks WHERE id != ?", (kek_id,))
         vault.set_meta("rotation", None)
         vault.set_meta("key_source", new_kind)
+        ledger.resign_all(vault, to)  # ledgers (and the anchor) signed again under the new key
         AuditTrail(vault).append_in_transaction(
             "key.rotated", {"generation": to, "source": new_kind, "previous_source": old_source.kind}
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from tara_desktop.profile import ledger
 from tara_desktop.profile.audit import AuditTrail
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 from tara_desktop.profile.vault import Vault, dumps, loads, now
@@ -129,10 +130,11 @@ class ProfileStore:
             gen, sealed = v.seal(f"conversations/{cid}", dumps({"title": title}))
             at = now()
             conn.execute(
-                "INSERT INTO conversations (id, created_at, updated_at, pinned_domain, gen, data) "
-                "VALUES (?, ?, ?, NULL, ?, ?)",
-                (cid, at, at, gen, sealed),
+                "INSERT INTO conversations (id, created_at, updated_at, pinned_domain, gen, data, ledger) "
+                "VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                (cid, at, at, gen, sealed, ledger.pack_conversation(v, cid, ledger.empty_conversation())),
             )
+            ledger.conversation_created(v, cid)
         return cid
 
     def start_conversation(
@@ -202,9 +204,11 @@ class ProfileStore:
         v = self._vault
         with v.write() as conn:
             self._require_conversation(cid)
-            n = conn.execute("SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (cid,)).fetchone()[0]
+            n, top = conn.execute("SELECT COUNT(*), MAX(id) FROM messages WHERE conversation_id = ?", (cid,)).fetchone()
+            top = max(int(top or 0), ledger.high_water_of(v, cid))
             conn.execute("DELETE FROM messages WHERE conversation_id = ?", (cid,))
             conn.execute("DELETE FROM conversations WHERE id = ?", (cid,))
+            ledger.conversations_deleted(v, [cid], top)
             AuditTrail(v).append_in_transaction("delete", {"what": "conversation", "id": cid, "messages": n})
         v.checkpoint()
 
@@ -214,8 +218,11 @@ class ProfileStore:
         with v.write() as conn:
             n = conn.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
             m = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            cids = [int(c) for (c,) in conn.execute("SELECT id FROM conversations")]
+            top = ledger.high_water(v)
             conn.execute("DELETE FROM messages")
             conn.execute("DELETE FROM conversations")
+            ledger.conversations_deleted(v, cids, top)
             AuditTrail(v).append_in_transaction(
                 "delete", {"what": "all conversations", "conversations": n, "messages": m}
             )
@@ -239,7 +246,7 @@ class ProfileStore:
                 "INSERT INTO messages (id, conversation_id, created_at, gen, data) VALUES (?, ?, ?, ?, ?)",
                 (mid, cid, at, gen, sealed),
             )
-            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (at, cid))
+            self._touch(cid, at, ledger.changed_conversation(v, cid, add=[(mid, ledger.message_item(mid, cid, payload))]))
         return mid
 
     def _message(self, row: tuple[Any, ...]) -> Message:
@@ -281,20 +288,51 @@ class ProfileStore:
             if row is None:
                 raise ProfileError(f"message {mid} does not exist; it may have been deleted")
             old = self._message(row)
+            old_payload = v.open(f"messages/{mid}/{old.conversation_id}", row[3], row[4], f"message {mid}")
             new_meta = old.meta if meta is _MISSING or meta is None else meta
             if not isinstance(new_meta, dict):
                 raise ProfileError("message meta must be a dict of JSON values or None")
             payload = _json({"role": old.role, "content": content, "meta": new_meta}, "message meta")
             gen, sealed = v.seal(f"messages/{mid}/{old.conversation_id}", payload)
             conn.execute("UPDATE messages SET gen = ?, data = ? WHERE id = ?", (gen, sealed, mid))
-            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now(), old.conversation_id))
+            ocid = old.conversation_id
+            self._touch(ocid, now(), ledger.changed_conversation(
+                v, ocid, add=[(mid, ledger.message_item(mid, ocid, payload))],
+                remove=[ledger.message_item(mid, ocid, old_payload)]))
 
     def delete_messages_after(self, cid: int, mid: int) -> int:
         """Delete the conversation's messages newer than message ``mid``; returns how many."""
-        with self._vault.write() as conn:
+        with self._vault.write():
             self._require_conversation(cid)
-            cur = conn.execute("DELETE FROM messages WHERE conversation_id = ? AND id > ?", (cid, mid))
-            return int(cur.rowcount)
+            return self._forget_messages("conversation_id = ? AND id > ?", (cid, mid))
+
+    def _forget_messages(self, where: str, params: tuple[Any, ...]) -> int:
+        """Delete the messages matching ``where`` and take them out of their conversations' ledgers."""
+        v = self._vault
+        rows = v.conn.execute(f"SELECT id, conversation_id, gen, data FROM messages WHERE {where}", params).fetchall()
+        items: dict[int, list[int]] = {}
+        unknown: set[int] = set()
+        for rid, rcid, gen, data in rows:
+            try:
+                payload = v.open(f"messages/{rid}/{rcid}", gen, data, f"message {rid} of conversation {rcid}")
+            except RecordDamaged:
+                unknown.add(int(rcid))  # its share of the sum is unknown: count that conversation again
+                continue
+            items.setdefault(int(rcid), []).append(ledger.message_item(int(rid), int(rcid), payload))
+        v.conn.execute(f"DELETE FROM messages WHERE {where}", params)
+        for rcid in set(items) | unknown:
+            self._touch(rcid, now(), ledger.changed_conversation(
+                v, rcid, remove=items.get(rcid, []), recount=rcid in unknown))
+        return len(rows)
+
+    def _touch(self, cid: int, at: float, conversation_ledger: str | None) -> None:
+        """Stamp the conversation's activity time and its new ledger (one UPDATE, inside a write)."""
+        if conversation_ledger is None:
+            self._vault.conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (at, cid))
+        else:
+            self._vault.conn.execute("UPDATE conversations SET updated_at = ?, ledger = ? WHERE id = ?",
+                                     (at, conversation_ledger, cid))
+        ledger.anchor_soon(self._vault)
 
     def search(self, query: str, *, limit: int | None = None) -> list[Message]:
         """Messages whose content contains ``query`` (case-insensitive), newest first.

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS data_keys (
     PRIMARY KEY (gen, kek_id));
 CREATE TABLE IF NOT EXISTS conversations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    pinned_domain TEXT, gen INTEGER NOT NULL, data BLOB NOT NULL);
+    pinned_domain TEXT, gen INTEGER NOT NULL, data BLOB NOT NULL, ledger TEXT);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 # Meta values sealed like records (re-sealed by a key rotation).
-SEALED_META = ("audit_head", "export_staging", "chains")
+SEALED_META = ("audit_head", "export_staging")
 
 # Tables whose rows carry sealed values, with the key generation that sealed them.
 SEALED_TABLES = ("conversations", "messages", "settings", "consent", "blobs", "audit")
@@ -163,6 +163,12 @@ class Vault:
         self.active_gen = 0
         self.closed = False
         self.pending_source: KeySource | None = None  # the source a rotation started here switches to
+        self._after_commit: dict[object, Callable[[], None]] = {}
+
+    def after_commit(self, callback: Callable[[], None], key: object = None) -> None:
+        """Run ``callback`` once the current write transaction has committed (dropped on rollback); a
+        later callback with the same ``key`` replaces an earlier one."""
+        self._after_commit[object() if key is None else key] = callback
 
     # -- transactions -------------------------------------------------------------------------
     @contextmanager
@@ -186,6 +192,7 @@ class Vault:
                 yield self.conn
                 self.conn.execute("COMMIT")
             except BaseException as exc:
+                self._after_commit.clear()
                 if self.conn.in_transaction:
                     try:
                         self.conn.execute("ROLLBACK")
@@ -194,6 +201,9 @@ class Vault:
                 if isinstance(exc, sqlite3.Error):
                     raise db_error(exc, self.path) from exc
                 raise
+            callbacks, self._after_commit = self._after_commit, {}
+            for callback in callbacks.values():
+                callback()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -245,13 +255,16 @@ class Vault:
             ) from exc
         return loads(self.open(f"meta/{key}", gen, sealed, f"the profile record '{key}'"))
 
-    def set_sealed_meta(self, key: str, value: Any) -> None:
-        """Store a JSON value sealed (bound to ``meta/<key>``); None removes it. Inside a write."""
+    def set_sealed_meta(self, key: str, value: Any) -> str | None:
+        """Store a JSON value sealed (bound to ``meta/<key>``); None removes it. Inside a write. Returns the
+        stored text."""
         if value is None:
             self.set_meta(key, None)
-            return
+            return None
         gen, sealed = self.seal(f"meta/{key}", dumps(value))
-        self.set_meta(key, json.dumps({"gen": gen, "sealed": base64.b64encode(sealed).decode("ascii")}))
+        raw = json.dumps({"gen": gen, "sealed": base64.b64encode(sealed).decode("ascii")})
+        self.set_meta(key, raw)
+        return raw
 
     def sealed_meta_gen(self, key: str) -> int | None:
         raw = self.get_meta(key)

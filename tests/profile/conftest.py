@@ -10,6 +10,14 @@ import pytest
 from tara_desktop.profile import Profile
 
 
+@pytest.fixture(autouse=True)
+def _anchors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Profile anchors (kept outside profile folders) go to this test's own folder."""
+    folder = tmp_path / "anchors"
+    monkeypatch.setenv("TARA_ANCHOR_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def profile_dir(tmp_path: Path) -> Path:
     return tmp_path / "profile"
