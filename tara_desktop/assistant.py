@@ -32,17 +32,21 @@ The public API of the pipeline (stable; the API server builds on it)
   :class:`~tara_desktop.errors.TaraError` before anything is stored.
 - :meth:`Assistant.run_turn` ``(request, state, on_token)`` is the same turn with only the tokens.
 
-Turns run one at a time (``Assistant.turn_lock``); the model mapping has one owner, this class:
-:meth:`Assistant.set_mapping` / :meth:`Assistant.set_domain_choice` store it and swap it in place under
-the turn lock, so no turn sees half a change and nothing polls the store.
+The model mapping has one owner, this class: :meth:`Assistant.set_mapping` /
+:meth:`Assistant.set_domain_choice` store it and swap it in place under ``Assistant.turn_lock``, which a
+turn holds while it reads the settings, the mapping and the router (routing, model resolution, sampling
+settings) and releases before it generates; so no turn sees half a change, a swap waits at most for one
+routing decision, and nothing polls the store. :meth:`Assistant.reload_settings` applies settings the
+same way, keeping the router (and its loaded embedding model). Generations run one at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -232,7 +236,8 @@ class Assistant:
         self.conversations = Conversations(profile)
         self.conversations.migrate()
         self.summaries = SummaryWorker(on_done=self._on_summary)
-        self.turn_lock = threading.RLock()
+        self.turn_lock = threading.RLock()  # a turn's reading of settings, mapping and router; swaps take it
+        self._engine_lock = threading.Lock()  # one generation at a time
         self._mapping_listeners: list[Callable[[ModelMapping], None]] = []
 
     # -- composition root -------------------------------------------------------------------------
@@ -280,8 +285,8 @@ class Assistant:
         """Store the user's per-domain choices (replacing them all) and use them from the next message.
 
         Each choice is checked like the config loader does (a bad one raises TaraError naming the
-        domain, and nothing changes). Waits for a running turn (it takes the turn lock), so run it off
-        the GUI thread."""
+        domain, and nothing changes). Takes the turn lock: it waits for a routing decision in progress,
+        never for a reply being generated."""
         for domain, choice in overrides.items():
             try:
                 ModelChoice.model_validate(choice)
@@ -395,6 +400,26 @@ class Assistant:
             except TaraError:
                 pass  # the conversation was deleted or rewound meanwhile, or the profile closed
 
+    def _check_model(self, path: Path) -> None:
+        """A missing or broken model file is bad input: say so before anything of the turn is stored."""
+        if self.pool.is_loaded(path):
+            return
+        from tara_desktop.llm.engine import validate_gguf
+
+        if not path.is_file():
+            raise TaraError(f"model file {path} does not exist; check the path or run `tara models list`")
+        validate_gguf(path)
+
+    @contextlib.contextmanager
+    def _generation_slot(self, state: JobState) -> Iterator[None]:
+        """Wait for the engine (one generation at a time), still answering a cancel while waiting."""
+        while not self._engine_lock.acquire(timeout=0.1):
+            state.check()
+        try:
+            yield
+        finally:
+            self._engine_lock.release()
+
     # -- one turn ---------------------------------------------------------------------------------
     def run_turn(
         self, request: TurnRequest, state: JobState, on_token: Callable[[str], None] | None = None
@@ -412,8 +437,8 @@ class Assistant:
     ) -> TurnResult:
         """Route, build the context window, stream the reply, store both sides of the turn; each step
         reports an event to ``on_event`` (see the module docstring)."""
-        from tara_desktop.llm.context_window import window_for
         from tara_desktop import safety
+        from tara_desktop.llm.context_window import window_for
         from tara_desktop.llm.presets import generation_settings
         from tara_desktop.routing.emotion_text import detect_text_emotion, normalize_emotion
 
@@ -425,6 +450,8 @@ class Assistant:
         text = request.text.strip() if isinstance(request.text, str) else ""
         if not text:
             raise TaraError("the message is empty; type or say something first")
+        if request.model_path is not None:
+            self._check_model(Path(request.model_path))  # a broken --model fails before routing and storing
         with self.turn_lock:
             # 1. the conversation so far
             keep = self._keeps(request)
@@ -457,6 +484,9 @@ class Assistant:
             else:
                 adapter_path = None
             scale = decision.adapter_scale if request.adapter_path is None else 1.0
+            self._check_model(model_path)
+            if adapter_path is not None and not adapter_path.is_file():
+                raise TaraError(f"adapter file {adapter_path} does not exist; check the path")
             try:
                 voice: str | None = str(self.router.voice_for(decision.domain, emotion))
             except (TaraError, KeyError):
@@ -477,62 +507,64 @@ class Assistant:
             created = created and conversation.id is not None
             history.append({"role": "user", "content": text})
 
-            # 4. the window, then the reply streamed from the engine
+            # the sampling settings and the system prompt (read under the turn lock, like the mapping)
             llm = self.configs.app.llm
             overrides = request.generation.as_dict() if request.generation is not None else {}
             settings = generation_settings(model_path, llm, self.profile.store, overrides)  # + the model's preset
             system = request.system_prompt if request.system_prompt is not None else \
                 self.router.system_prompt(decision.domain, emotion)
-            summary_key: object = conversation.id if conversation.id is not None else object()
-            pieces: list[str] = []
-            with self.pool.lease(model_path, state) as engine:
-                engine.set_adapter(adapter_path, scale)
-                summary = self.summaries.latest(summary_key) if conversation.id is not None else None
-                if summary is None or summary.covers > len(history):
-                    summary = conversation.summary(len(history))
-                window = window_for(engine, settings.max_tokens).build(system, history, summary)
-                if window.needs_summary and conversation.id is not None:
-                    self.summaries.request(summary_key, engine, history, summary, window.first_turn)
-                emit(WindowEvent(window.prompt_tokens, len(history) - window.first_turn, window.summary_used,
-                                 window.first_turn))
-                stream = safety.guard(text, decision.domain,  # urgent-symptom notice, health disclaimer
-                                      engine.stream_chat(window.messages, settings, state), state)
-                try:
-                    for piece in stream:
-                        pieces.append(piece)
-                        emit(TokenEvent(piece))
-                except Cancelled:  # a listener stopped the turn (a barge-in): keep what was streamed
-                    state.cancel()
-                finally:
-                    close = getattr(stream, "close", None)
-                    if close is not None:
-                        close()
-                stats = engine.last_stats
-            reply = "".join(pieces).strip()
-            cancelled = state.cancelled or stats.stop_reason == "cancelled"
-            finish = finish_reason(stats.stop_reason, cancelled)
 
-            # 5. store the reply; report where both sides went
-            meta: dict[str, Any] = {
-                "domain": decision.domain,
-                "confidence": round(decision.confidence, 4),
-                "reason": decision.reason,
-                "degraded": decision.degraded,
-                "model": model_path.name,
-                "adapter": adapter_path.name if adapter_path else None,
-                "voice": voice,
-                "emotion": emotion,
-                "emotion_confidence": emotion_conf,
-                "ttft_s": round(stats.ttft_s, 4),
-                "tokens": stats.tokens,
-                "tokens_per_s": round(stats.tokens_per_s, 2),
-                "prompt_tokens": window.prompt_tokens,
-                "stop_reason": stats.stop_reason,
-                "finish_reason": finish,
-                "cancelled": cancelled,
-            }
-            mid = conversation.append("assistant", reply, meta)
-            emit(StoredEvent(conversation.id if keep else None, user_mid, mid, created))
+        # 4. the window, then the reply streamed from the engine (one generation at a time)
+        summary_key: object = conversation.id if conversation.id is not None else object()
+        pieces: list[str] = []
+        with self._generation_slot(state), self.pool.lease(model_path, state) as engine:
+            engine.set_adapter(adapter_path, scale)
+            summary = self.summaries.latest(summary_key) if conversation.id is not None else None
+            if summary is None or summary.covers > len(history):
+                summary = conversation.summary(len(history))
+            window = window_for(engine, settings.max_tokens).build(system, history, summary)
+            if window.needs_summary and conversation.id is not None:
+                self.summaries.request(summary_key, engine, history, summary, window.first_turn)
+            emit(WindowEvent(window.prompt_tokens, len(history) - window.first_turn, window.summary_used,
+                             window.first_turn))
+            stream = safety.guard(text, decision.domain,  # urgent-symptom notice, health disclaimer
+                                  engine.stream_chat(window.messages, settings, state), state)
+            try:
+                for piece in stream:
+                    pieces.append(piece)
+                    emit(TokenEvent(piece))
+            except Cancelled:  # a listener stopped the turn (a barge-in): keep what was streamed
+                state.cancel()
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+            stats = engine.last_stats
+        reply = "".join(pieces).strip()
+        cancelled = state.cancelled or stats.stop_reason == "cancelled"
+        finish = finish_reason(stats.stop_reason, cancelled)
+
+        # 5. store the reply; report where both sides went
+        meta: dict[str, Any] = {
+            "domain": decision.domain,
+            "confidence": round(decision.confidence, 4),
+            "reason": decision.reason,
+            "degraded": decision.degraded,
+            "model": model_path.name,
+            "adapter": adapter_path.name if adapter_path else None,
+            "voice": voice,
+            "emotion": emotion,
+            "emotion_confidence": emotion_conf,
+            "ttft_s": round(stats.ttft_s, 4),
+            "tokens": stats.tokens,
+            "tokens_per_s": round(stats.tokens_per_s, 2),
+            "prompt_tokens": window.prompt_tokens,
+            "stop_reason": stats.stop_reason,
+            "finish_reason": finish,
+            "cancelled": cancelled,
+        }
+        mid = conversation.append("assistant", reply, meta)
+        emit(StoredEvent(conversation.id if keep else None, user_mid, mid, created))
         if created and conversation.id is not None:
             self.conversations.changed("created", conversation.id)
         elif conversation.id is not None and keep:

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tara_desktop.assistant import MAPPING_KEY, Assistant, TurnRequest, merge_mapping
+from tara_desktop.assistant import (
+    MAPPING_KEY,
+    Assistant,
+    GenerationOverrides,
+    RouteEvent,
+    StoredEvent,
+    TokenEvent,
+    TurnRequest,
+    WindowEvent,
+    merge_mapping,
+)
 from tara_desktop.config import ModelMapping
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
@@ -124,9 +134,131 @@ def test_an_export_registered_for_a_domain_is_used_with_no_restart(
         a.save_settings({"llm": {"max_tokens": 4}})
         _map_all(a, {"model": str(tiny_gguf)})
         assert a.run_turn(TurnRequest("hi", pinned_domain="creative"), JobState()).adapter is None
-        register_for_domain(a.profile, "creative", model=tiny_gguf, adapter=tiny_lora)
+        router = a.router
+        register_for_domain(a, "creative", model=tiny_gguf, adapter=tiny_lora)  # the app's Assistant owns it
         after = a.run_turn(TurnRequest("hi", pinned_domain="creative"), JobState())
         assert after.adapter == tiny_lora.name
+        assert a.router is router  # swapped in place: the router keeps its loaded model
+        assert a.mapping_overrides()["creative"]["adapter"] == str(tiny_lora.resolve())
+
+
+def test_the_turn_reports_its_steps_in_order_and_returns_the_stored_ids(assistant: Assistant) -> None:
+    events: list[object] = []
+    result = assistant.turn(TurnRequest("How do I fix a merge conflict in git?"), JobState(), events.append)
+    kinds = [getattr(e, "kind", None) for e in events]
+    assert kinds[0] == "route" and kinds[1] == "window" and kinds[-1] == "stored"
+    assert set(kinds[2:-1]) == {"token"} and len(kinds) > 3
+    route, window, stored = events[0], events[1], events[-1]
+    assert isinstance(route, RouteEvent) and isinstance(window, WindowEvent) and isinstance(stored, StoredEvent)
+    assert route.domain == result.domain == "technical" and route.model == result.model
+    assert route.voice == result.voice == assistant.router.voice_for("technical", result.emotion)
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)).strip() == result.reply
+    assert window.prompt_tokens == result.prompt_tokens > 0
+    assert stored.created and stored.conversation_id == result.conversation_id
+    messages = assistant.profile.store.messages(result.conversation_id)
+    assert [m.id for m in messages] == [stored.user_message_id, stored.message_id]
+    assert (result.user_message_id, result.message_id) == (stored.user_message_id, stored.message_id)
+    assert result.completion_tokens == messages[1].meta["tokens"] and result.finish_reason in ("stop", "length")
+
+
+def test_generation_overrides_apply_to_one_turn(assistant: Assistant) -> None:
+    request = TurnRequest("Write a poem about rain.", store=False,
+                          generation=GenerationOverrides(max_tokens=3, temperature=0.0, seed=7))
+    first = assistant.turn(request, JobState())
+    assert first.completion_tokens <= 3 and first.finish_reason == "length"
+    assert assistant.turn(request, JobState()).reply == first.reply  # greedy: the same reply again
+    longer = assistant.turn(TurnRequest("Write a poem about rain.", store=False), JobState())
+    assert longer.completion_tokens > 3  # the user's own max_tokens (24) again
+
+
+def test_a_request_not_to_store_leaves_nothing(assistant: Assistant) -> None:
+    before = assistant.profile.store.counts()["messages"]
+    events: list[object] = []
+    result = assistant.turn(
+        TurnRequest("and what about tomorrow?", store=False, source="api",
+                    messages=[{"role": "user", "content": "What is the weather like?"},
+                              {"role": "assistant", "content": "Sunny."}],
+                    system_prompt="You are terse."),
+        JobState(), events.append,
+    )
+    assert result.reply and result.conversation_id is None and result.message_id is None
+    assert assistant.profile.store.counts()["messages"] == before
+    stored = events[-1]
+    assert isinstance(stored, StoredEvent) and stored.conversation_id is None and stored.message_id is None
+    window = events[1]
+    assert isinstance(window, WindowEvent) and window.turns == 3  # the client's two turns + the new one
+
+
+def test_an_edit_replaces_the_tail_only_when_it_is_sent(assistant: Assistant) -> None:
+    first = assistant.run_turn(TurnRequest("What is a balance sheet?"), JobState())
+    cid = first.conversation_id
+    assert cid is not None
+    second = assistant.run_turn(TurnRequest("And a cash flow statement?", conversation_id=cid), JobState())
+    store = assistant.profile.store
+    before = [m.id for m in store.messages(cid)]
+    draft = assistant.conversations.open(cid).edit_draft(second.user_message_id)  # Edit clicked, then cancelled
+    assert draft.text == "And a cash flow statement?" and [m.id for m in store.messages(cid)] == before
+    with pytest.raises(TaraError, match="not in this conversation"):  # an edit of a message since deleted
+        assistant.run_turn(TurnRequest("x", conversation_id=cid, replace_from=10_000_000), JobState())
+    assert [m.id for m in store.messages(cid)] == before
+    edited = assistant.run_turn(
+        TurnRequest("And an income statement?", conversation_id=cid, replace_from=draft.replaces), JobState()
+    )
+    after = store.messages(cid)
+    assert [m.content for m in after if m.role == "user"] == ["What is a balance sheet?", "And an income statement?"]
+    assert [m.id for m in after][:2] == before[:2] and after[-1].id == edited.message_id
+
+
+def test_a_broken_model_is_refused_before_anything_is_stored(assistant: Assistant, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 40)
+    before = assistant.profile.store.counts()
+    events: list[object] = []
+    with pytest.raises(TaraError):
+        assistant.turn(TurnRequest("hello", model_path=broken), JobState(), events.append)
+    assert events == [] and assistant.profile.store.counts() == before
+
+
+def test_settings_reach_the_router_without_rebuilding_it(assistant: Assistant) -> None:
+    router = assistant.router
+    saved = assistant.profile.store.get_setting("config.overrides")
+    try:
+        assistant.save_settings({**saved, "routing": {"min_confidence": 0.9}})
+        assert assistant.router is router and router.min_confidence == 0.9
+    finally:
+        assistant.save_settings(saved)
+    assert assistant.router is router and router.min_confidence == assistant.configs.app.routing.min_confidence
+
+
+def test_a_bad_mapping_choice_changes_nothing(assistant: Assistant) -> None:
+    before = assistant.mapping
+    with pytest.raises(TaraError, match="technical"):
+        assistant.set_domain_choice("technical", {"model": "x.gguf", "modle": "y"})
+    with pytest.raises(TaraError, match="unknown domain"):
+        assistant.set_domain_choice("astrology", {"model": "x.gguf"})
+    assert assistant.mapping == before
+
+
+def test_older_turns_are_summarised_into_the_conversation_summary_table(tiny_gguf: Path, tmp_path: Path) -> None:
+    from tara_desktop.conversation import Conversation
+
+    with Assistant.open(tmp_path / "p", passphrase="pw") as a:
+        a.save_settings({"llm": {"max_tokens": 8, "context_size": 256, "temperature": 0.0}})
+        long = " ".join(f"word{i}" for i in range(40))
+        c = Conversation(a.profile.store)
+        for i in range(16):  # far more than a 256-token context holds
+            c.append("user" if i % 2 == 0 else "assistant", f"turn {i}: {long}")
+        assert c.id is not None
+        events: list[object] = []
+        a.turn(TurnRequest("and now?", conversation_id=c.id, model_path=tiny_gguf), JobState(), events.append)
+        window = next(e for e in events if isinstance(e, WindowEvent))
+        assert window.left_out >= 6  # older turns left out of the window...
+        assert a.summaries.wait_idle(120)  # ...are summarised in the background
+        stored = a.profile.store.get_summary(c.id)
+        assert stored is not None and 0 < stored.covers <= window.left_out
+        assert not any(k.startswith("summary.") for k in a.profile.store.settings())  # not a setting any more
+        a.conversations.delete(c.id)
+        assert a.profile.store.summaries() == []
 
 
 def test_merge_mapping_keeps_unknown_damage_out() -> None:

@@ -139,8 +139,8 @@ class MappingEditor(QWidget):
         return out
 
     def save(self) -> None:
-        """Hand the table to the assistant (the one owner of the mapping), off the GUI thread: it waits
-        for a running turn before swapping the mapping in."""
+        """Hand the table to the assistant (the one owner of the mapping), which swaps it in under its
+        turn lock; when a turn holds the lock (routing a message) the save waits for it off the GUI thread."""
         if self.assistant is None:
             return
         values = self.values()
@@ -149,7 +149,7 @@ class MappingEditor(QWidget):
                 self.error.emit(f"the {domain} domain has no model; choose one before saving")
                 return
         assistant = self.assistant
-        jobs = self.jobs if self.jobs is not None else getattr(self.parent(), "jobs", None)
+        jobs = self.jobs if self.jobs is not None else getattr(self.window(), "jobs", None)
         lock = getattr(assistant, "turn_lock", None)
         if jobs is None or lock is None or lock.acquire(blocking=False):
             try:  # no turn is running: the swap is quick, do it now
@@ -162,7 +162,7 @@ class MappingEditor(QWidget):
                     lock.release()
             self.saved.emit()
             return
-        self.save_button.setEnabled(False)  # a reply is being written: swap when it is done
+        self.save_button.setEnabled(False)  # a message is being routed: swap right after, off the GUI thread
         job = jobs.start(lambda _state, _emit: assistant.set_mapping(values), "save-mapping")
         job.succeeded.connect(lambda _m: self.saved.emit())
         job.failed.connect(self.error.emit)
