@@ -13,7 +13,7 @@ from pathlib import Path
 from tara_desktop import paths
 from tara_desktop.jobs import JobState
 from tara_desktop.profile.consent import CONSENT_KINDS
-from tara_desktop.profile.errors import ProfileError, ProfileLocked
+from tara_desktop.profile.errors import ProfileError, ProfileLocked, WrongPassphrase
 from tara_desktop.profile.profile import Profile, delete_profile
 from tara_desktop.profile.vault import DB_NAME
 
@@ -63,13 +63,18 @@ def _progress(fraction: float | None, message: str) -> None:
 
 def open_profile(*, create: bool = True) -> Profile:
     """Open the profile; ask for the passphrase on a terminal when none is set."""
+    prompt = "TARA profile passphrase: "
     try:
         return Profile.open(create=create)
     except ProfileLocked:
         if not sys.stdin.isatty():
             raise
+    except WrongPassphrase:  # TARA_PASSPHRASE is wrong, or the passphrase was changed since it was set
+        if not sys.stdin.isatty():
+            raise
+        prompt = "TARA_PASSPHRASE does not unlock the profile (was the passphrase changed?); passphrase: "
     new = not (paths.profile_dir() / DB_NAME).exists()
-    passphrase = getpass.getpass("New passphrase for the TARA profile: " if new else "TARA profile passphrase: ")
+    passphrase = getpass.getpass("New passphrase for the TARA profile: " if new else prompt)
     if new and getpass.getpass("Repeat the passphrase: ") != passphrase:
         raise ProfileError("the two passphrases differ; run the command again and type the same passphrase twice")
     return Profile.open(passphrase=passphrase, create=create)

@@ -19,7 +19,7 @@ import threading
 from typing import Any
 
 from tara_desktop.profile import crypto
-from tara_desktop.profile.errors import ProfileError, ProfileLocked
+from tara_desktop.profile.errors import PassphraseChanged, ProfileError, ProfileLocked
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,12 @@ class KeyringSource(KeySource):
         return f"keyring ({keyring_name()})"
 
 
+_CHANGED = (
+    "the profile's passphrase was changed (by `tara profile rotate-key` or another TARA window); "
+    "type the new passphrase to go on (nothing was changed)"
+)
+
+
 class UnavailableSource(KeySource):
     """A source this process cannot use (another process changed the passphrase): reopen the profile."""
 
@@ -229,10 +235,10 @@ class UnavailableSource(KeySource):
         self.kind = kind
 
     def kek(self, kek_id: str, params: dict[str, Any]) -> bytes:
-        raise ProfileLocked("the profile's passphrase was changed by another TARA window; open the profile again")
+        raise PassphraseChanged(_CHANGED)
 
     def new_kek(self) -> tuple[str, dict[str, Any], bytes]:
-        raise ProfileLocked("the profile's passphrase was changed by another TARA window; open the profile again")
+        raise PassphraseChanged(_CHANGED)
 
 
 def choose_source_for_new_profile(

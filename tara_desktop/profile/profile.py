@@ -263,16 +263,22 @@ class Profile:
             raise ProfileError(f"the profile in {db.parent} was made by a newer TARA; update TARA to open it")
         source = keys.source_for_existing_profile(meta.get("key_source", ""), meta["profile_id"], passphrase)
         vault = Vault(db, conn, source, meta["profile_id"])
-        with vault.lock:
+        with vault.lock, vault.read():
+            # The meta and the keys from one snapshot: a key rotation committing meanwhile (another
+            # process) is seen whole or not at all.
+            meta = _read_meta(conn)
+            if meta.get("key_source", "") != source.kind:  # a rotation moved the key meanwhile
+                source = keys.source_for_existing_profile(meta.get("key_source", ""), meta["profile_id"], passphrase)
+                vault.source = source
             vault.load_keys()  # a wrong passphrase stops here, before anything is written
             vault.active_gen = int(meta.get("active_gen", "1"))
-            if int(conn.execute("PRAGMA application_id").fetchone()[0]) != APPLICATION_ID:
-                try:  # a profile made before the mark existed
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                except sqlite3.OperationalError as exc:
-                    log.info("profile not marked: %s", exc)
         from tara_desktop.profile import rotation
 
+        if int(conn.execute("PRAGMA application_id").fetchone()[0]) != APPLICATION_ID:
+            try:  # a profile made before the mark existed
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            except sqlite3.OperationalError as exc:
+                log.info("profile not marked: %s", exc)
         try:
             ledger.ensure_schema(conn)  # a profile made before conversations had a ledger
         except sqlite3.OperationalError as exc:
@@ -288,6 +294,21 @@ class Profile:
             referenced = {str(k) for (k,) in conn.execute("SELECT id FROM keks")}
             source.keep_only(referenced)  # drop a KEK left in the keyring by a rotation killed early
         return vault
+
+    def unlock_again(self, passphrase: str) -> None:
+        """After PassphraseChanged: unlock this open profile with the new passphrase (WrongPassphrase if it
+        is not the new one either; the profile stays as it was)."""
+        v = self._vault
+        with v.lock:
+            old_source, old_keys = v.source, v.keys
+            v.source, v.keys = keys.PassphraseSource(passphrase), {}
+            try:
+                v.load_keys()
+            except BaseException:
+                v.source, v.keys = old_source, old_keys
+                raise
+            with v.read():
+                v.active_gen = int(v.get_meta("active_gen") or v.active_gen)
 
     # -- properties ---------------------------------------------------------------------------
     @property

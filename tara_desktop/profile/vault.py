@@ -20,6 +20,7 @@ from typing import Any
 
 from tara_desktop.profile import crypto
 from tara_desktop.profile.errors import (
+    PassphraseChanged,
     ProfileDiskFull,
     ProfileError,
     ProfileReadOnly,
@@ -277,7 +278,14 @@ class Vault:
 
     # -- keys ---------------------------------------------------------------------------------
     def load_keys(self) -> None:
-        """Unwrap every live key generation. A wrong passphrase fails here and changes nothing."""
+        """Unwrap every live key generation, from one consistent snapshot of the key tables (a key
+        rotation committing meanwhile is seen whole or not at all). A wrong passphrase fails here and
+        changes nothing; if this vault was unlocked before, it is PassphraseChanged: another process
+        changed the passphrase."""
+        with self.read():
+            self._load_keys()
+
+    def _load_keys(self) -> None:
         rows = self.conn.execute(
             "SELECT d.gen, d.kek_id, d.wrapped, k.params FROM data_keys d JOIN keks k ON k.id = d.kek_id "
             "WHERE k.source = ? ORDER BY d.gen, d.created_at",
@@ -304,6 +312,11 @@ class Vault:
             pe = [e for e in errors if isinstance(e, ProfileError)]
             if pe:
                 raise pe[0]
+            if self.source.kind == "passphrase" and self.keys:
+                raise PassphraseChanged(
+                    "the profile's passphrase was changed (by `tara profile rotate-key` or another TARA window); "
+                    "type the new passphrase to go on (nothing was changed)"
+                )
             if self.source.kind == "passphrase":
                 raise WrongPassphrase(
                     "wrong passphrase for this profile; check TARA_PASSPHRASE or the passphrase you typed "

@@ -182,3 +182,49 @@ def test_keyring_and_passphrase_can_be_swapped(profile_dir: Path, monkeypatch: p
     with Profile.open(profile_dir, passphrase="back to a passphrase") as p:
         assert p.store.messages(cid)[0].content == "follows the key"
         assert p.audit.verify().ok
+
+
+# -- key rotation while other processes have the profile open ------------------------------------------
+
+def test_open_reads_the_keys_from_one_snapshot_while_a_rotation_commits(
+    profile_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation that commits (and drops the old key) while another open is reading the keys: the open
+    sees the keys before or after it, never half of each, so it never says "wrong passphrase"."""
+    from tara_desktop.profile import keys
+
+    Profile.open(profile_dir).close()
+    rotator = Profile.open(profile_dir)
+    real = keys.PassphraseSource.kek
+    fired = []
+
+    def kek_then_rotate(self: keys.PassphraseSource, kek_id: str, params: dict[str, object]) -> bytes:
+        out = real(self, kek_id, params)
+        if not fired:
+            fired.append(True)
+            rotator.rotate_key()  # commits a new generation and deletes the old one, right now
+        return out
+
+    monkeypatch.setattr(keys.PassphraseSource, "kek", kek_then_rotate)
+    with Profile.open(profile_dir) as p:
+        assert fired
+        cid = p.store.create_conversation("after the rotation")  # picks up the new generation
+        assert p.store.conversation(cid).title == "after the rotation"
+    rotator.close()
+
+
+def test_a_passphrase_changed_elsewhere_says_so_and_takes_the_new_one(profile_dir: Path) -> None:
+    from tara_desktop.profile.errors import PassphraseChanged
+
+    gui = Profile.open(profile_dir)
+    cid = gui.store.create_conversation("open in a window")
+    with Profile.open(profile_dir) as cli:
+        cli.rotate_key(new_passphrase="a brand new passphrase 42")
+    with pytest.raises(PassphraseChanged, match=r"passphrase was changed .* type the new passphrase"):
+        gui.store.append_message(cid, "user", "hello")
+    with pytest.raises(WrongPassphrase):
+        gui.unlock_again("not it")
+    gui.unlock_again("a brand new passphrase 42")
+    gui.store.append_message(cid, "user", "hello")
+    assert [m.content for m in gui.store.messages(cid)] == ["hello"]
+    gui.close()
