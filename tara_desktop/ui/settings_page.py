@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 from tara_desktop.errors import TaraError
 from tara_desktop.ui import theme
 from tara_desktop.ui.banner import Banner
+from tara_desktop.ui.server_panel import ServerPanel
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class SettingsPage(QWidget):
         models = QGroupBox("Models", self)
         form = QFormLayout(models)
         self.memory = QSpinBox(models)
-        self.memory.setRange(256, 262_144)
+        self.memory.setRange(0, 262_144)  # 0 = automatic: half of this computer's memory
+        self.memory.setSpecialValueText("Automatic (half of this computer's memory)")
         self.memory.setSingleStep(256)
         self.memory.setSuffix(" MB")
         self.memory.setAccessibleName("Memory budget for loaded models")
@@ -122,6 +124,8 @@ class SettingsPage(QWidget):
         self.threads.setAccessibleName("Threads")
         form.addRow("Threads:", self.threads)
         outer.addWidget(models)
+        self.server_panel = ServerPanel(self)  # applies at once: not part of the Apply form
+        outer.addWidget(self.server_panel)
 
         row = QHBoxLayout()
         row.addStretch(1)
@@ -137,6 +141,7 @@ class SettingsPage(QWidget):
     def set_assistant(self, assistant: Any) -> None:
         self.assistant = assistant
         self.setEnabled(assistant is not None)
+        self.server_panel.set_assistant(assistant)
         if assistant is None:
             return
         app = assistant.configs.app

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tara_desktop.assistant import Assistant
-from tara_desktop.jobs import JobState
 from tara_desktop.server.app import Limits
 from tara_desktop.server.runner import ApiServer
+from tests.server.helpers import TokenHook, map_everything_to
 
 
-class TokenHook:
-    """The server's per-token hook, switchable per test (``None``: nothing happens)."""
-
-    def __init__(self) -> None:
-        self.fn: Callable[[int, JobState], None] | None = None
-
-    def __call__(self, n: int, state: JobState) -> None:
-        fn = self.fn
-        if fn is not None:
-            fn(n, state)
-
-
-def map_everything_to(assistant: Assistant, model: Path) -> None:
-    assistant.set_mapping({name: {"model": str(model)} for name in [*assistant.configs.domains, "default"]})
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_assistant(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Assistant]:
     home = tmp_path_factory.mktemp("api-home")
     with Assistant.open(home, passphrase="pw") as a:
@@ -40,12 +23,12 @@ def api_assistant(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield a
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def token_hook() -> TokenHook:
     return TokenHook()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_server(api_assistant: Assistant, token_hook: TokenHook) -> Iterator[ApiServer]:
     server = ApiServer(api_assistant, port=0, token_hook=token_hook)
     server.start()
@@ -78,17 +61,3 @@ def small_queue_server(api_assistant: Assistant, token_hook: TokenHook) -> Itera
         yield server
     finally:
         server.stop()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll ``predicate`` until true (a bound against hanging forever, not a timing assertion)."""
-    done = threading.Event()
-    end = 0.0
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        done.wait(0.02)
-    return predicate()

@@ -14,7 +14,7 @@ from tara_desktop.jobs import JobState
 from tara_desktop.server.errors import ApiError
 from tara_desktop.server.lanes import Lanes
 from tara_desktop.server.runner import ApiServer
-from tests.server.conftest import TokenHook, wait_for
+from tests.server.helpers import TokenHook, wait_for
 
 
 def _client(server: ApiServer) -> Any:
@@ -123,7 +123,7 @@ def test_soak_concurrent_requests_from_several_threads_are_neither_lost_nor_mixe
     client = _client(api_server)
 
     def one(job: tuple[int, str, str, bool, int]) -> dict[str, Any]:
-        i, domain, text, stream, max_tokens = job
+        _i, domain, text, stream, max_tokens = job
         kwargs: dict[str, Any] = {"model": f"tara:{domain}", "messages": [{"role": "user", "content": text}],
                                   "max_tokens": max_tokens, "temperature": 0}
         if stream:
