@@ -18,6 +18,7 @@ moves them (and deletes those left behind by deleted conversations).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 from collections.abc import Callable
@@ -254,7 +255,7 @@ class Conversations:
             for c in self.store.list_conversations()
         ]
 
-    def search(self, query: str, state: Any = None) -> list[ConversationSummary]:
+    def search(self, query: str, state: Any = None) -> builtins.list[ConversationSummary]:
         """Conversations whose title or any message contains ``query`` (case-insensitive), newest first.
         Decrypts every message in memory (no plaintext index on disk): run it off the GUI thread."""
         q = query.strip().casefold()

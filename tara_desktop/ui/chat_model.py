@@ -98,7 +98,16 @@ class ChatModel(QObject):
         self._view = 0  # bumps when another conversation is shown: late results for the old one are dropped
         self._list_seq = 0
         self._unsubscribe: Any = None
+        self._closed = False
         self._store_changed.connect(self._on_store_changed)
+
+    def shutdown(self) -> None:
+        """The window is closing: stop listening and start no more reads (the running turn is stopped
+        and waited for by the job host)."""
+        self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     # ---- wiring --------------------------------------------------------------------------------------
     def set_assistant(self, assistant: Any) -> None:
@@ -128,6 +137,8 @@ class ChatModel(QObject):
         """Reload the list (or the search results) off the GUI thread; only the newest request is applied."""
         self._list_seq += 1
         seq = self._list_seq
+        if self._closed:
+            return
         service = self.service
         if service is None:
             self.conversations = []
@@ -149,6 +160,8 @@ class ChatModel(QObject):
         self.list_changed.emit(self.conversations)
 
     def _on_store_changed(self, kind: str, cid: object) -> None:
+        if self._closed:
+            return
         if kind in ("deleted", "deleted_all") and (kind == "deleted_all" or cid == self.conversation_id):
             if not self.busy:
                 self.open(None)
@@ -167,7 +180,7 @@ class ChatModel(QObject):
         self.title = ""
         self.pinned_domain = None
         self._set_editing(None)
-        self.loading = conversation_id is not None and self.service is not None
+        self.loading = conversation_id is not None and self.service is not None and not self._closed
         self.conversation_shown.emit(self)
         self.pin_changed.emit(None)
         if not self.loading:

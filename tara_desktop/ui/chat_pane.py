@@ -1,8 +1,9 @@
-"""The chat pane: the messages of one conversation, the composer, the domain pin and push-to-talk.
+"""The chat pane: shows the open conversation of the :class:`~tara_desktop.ui.chat_model.ChatModel`,
+the composer, the domain pin and push-to-talk.
 
-The pane talks to the assistant (``tara_desktop.assistant.Assistant``) only through ``run_turn`` and the
-profile store; every turn runs on a :class:`~tara_desktop.ui.workers.JobThread`, and streamed tokens
-arrive as queued signals.
+The pane holds no conversation state of its own: it draws what the model says (signals) and hands
+what the person does (send, stop, edit, regenerate, pin) to the model's public methods. Turns and
+conversation loads run off the GUI thread inside the model.
 """
 
 from __future__ import annotations
@@ -14,27 +15,23 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from tara_desktop.errors import TaraError
-from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
+from tara_desktop.ui.chat_model import ChatModel, ShownMessage, result_meta
 from tara_desktop.ui.composer import Composer
 from tara_desktop.ui.message_view import MessageBubble, MessageView
 from tara_desktop.ui.push_to_talk import LevelMeter, PushToTalkButton, PushToTalkHotkey, VoiceStateIndicator
-from tara_desktop.ui.workers import JobHost, JobThread
+from tara_desktop.ui.workers import JobHost
 
 log = logging.getLogger(__name__)
 
 AUTO = "Auto (TARA picks the domain)"
+EDITING = "Editing your message: send it to replace it and the replies after it, or press Esc to keep them."
 
-
-def result_meta(result: Any) -> dict[str, Any]:
-    """The meta line of a reply from a ``TurnResult``."""
-    keys = ("domain", "confidence", "model", "adapter", "emotion", "ttft_s", "tokens_per_s", "cancelled")
-    return {k: getattr(result, k, None) for k in keys}
+__all__ = ["AUTO", "ChatPane", "result_meta"]
 
 
 class ChatPane(QWidget):
-    """One conversation at a time.
+    """One conversation at a time, as the chat model has it.
 
     Signals:
         turn_finished(object): the ``TurnResult`` of a completed (or stopped) turn.
@@ -50,15 +47,12 @@ class ChatPane(QWidget):
     busy_changed = Signal(bool)
     reply_token = Signal(str)
 
-    def __init__(self, jobs: JobHost, hotkey: str = "Ctrl+Space", parent: QWidget | None = None) -> None:
+    def __init__(self, jobs: JobHost, hotkey: str = "Ctrl+Space", parent: QWidget | None = None,
+                 model: ChatModel | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
+        self.model = model if model is not None else ChatModel(jobs, self)
         self.assistant: Any = None
-        self.conversation_id: int | None = None
-        self._pending_pin: str | None = None
-        self.model_override: Any = None  # a model file that replaces the mapping's (smoke, tests)
-        self._job: JobThread | None = None
-        self._reply: MessageBubble | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -106,10 +100,25 @@ class ChatPane(QWidget):
         self.view.edit_requested.connect(self.edit_and_resend)
         self.domain_box.activated.connect(self._on_domain_chosen)
         stop = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
-        stop.activated.connect(self.stop)
+        stop.activated.connect(self._on_escape)
+        m = self.model
+        m.conversation_shown.connect(self._on_conversation_shown)
+        m.message_added.connect(self._on_message_added)
+        m.reply_token.connect(self._on_token)
+        m.reply_finished.connect(self._on_reply_finished)
+        m.ids_assigned.connect(self._on_ids_assigned)
+        m.title_changed.connect(self.title.setText)
+        m.pin_changed.connect(self._show_pin)
+        m.editing_changed.connect(self._on_editing_changed)
+        m.draft_ready.connect(self.composer.set_text)
+        m.busy_changed.connect(self._on_busy_changed)
+        m.turn_finished.connect(self.turn_finished.emit)
+        m.turn_failed.connect(self._on_turn_failed)
+        m.conversation_created.connect(self.conversation_created.emit)
+        m.error.connect(self.banner.show_error)
         from tara_desktop.ui.voice_controller import VoiceController
 
-        self.voice = VoiceController(self)
+        self.voice = VoiceController(self, self.model)
         self.set_assistant(None)
 
     # ---- wiring ---------------------------------------------------------------------------------------
@@ -117,8 +126,22 @@ class ChatPane(QWidget):
     def store(self) -> Any:
         return None if self.assistant is None else self.assistant.profile.store
 
+    @property
+    def conversation_id(self) -> int | None:
+        return self.model.conversation_id
+
+    @property
+    def model_override(self) -> Any:
+        return self.model.model_override
+
+    @model_override.setter
+    def model_override(self, path: Any) -> None:
+        self.model.model_override = path
+
     def set_assistant(self, assistant: Any) -> None:
         self.assistant = assistant
+        if self.model.assistant is not assistant:
+            self.model.set_assistant(assistant)
         self.composer.send_button.setEnabled(assistant is not None)
         self.domain_box.setEnabled(assistant is not None)
         if assistant is not None:
@@ -137,48 +160,79 @@ class ChatPane(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        return self.model.busy
 
-    # ---- showing a conversation --------------------------------------------------------------------
+    # ---- showing what the model has ----------------------------------------------------------------
     def show_conversation(self, conversation_id: int | None) -> None:
-        if self.busy and conversation_id != self.conversation_id:
-            self.stop()
-        self.conversation_id = conversation_id
+        """Open a conversation (None: a new chat); the messages appear when they have been read."""
+        self.model.open(conversation_id)
+
+    def _on_conversation_shown(self, _model: object) -> None:
         self.view.clear()
         self.banner.hide()
-        self._pending_pin = None
-        if conversation_id is None or self.store is None:
-            self.title.setText("New chat")
-            self._show_pin(None)
-            return
-        try:
-            info = next((c for c in self.store.list_conversations() if c.id == conversation_id), None)
-            messages = self.store.messages(conversation_id)
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
-            return
-        self.title.setText(info.title if info is not None and info.title else "Untitled")
-        self._show_pin(getattr(info, "pinned_domain", None))
-        for m in messages:
-            if m.role in ("user", "assistant"):
-                self.view.add_message(m.role, m.content, m.meta, m.id)
-        self.view.set_actions_enabled(True)
+        for m in self.model.messages:
+            self.view.add_message(m.role, m.content, m.meta, m.id)
+        self.view.set_actions_enabled(not self.model.busy)
 
-    def _show_pin(self, domain: str | None) -> None:
+    def _on_message_added(self, message: object) -> None:
+        assert isinstance(message, ShownMessage)
+        self.banner.hide()
+        self.view.add_message(message.role, message.content, message.meta, message.id)
+        self.view.set_actions_enabled(False)
+
+    def _last_bubble(self) -> MessageBubble | None:
+        return self.view.bubbles[-1] if self.view.bubbles else None
+
+    def _on_token(self, token: str) -> None:
+        bubble = self._last_bubble()
+        if bubble is not None and bubble.role == "assistant":
+            bubble.append_text(token)
+        self.reply_token.emit(token)
+
+    def _on_reply_finished(self, message: object) -> None:
+        bubble = self._last_bubble()
+        if bubble is not None and bubble.role == "assistant" and isinstance(message, ShownMessage):
+            bubble.set_content(message.content)
+            bubble.set_meta(message.meta)
+            bubble.message_id = message.id
+
+    def _on_ids_assigned(self) -> None:
+        shown = [m for m in self.model.messages]
+        if len(shown) == len(self.view.bubbles):
+            for bubble, m in zip(self.view.bubbles, shown, strict=True):
+                bubble.message_id = m.id
+
+    def _show_pin(self, domain: object) -> None:
         index = self.domain_box.findData(domain) if domain else 0
         self.domain_box.setCurrentIndex(max(0, index))
 
     def _on_domain_chosen(self, _index: int) -> None:
-        domain = self.domain_box.currentData()
-        if self.conversation_id is None or self.store is None:
-            self._pending_pin = domain
-            return
-        try:
-            self.store.set_pinned_domain(self.conversation_id, domain)
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
+        self.model.pin(self.domain_box.currentData())
 
-    # ---- a turn --------------------------------------------------------------------------------------
+    def _on_editing_changed(self, mid: object) -> None:
+        if mid is None:
+            if self.banner.text == EDITING:
+                self.banner.hide()
+        else:
+            self.banner.show_info(EDITING)
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        self.composer.set_busy(busy)
+        self.view.set_actions_enabled(not busy)
+        self.busy_changed.emit(busy)
+
+    def _on_turn_failed(self, message: str) -> None:
+        self.banner.show_error(message)
+        self.turn_failed.emit(message)
+
+    def _on_escape(self) -> None:
+        if self.model.busy:
+            self.model.stop()
+        elif self.model.editing is not None:
+            self.model.cancel_edit()
+            self.composer.set_text("")
+
+    # ---- what the person does ------------------------------------------------------------------------
     def send(self, text: str, *, emotion: str | None = None, emotion_confidence: float | None = None,
              source: Literal["typed", "voice"] = "typed", model_path: Any = None) -> None:
         """Show ``text`` as the user's message and stream TARA's reply below it."""
@@ -189,146 +243,17 @@ class ChatPane(QWidget):
             self.banner.show_info("TARA is still starting; your message is back in the box — send it in a moment.")
             self.composer.set_text(text)
             return
-        from tara_desktop.assistant import TurnRequest
-
-        pin = self.domain_box.currentData()
-        request = TurnRequest(text=text, conversation_id=self.conversation_id, emotion=emotion,
-                              emotion_confidence=emotion_confidence, pinned_domain=pin, source=source,
-                              model_path=model_path or self.model_override)
-        self.banner.hide()
-        self.view.add_message("user", text)
-        self._reply = self.view.add_message("assistant", "")
-        self.view.set_actions_enabled(False)
-        assistant = self.assistant
-
-        def run(state: JobState, emit: Any) -> Any:
-            return assistant.run_turn(request, state, emit)
-
-        self._job = self.jobs.start(run, "chat-turn")
-        self._job.partial.connect(self._on_token)
-        self._job.succeeded.connect(self._on_turn_done)
-        self._job.failed.connect(self._on_turn_failed)
-        self._job.cancelled.connect(self._on_turn_cancelled)
-        self._job.done.connect(self._on_job_done)
-        self.composer.set_busy(True)
-        self.busy_changed.emit(True)
+        self.model.send(text, emotion=emotion, emotion_confidence=emotion_confidence, source=source,
+                        model_path=model_path)
 
     def stop(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-
-    def begin_external_turn(self, job: JobThread) -> None:
-        """A turn that started elsewhere (a voice turn): Stop and busy state follow ``job``."""
-        self._job = job
-        self._reply = None
-        job.done.connect(self._on_job_done)
-        self.composer.set_busy(True)
-        self.view.set_actions_enabled(False)
-        self.busy_changed.emit(True)
-
-    def show_external_message(self, text: str) -> None:
-        """Show what the person said (a transcript) and an empty reply bubble to stream into."""
-        self.banner.hide()
-        self.view.add_message("user", text)
-        self._reply = self.view.add_message("assistant", "")
-
-    def _on_token(self, token: object) -> None:
-        if self._reply is not None:
-            self._reply.append_text(str(token))
-        self.reply_token.emit(str(token))
-
-    def _on_turn_done(self, result: Any) -> None:
-        created = self.conversation_id is None and result.conversation_id is not None
-        if self._reply is not None:
-            self._reply.set_content(result.reply or self._reply.content)
-            self._reply.set_meta(result_meta(result))
-            self._reply.message_id = result.message_id
-        if result.conversation_id is not None:
-            self.conversation_id = result.conversation_id
-            if created and self._pending_pin and self.store is not None:
-                self.store.set_pinned_domain(result.conversation_id, self._pending_pin)
-            self._reload_ids()
-        if created and result.conversation_id is not None:
-            self.conversation_created.emit(result.conversation_id)
-        self.turn_finished.emit(result)
-
-    def _reload_ids(self) -> None:
-        """Give the bubbles the ids the store gave their messages (for edit and regenerate)."""
-        if self.store is None or self.conversation_id is None:
-            return
-        try:
-            messages = [m for m in self.store.messages(self.conversation_id) if m.role in ("user", "assistant")]
-            info = next((c for c in self.store.list_conversations() if c.id == self.conversation_id), None)
-        except TaraError:
-            return
-        if info is not None:
-            self.title.setText(info.title or "Untitled")
-        if len(messages) == len(self.view.bubbles):
-            for bubble, m in zip(self.view.bubbles, messages, strict=True):
-                bubble.message_id = m.id
-
-    def _on_turn_failed(self, message: str) -> None:
-        if self._reply is not None and not self._reply.content:
-            self._reply.set_content("*(no reply)*")
-        self.banner.show_error(message)
-        self.turn_failed.emit(message)
-
-    def _on_turn_cancelled(self) -> None:
-        if self._reply is not None:
-            meta = dict(self._reply.meta)
-            meta["cancelled"] = True
-            self._reply.set_meta(meta)
-
-    def _on_job_done(self) -> None:
-        self._job = None
-        self._reply = None
-        self.composer.set_busy(False)
-        self.view.set_actions_enabled(True)
-        self.busy_changed.emit(False)
-
-    # ---- regenerate, edit and resend ---------------------------------------------------------------
-    def _rewind_to_user_message(self, user_message_id: int) -> str | None:
-        """Delete a user message and everything after it; return its text."""
-        if self.store is None or self.conversation_id is None:
-            return None
-        messages = self.store.messages(self.conversation_id)
-        ids = [m.id for m in messages]
-        if user_message_id not in ids:
-            return None
-        index = ids.index(user_message_id)
-        text = str(messages[index].content)
-        before = ids[index - 1] if index > 0 else 0
-        self.store.delete_messages_after(self.conversation_id, before)
-        return text
+        self.model.stop()
 
     def regenerate(self, reply_message_id: int) -> None:
         """Write the reply ``reply_message_id`` again from the user message before it."""
-        if self.busy or self.store is None or self.conversation_id is None:
-            return
-        try:
-            messages = self.store.messages(self.conversation_id)
-            ids = [m.id for m in messages]
-            index = ids.index(reply_message_id)
-            user = next(m for m in reversed(messages[:index]) if m.role == "user")
-            text = self._rewind_to_user_message(user.id)
-        except (ValueError, StopIteration):
-            return
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
-            return
-        if text is not None:
-            self.show_conversation(self.conversation_id)
-            self.send(text)
+        self.model.regenerate(reply_message_id)
 
     def edit_and_resend(self, user_message_id: int) -> None:
-        """Put a user message back in the box; the messages from it on are removed when it is sent."""
-        if self.busy or self.store is None or self.conversation_id is None:
-            return
-        try:
-            text = self._rewind_to_user_message(user_message_id)
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
-            return
-        if text is not None:
-            self.show_conversation(self.conversation_id)
-            self.composer.set_text(text)
+        """Put a user message back in the box; it and the messages after it are replaced only when it
+        is sent (Esc keeps everything)."""
+        self.model.begin_edit(user_message_id)

@@ -1,4 +1,8 @@
-"""The conversation list: new, rename, delete, and search across every conversation."""
+"""The conversation list: new, rename, delete, and search across every conversation.
+
+A view of the :class:`~tara_desktop.ui.chat_model.ChatModel`: it lists what the model's ``list_changed``
+gives (the search runs off the GUI thread in the model) and selects the conversation the model shows.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tara_desktop.errors import TaraError
-
 log = logging.getLogger(__name__)
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 
 
 class ConversationList(QWidget):
-    """Lists the conversations of the open profile's store.
+    """Lists the conversations the chat model has (all of them, or the search results).
 
     Signals:
         conversation_selected(object): a conversation id, or None for a new, empty chat.
@@ -39,10 +41,11 @@ class ConversationList(QWidget):
     conversation_selected = Signal(object)
     error = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, model: Any = None) -> None:
         super().__init__(parent)
         self.setObjectName("ConversationSidebar")
-        self.store: Any = None
+        self.model: Any = None
+        self._wanted: int | None = None  # a conversation to select when the list arrives
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 12, 10, 10)
         self.new_button = QPushButton("+  New chat", self)
@@ -93,55 +96,74 @@ class ConversationList(QWidget):
             shortcut.activated.connect(slot)
         self.rename_button.setToolTip("Rename the conversation (F2)")
         self.delete_button.setToolTip("Delete the conversation (Delete)")
-        self.set_store(None)
+        if model is not None:
+            self.set_model(model)
+        self.set_enabled(False)
 
-    def set_store(self, store: Any) -> None:
-        self.store = store
-        enabled = store is not None
+    def set_model(self, model: Any) -> None:
+        """Show ``model``'s list and follow the conversation it shows."""
+        self.model = model
+        model.list_changed.connect(self._on_list_changed)
+        model.conversation_shown.connect(lambda _m: self._select_quietly(model.conversation_id))
+        model.conversation_created.connect(self._select_quietly)
+        model.error.connect(self.error.emit)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Enable the controls once the profile is open."""
         for w in (self.new_button, self.search, self.rename_button, self.delete_button):
             w.setEnabled(enabled)
-        self.refresh()
+        if not enabled:
+            self.list.clear()
+            self.hint.setText("Opening your profile…")
 
     def current_id(self) -> int | None:
         item = self.list.currentItem()
         return None if item is None else item.data(ID_ROLE)
 
     def refresh(self, select: int | None = None) -> None:
-        """Reload from the store, keeping (or moving to) the selected conversation, without re-emitting."""
-        keep = select if select is not None else self.current_id()
+        """Ask the model for the list (or the search results for the text in the search box); the list
+        redraws when they arrive."""
+        if self.model is None:
+            return
+        if select is not None:
+            self._wanted = select
+        self.model.search(self.search.text())
+
+    def _on_list_changed(self, conversations: Any) -> None:
+        keep = self._wanted or (self.model.conversation_id if self.model is not None else None)
+        self._wanted = None
         self._quiet = True
         try:
             self.list.clear()
-            if self.store is None:
-                self.hint.setText("Opening your profile…")
-                return
-            query = self.search.text().strip()
-            try:
-                if query:
-                    ids = self._matching_ids(query)
-                    convs = [c for c in self.store.list_conversations() if c.id in ids]
-                    self.hint.setText(f"{len(convs)} conversation(s) mention “{query}”.")
-                else:
-                    convs = list(self.store.list_conversations())
-                    self.hint.setText("" if convs else "No conversations yet.")
-            except TaraError as exc:
-                self.error.emit(str(exc))
-                return
-            for conv in convs:
+            query = self.model.query if self.model is not None else ""
+            for conv in conversations:
                 item = QListWidgetItem(conv.title or "Untitled")
                 item.setData(ID_ROLE, conv.id)
                 item.setToolTip(conv.title or "Untitled")
                 self.list.addItem(item)
                 if conv.id == keep:
                     self.list.setCurrentItem(item)
+            if query:
+                self.hint.setText(f"{len(conversations)} conversation(s) mention “{query}”.")
+            else:
+                self.hint.setText("" if conversations else "No conversations yet.")
         finally:
             self._quiet = False
 
-    def _matching_ids(self, query: str) -> set[int]:
-        found = {m.conversation_id for m in self.store.search(query)}
-        q = query.lower()
-        found |= {c.id for c in self.store.list_conversations() if q in (c.title or "").lower()}
-        return found
+    def _select_quietly(self, conversation_id: object) -> None:
+        self._quiet = True
+        try:
+            if conversation_id is None:
+                self.list.setCurrentRow(-1)
+                self.list.clearSelection()
+                return
+            for i in range(self.list.count()):
+                item = self.list.item(i)
+                if item.data(ID_ROLE) == conversation_id:
+                    self.list.setCurrentItem(item)
+                    return
+        finally:
+            self._quiet = False
 
     def _on_current_changed(self, current: QListWidgetItem | None, _previous: Any) -> None:
         if not self._quiet and current is not None:
@@ -149,19 +171,7 @@ class ConversationList(QWidget):
 
     def select(self, conversation_id: int | None) -> None:
         """Select a conversation (and emit) — None clears the selection for a new chat."""
-        if conversation_id is None:
-            self._quiet = True
-            self.list.setCurrentRow(-1)
-            self.list.clearSelection()
-            self._quiet = False
-            self.conversation_selected.emit(None)
-            return
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            if item.data(ID_ROLE) == conversation_id:
-                self.list.setCurrentItem(item)
-                return
-        self.refresh(select=conversation_id)
+        self._select_quietly(conversation_id)
         self.conversation_selected.emit(conversation_id)
 
     def new_conversation(self) -> None:
@@ -169,20 +179,16 @@ class ConversationList(QWidget):
 
     def rename_current(self) -> None:
         cid = self.current_id()
-        if cid is None or self.store is None:
+        if cid is None or self.model is None:
             return
         old = self.list.currentItem().text()
         title, ok = QInputDialog.getText(self, "Rename conversation", "New name:", text=old)
         if ok and title.strip():
-            try:
-                self.store.rename_conversation(cid, title.strip())
-            except TaraError as exc:
-                self.error.emit(str(exc))
-            self.refresh()
+            self.model.rename(cid, title.strip())
 
     def delete_current(self) -> None:
         cid = self.current_id()
-        if cid is None or self.store is None:
+        if cid is None or self.model is None:
             return
         name = self.list.currentItem().text()
         answer = QMessageBox.question(
@@ -193,9 +199,4 @@ class ConversationList(QWidget):
         )
         if answer != QMessageBox.StandardButton.Yes:
             return
-        try:
-            self.store.delete_conversation(cid)
-        except TaraError as exc:
-            self.error.emit(str(exc))
-        self.refresh()
-        self.select(None)
+        self.model.delete(cid)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from tara_desktop.ui import theme
+from tara_desktop.ui.chat_model import ChatModel
 from tara_desktop.ui.chat_pane import ChatPane
 from tara_desktop.ui.conversation_list import ConversationList
 from tara_desktop.ui.session import Session
@@ -91,9 +92,10 @@ class MainWindow(QMainWindow):
         row.addWidget(self.stack, 1)
         self.setCentralWidget(central)
 
-        # Chat page: conversations | chat pane
-        self.conversations = ConversationList(self)
-        self.chat = ChatPane(self.jobs, parent=self)
+        # Chat page: conversations | chat pane, two views of one chat model
+        self.chat_model = ChatModel(self.jobs, self)
+        self.conversations = ConversationList(self, model=self.chat_model)
+        self.chat = ChatPane(self.jobs, parent=self, model=self.chat_model)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.conversations)
         splitter.addWidget(self.chat)
@@ -113,8 +115,6 @@ class MainWindow(QMainWindow):
 
         self.conversations.conversation_selected.connect(self.chat.show_conversation)
         self.conversations.error.connect(self.chat.banner.show_error)
-        self.chat.conversation_created.connect(lambda cid: self.conversations.refresh(select=cid))
-        self.chat.turn_finished.connect(lambda _r: self.conversations.refresh())
         self.session.status_changed.connect(self._on_session_status)
         self.session.opened.connect(self._on_opened)
         self.session.failed.connect(self._on_open_failed)
@@ -205,8 +205,8 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if isinstance(app, QApplication) and not self._keep_theme:
             theme.apply_theme(app, look.theme, look.font_size)  # the user's own theme and font size
-        self.conversations.set_store(assistant.profile.store)
         self.chat.set_assistant(assistant)
+        self.conversations.set_enabled(True)
         for lazy in self.pages.values():
             if lazy.page is not None:
                 lazy.page.set_assistant(assistant)  # type: ignore[attr-defined]
@@ -242,7 +242,7 @@ class MainWindow(QMainWindow):
         wizard.open()
 
     def _on_everything_deleted(self) -> None:
-        self.conversations.set_store(None)
+        self.conversations.set_enabled(False)
         self.chat.set_assistant(None)
         self.chat.show_conversation(None)
         self.session.reopen()
@@ -253,6 +253,7 @@ class MainWindow(QMainWindow):
         if not self._closing:
             self._closing = True
             self.chat.voice.shutdown()
+            self.chat_model.shutdown()
             if self.jobs.busy:  # the window goes away at once; the work stops behind it
                 self.hide()
                 QApplication.processEvents()

@@ -1,8 +1,11 @@
 """Push-to-talk wiring: microphone while held, then ``tara_desktop.voice.turn.run_voice_turn`` off the GUI thread.
 
 The voice turn is plain Python; this object only opens the microphone on press, shows the level, and on
-release runs the turn on a :class:`~tara_desktop.ui.workers.JobThread`, turning its events into the state
-indicator and the chat pane's bubbles. Pressing again while TARA speaks interrupts it (barge-in).
+release runs the turn on a :class:`~tara_desktop.ui.workers.JobThread`. It hands the turn to the chat
+model (:class:`~tara_desktop.ui.chat_model.ChatModel`), which the chat pane draws: the transcript, the
+turn pipeline's events and the result go to the model's public methods. The reply is spoken in the voice
+of the turn's own routing decision (its ``RouteEvent``): the message is routed once. Pressing again while
+TARA speaks interrupts it (barge-in).
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ def level_from_dbfs(dbfs: float) -> float:
 class VoiceController(QObject):
     """Connects a chat pane's push-to-talk controls to the voice engines."""
 
-    def __init__(self, pane: Any) -> None:
+    def __init__(self, pane: Any, model: Any) -> None:
         super().__init__(pane)
-        self.pane = pane
+        self.pane = pane  # its push-to-talk widgets, level meter, state indicator and banner
+        self.model = model
+        self._queued: tuple[Any, int] | None = None  # audio recorded while the previous turn was stopping
+        self._waiting: Any = None
         self.mic: Any = None
         self.job: JobThread | None = None
         self._engines: dict[str, Any] = {}
@@ -52,18 +58,12 @@ class VoiceController(QObject):
         pane = self.pane
         if self.job is not None:  # barge-in: stop TARA speaking/thinking, then listen again
             self.job.cancel()
-        elif pane.busy:
-            pane.stop()
+        elif self.model.busy:
+            self.model.stop()
         if pane.assistant is None:
             pane.banner.show_info("TARA is still starting; try push-to-talk in a moment.")
             return
-        try:
-            allowed = bool(pane.assistant.profile.consent.get("record_voice"))
-        except TaraError:
-            allowed = False
-        if not allowed:
-            pane.banner.show_info("Voice is off. Allow “Use my microphone for push-to-talk” in Privacy to talk to TARA.")
-            return
+        # The microphone works without any consent; "record_voice" only decides whether recordings are kept.
         try:
             from tara_desktop.voice.audio import Microphone
 
@@ -103,19 +103,26 @@ class VoiceController(QObject):
 
     def start_turn(self, audio: Any, sr: int) -> None:
         """Run one spoken turn on recorded audio (also used by tests with a WAV)."""
-        pane = self.pane
-        if self.job is not None:
-            self.job.wait(10_000)
-        assistant = pane.assistant
+        pane, model = self.pane, self.model
+        if self.job is not None or model.busy:  # a barge-in: the turn was asked to stop; start once it has
+            self._queued = (audio, sr)
+            if self.job is not None:
+                self.job.cancel()
+            model.stop()
+            if self._waiting is None:
+                self._waiting = model.busy_changed
+                model.busy_changed.connect(self._start_queued)
+            return
+        assistant = model.assistant
         settings = self.settings
         engines = self._engines
         box: dict[str, Any] = {}
-        conversation_id = pane.conversation_id
-        pin = pane.domain_box.currentData()
-        override = pane.model_override
+        model.cancel_edit()
+        template = model.request("-", source="voice")  # the conversation, pin and model of this turn
 
         def run(state: JobState, emit: Any) -> Any:
-            from tara_desktop.assistant import TurnRequest
+            from dataclasses import replace
+
             from tara_desktop.voice.turn import run_voice_turn
 
             if not engines:
@@ -125,18 +132,23 @@ class VoiceController(QObject):
 
                 engines["asr"] = SpeechRecognizer.from_config(settings)
                 engines["emotion"] = EmotionDetector.from_config(settings)
-                engines["tts"] = SpeechSynthesizer.from_config(settings) if settings.speak_replies else None
+                def online_allowed() -> bool:  # asked before every sentence: withdrawing acts on the next one
+                    return bool(assistant.profile.consent.get("online_voice"))
+
+                engines["tts"] = (SpeechSynthesizer.from_config(settings, online_allowed=online_allowed)
+                                  if settings.speak_replies else None)
 
             def respond(text: str, emotion: str, confidence: float, on_token: Any) -> str:
-                try:  # the reply's voice is the domain's, chosen before the first sentence is spoken
-                    domain = assistant.router.route(text, pinned=pin).domain
-                    box["voice"] = assistant.router.voice_for(domain, emotion)
-                except TaraError:
-                    pass
-                request = TurnRequest(text=text, conversation_id=conversation_id, emotion=emotion,
-                                      emotion_confidence=confidence, pinned_domain=pin, model_path=override,
-                                      source="voice")
-                result = assistant.run_turn(request, state, on_token)
+                def on_event(event: Any) -> None:
+                    if event.kind == "token":
+                        on_token(event.text)  # the voice turn shows and speaks it
+                        return
+                    if event.kind == "route":  # the reply's voice is the turn's own domain's
+                        box["voice"] = event.voice
+                    emit(event)
+
+                request = replace(template, text=text, emotion=emotion, emotion_confidence=confidence)
+                result = assistant.turn(request, state, on_event)
                 box["result"] = result
                 return str(result.reply)
 
@@ -148,48 +160,68 @@ class VoiceController(QObject):
             out = run_voice_turn(audio, sr, asr=engines["asr"], emotion=engines["emotion"], respond=respond,
                                  tts=engines["tts"], play=play, state=state, on_event=emit,
                                  voice=lambda: box.get("voice"))
+            try:  # kept (encrypted, in the profile) only with the "record_voice" consent
+                from tara_desktop.voice.recordings import keep_recording
+
+                keep_recording(assistant.profile, audio, sr)
+            except TaraError as exc:
+                log.warning("the recording could not be kept (%s)", exc.__class__.__name__)
             return out, box.get("result")
 
         self.job = pane.jobs.start(run, "voice-turn")
         self.job.partial.connect(self._on_event)
         self.job.succeeded.connect(self._on_done)
-        self.job.failed.connect(self._on_failed)
+        self.job.failed.connect(model.fail_turn)
         self.job.done.connect(self._on_job_done)
-        pane.begin_external_turn(self.job)
+        model.begin_external_turn(self.job)
 
     def _on_event(self, event: object) -> None:
         kind = getattr(event, "kind", None)
         data = getattr(event, "data", None)
-        pane = self.pane
+        pane, model = self.pane, self.model
         if kind == "state":
             pane.voice_state.set_state(str(data))
         elif kind == "transcript":
             text = str(getattr(data, "text", "")).strip()
             if text:
-                pane.show_external_message(text)
+                model.show_user_message(text)
         elif kind == "token":
-            pane._on_token(data)
+            model.apply_token(str(data))
         elif kind == "error":
             pane.banner.show_info(f"Answering in text only: {data}")
+        elif kind in ("route", "window", "stored"):
+            model.apply_event(event)
 
     def _on_done(self, outcome: Any) -> None:
         voice, result = outcome
         if voice.heard_nothing:
-            self.pane.banner.show_info("I didn't catch that — hold the button and speak a little closer.")
+            from tara_desktop.voice.turn import HEARD_NOTHING_MESSAGE
+
+            self.pane.banner.show_info(HEARD_NOTHING_MESSAGE)
         if result is not None:
             meta_emotion = getattr(voice, "emotion", None)
             if meta_emotion and not getattr(result, "emotion", None):
                 result.emotion = meta_emotion
-            self.pane._on_turn_done(result)
+            for name, value in (("emotion_engine", voice.emotion_engine), ("asr_engine", voice.asr_engine)):
+                if hasattr(result, name) and not getattr(result, name):
+                    setattr(result, name, value)
+            self.model.finish_turn(result)
 
-    def _on_failed(self, message: str) -> None:
-        self.pane._on_turn_failed(message)
+    def _start_queued(self, busy: bool) -> None:
+        if busy or self.job is not None or self._queued is None:
+            return
+        if self._waiting is not None:
+            self._waiting.disconnect(self._start_queued)
+            self._waiting = None
+        (audio, sr), self._queued = self._queued, None
+        self.start_turn(audio, sr)
 
     def _on_job_done(self) -> None:
         self.job = None
         self.pane.voice_state.set_state("idle")
 
     def shutdown(self) -> None:
+        self._queued = None
         self._meter.stop()
         if self.mic is not None:
             try:

@@ -12,6 +12,11 @@ from PySide6.QtCore import Qt
 TIMEOUT = 120_000
 
 
+def _reads_running(window: Any) -> bool:
+    """A job (a conversation load, list refresh or search) has not yet delivered its result."""
+    return bool(window.jobs.busy)
+
+
 def test_send_a_message_and_see_the_streamed_reply(qtbot: Any, window: Any, send: Any) -> None:
     result = send("How do I write a business plan?")
     chat = window.chat
@@ -35,8 +40,8 @@ def test_stop_mid_stream(qtbot: Any, window: Any, send: Any) -> None:
     first_token = threading.Event()
     stop_clicked = threading.Event()
 
-    def hold_after_first_token(_token: object) -> None:  # runs on the worker thread
-        if not first_token.is_set():
+    def hold_after_first_token(event: object) -> None:  # runs on the worker thread
+        if getattr(event, "kind", None) == "token" and not first_token.is_set():
             first_token.set()
             stop_clicked.wait(30)
 
@@ -83,12 +88,34 @@ def test_edit_and_resend(qtbot: Any, window: Any, send: Any) -> None:
     assert user.edit_button is not None
     qtbot.mouseClick(user.edit_button, Qt.MouseButton.LeftButton)
     assert chat.composer.edit.toPlainText() == "Explain photosyntesis"
-    assert chat.store.messages(first.conversation_id) == []
+    stored = chat.store.messages(first.conversation_id)
+    assert [m.role for m in stored] == ["user", "assistant"]  # nothing is deleted until the edit is sent
+    assert "Editing" in chat.banner.text
     chat.composer.edit.clear()
     second = send("Explain photosynthesis")
     assert second.conversation_id == first.conversation_id
     stored = chat.store.messages(first.conversation_id)
     assert [m.content for m in stored if m.role == "user"] == ["Explain photosynthesis"]
+    assert [m.id for m in stored] == [second.user_message_id, second.message_id]
+    assert chat.view.bubbles[0].content == "Explain photosynthesis" and len(chat.view.bubbles) == 2
+
+
+def test_edit_then_cancel_loses_nothing(qtbot: Any, window: Any, send: Any) -> None:
+    first = send("What is a balance sheet?")
+    second = send("And a cash flow statement?")
+    chat = window.chat
+    before = [(m.id, m.content) for m in chat.store.messages(first.conversation_id)]
+    assert len(before) == 4
+    qtbot.mouseClick(chat.view.bubbles[0].edit_button, Qt.MouseButton.LeftButton)  # Edit the first message
+    assert chat.composer.edit.toPlainText() == "What is a balance sheet?"
+    qtbot.keyClick(chat.composer.edit, Qt.Key.Key_Escape)  # ...and change my mind
+    assert chat.composer.edit.toPlainText() == "" and "Editing" not in chat.banner.text
+    assert [(m.id, m.content) for m in chat.store.messages(first.conversation_id)] == before
+    third = send("And an income statement?")  # a new message is added, nothing replaced
+    after = chat.store.messages(first.conversation_id)
+    assert [(m.id, m.content) for m in after][:4] == before and after[-1].id == third.message_id
+    assert second.conversation_id == third.conversation_id == first.conversation_id
+    assert len(chat.view.bubbles) == 6
 
 
 def test_switch_conversations_and_search(qtbot: Any, window: Any, send: Any) -> None:
@@ -103,11 +130,32 @@ def test_switch_conversations_and_search(qtbot: Any, window: Any, send: Any) -> 
         if convs.list.item(i).data(Qt.ItemDataRole.UserRole) == a.conversation_id:
             convs.list.setCurrentRow(i)
     assert window.chat.conversation_id == a.conversation_id
+    # the messages are read off the GUI thread and shown when they arrive
+    qtbot.waitUntil(lambda: len(window.chat.view.bubbles) == 2, timeout=30_000)
     assert window.chat.view.bubbles[0].content == "How much sleep does an adult need?"
-    convs.search.setText("SaaS")
-    convs.refresh()
+    assert window.chat.view.bubbles[0].message_id == a.user_message_id
+    with qtbot.waitSignal(window.chat_model.list_changed, timeout=30_000):
+        convs.search.setText("SaaS")  # the search runs off the GUI thread
     assert convs.list.count() == 1
     assert convs.list.item(0).data(Qt.ItemDataRole.UserRole) == b.conversation_id
+    assert "mention" in convs.hint.text()
+
+
+def test_a_late_result_for_an_older_request_is_dropped(qtbot: Any, window: Any, send: Any) -> None:
+    a = send("How much sleep does an adult need?")
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    b = send("How should I price my SaaS product?")
+    model = window.chat_model
+    model.open(a.conversation_id)
+    model.open(b.conversation_id)  # asked for before a's messages arrived: a's load result is dropped
+    qtbot.waitUntil(lambda: not model.loading and not _reads_running(window), timeout=30_000)
+    assert model.conversation_id == b.conversation_id
+    assert model.messages[0].content == "How should I price my SaaS product?"
+    model.search("sleep")
+    with qtbot.waitSignal(model.list_changed, timeout=30_000):
+        model.search("SaaS")  # the newer search wins, whichever finishes first
+    qtbot.waitUntil(lambda: not _reads_running(window), timeout=30_000)
+    assert [c.id for c in model.conversations] == [b.conversation_id]
 
 
 def test_rename_and_delete_a_conversation(qtbot: Any, window: Any, send: Any, monkeypatch: Any) -> None:
@@ -146,8 +194,8 @@ def test_closing_the_window_mid_reply_stops_it_and_waits(qtbot: Any, window: Any
     release = threading.Event()
     finished: list[Any] = []
 
-    def hold_after_first_token(_token: object) -> None:  # worker thread: the reply is mid-stream
-        if not first_token.is_set():
+    def hold_after_first_token(event: object) -> None:  # worker thread: the reply is mid-stream
+        if getattr(event, "kind", None) == "token" and not first_token.is_set():
             first_token.set()
             release.wait(30)
 
