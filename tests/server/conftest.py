@@ -20,6 +20,7 @@ def api_assistant(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with Assistant.open(home, passphrase="pw") as a:
         a.save_settings({"llm": {"max_tokens": 16, "context_size": 512}})
         map_everything_to(a, tiny_gguf)
+        a.router.warm_up()  # the embedding model loads here, not inside a request's timeout
         yield a
 
 
@@ -49,7 +50,7 @@ def hook(token_hook: TokenHook) -> Iterator[TokenHook]:
 def client(api_server: ApiServer) -> Any:
     import openai
 
-    return openai.OpenAI(base_url=api_server.url, api_key=api_server.token, max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=api_server.url, api_key=api_server.token, max_retries=0, timeout=300)
 
 
 @pytest.fixture()

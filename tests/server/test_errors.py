@@ -18,7 +18,7 @@ GOOD = {"model": "tara", "messages": [{"role": "user", "content": "hello"}], "ma
 @pytest.fixture()
 def http(api_server: ApiServer) -> Any:
     with httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {api_server.token}"},
-                      timeout=60) as c:
+                      timeout=300) as c:
         yield c
 
 

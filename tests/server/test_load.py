@@ -18,7 +18,7 @@ from tests.server.helpers import TokenHook, wait_for
 
 
 def _client(server: ApiServer) -> Any:
-    return openai.OpenAI(base_url=server.url, api_key=server.token, max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=server.url, api_key=server.token, max_retries=0, timeout=300)
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_within_a_token(

@@ -34,12 +34,13 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]
     with Assistant.open(tmp_path_factory.mktemp("real-api-home"), passphrase="pw") as a:
         a.save_settings({"llm": {"context_size": 1024}})
         map_everything_to(a, model)
+        a.router.warm_up()  # the embedding model loads here, not inside a request's timeout
         with ApiServer(a, port=0) as server:
             yield server
 
 
 def test_the_bundled_model_answers_streamed_and_not_and_a_disconnect_cancels(real_server: ApiServer) -> None:
-    client = openai.OpenAI(base_url=real_server.url, api_key=real_server.token, max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=real_server.url, api_key=real_server.token, max_retries=0, timeout=300)
     question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
     reply = client.chat.completions.create(model="tara", messages=question, max_tokens=24, temperature=0)
     text = reply.choices[0].message.content
@@ -66,7 +67,7 @@ def test_the_bundled_model_answers_streamed_and_not_and_a_disconnect_cancels(rea
 
 
 def test_speech_and_transcription_round_trip_offline(real_server: ApiServer, tmp_path: Path) -> None:
-    client = openai.OpenAI(base_url=real_server.url, api_key=real_server.token, max_retries=0, timeout=120)
+    client = openai.OpenAI(base_url=real_server.url, api_key=real_server.token, max_retries=0, timeout=300)
     spoken = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello from TARA.", response_format="wav")
     wav = spoken.read()
     assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and len(wav) > 4000

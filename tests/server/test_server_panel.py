@@ -39,7 +39,7 @@ def test_the_switch_serves_copies_the_token_and_logs_without_content(qtbot: Any,
         token = QApplication.clipboard().text()
         assert token == panel.token() and token.startswith("tara-")
 
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0, timeout=60)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0, timeout=300)
         canary = "panel-canary-51c2"
         client.chat.completions.create(model="tara", messages=[{"role": "user", "content": canary}], max_tokens=2)
         qtbot.waitUntil(lambda: panel.log_view.count() >= 1, timeout=10_000)
