@@ -101,6 +101,12 @@ class FileLock:
     def held(self) -> bool:
         return self._fh is not None
 
+    def fileno(self) -> int:
+        """The locked descriptor (a child process started with it in ``pass_fds`` shares the lock)."""
+        if self._fh is None:
+            raise ValueError("the lock is not held")
+        return self._fh.fileno()
+
     def acquire(self) -> bool:
         if self._fh is not None:
             return True

@@ -17,7 +17,7 @@ from typing import Any
 
 from tara_desktop import paths
 from tara_desktop.errors import TaraError
-from tara_desktop.files import make_private_dir
+from tara_desktop.files import FileLock, make_private_dir, process_alive
 from tara_desktop.training.checkpoints import newest_complete, write_json_atomic
 from tara_desktop.training.spec import TrainingSpec
 
@@ -121,13 +121,45 @@ def claim(record: JobRecord) -> None:
 
 
 def is_alive(record: JobRecord) -> bool:
-    """True when the process named in job.json is still the one that claimed the job."""
-    if record.pid is None:
+    """True when the process named in job.json is still the one that claimed the job. A killed process
+    its parent has not reaped yet (a zombie) is dead: it trains no more."""
+    if record.pid is None or not process_alive(record.pid):
         return False
     started = _process_start_time(record.pid)
     if started is None:
         return False
     return record.pid_started_at is None or abs(started - record.pid_started_at) < 1.0
+
+
+def wait_until_dead(record: JobRecord, timeout: float) -> bool:
+    """Give a dying process (killed, stopping) up to ``timeout`` seconds; True when it is gone."""
+    deadline = time.monotonic() + timeout
+    while is_alive(record):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+LOCK_FILE = ".tara-job.lock"
+
+
+def lock_path(job_dir: Path) -> Path:
+    return Path(job_dir) / LOCK_FILE
+
+
+def is_locked(job_dir: Path) -> bool:
+    """True while some process (a worker, or the app supervising it) holds the job folder's lock."""
+    if not lock_path(job_dir).exists():
+        return False
+    probe = FileLock(lock_path(job_dir))
+    try:
+        if probe.acquire():
+            probe.release()
+            return False
+        return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -149,7 +181,7 @@ def find_interrupted_jobs(root: str | os.PathLike[str] | None = None) -> list[In
             record = read_job(job_dir)
         except TaraError:
             continue
-        if record.status == "done" or (record.status == "running" and is_alive(record)):
+        if record.status == "done" or (record.status == "running" and is_alive(record)) or is_locked(job_dir):
             continue
         reason = {
             "running": "the app or the machine stopped while it was training",

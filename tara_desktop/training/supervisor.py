@@ -21,12 +21,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from tara_desktop.errors import TaraError
+from tara_desktop.files import FileLock, make_private_dir
 from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.training import datasets as ds
 from tara_desktop.training import recovery
@@ -37,6 +39,30 @@ from tara_desktop.training.worker import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_DO
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
+
+# How long a resume waits for a job that is just dying (killed, not yet reaped; its supervisor still
+# recording the crash) before it says the job is running.
+DYING_WAIT_S = 5.0
+
+
+def lock_job(job_dir: Path, wait: float | None = None) -> FileLock:
+    """The job folder's OS lock, held while a job runs there (by the app and, inherited, by its worker: a
+    worker whose app died keeps it). Waits up to ``wait`` seconds for one that is ending, then refuses."""
+    if not job_dir.is_dir():
+        if job_dir.exists():
+            raise TaraError(f"{job_dir} is a file; choose a folder for the job")
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(job_dir, exist_ok=True)
+    lock = FileLock(recovery.lock_path(job_dir))
+    deadline = time.monotonic() + (DYING_WAIT_S if wait is None else wait)
+    while not lock.acquire():
+        if time.monotonic() >= deadline:
+            raise TaraError(
+                f"the job in {job_dir} is being trained by another TARA process right now; wait for it to finish "
+                "(or stop it) before starting or resuming it again"
+            )
+        time.sleep(0.05)
+    return lock
 
 
 @dataclass
@@ -75,8 +101,11 @@ def prepare_job(spec: TrainingSpec, *, resume: bool) -> TrainingSpec:
         if not has_job:
             raise TaraError(f"{job_dir} holds no training job to resume; start one without --resume")
         record = recovery.read_job(job_dir)
-        if record.status == "running" and recovery.is_alive(record):
-            raise TaraError(f"the job in {job_dir} is already running (process {record.pid})")
+        if record.status == "running" and not recovery.wait_until_dead(record, DYING_WAIT_S):
+            raise TaraError(
+                f"the job in {job_dir} is already running (process {record.pid}); wait for it to finish or stop it "
+                "before resuming"
+            )
         return record.spec
     if has_job or list_checkpoint_dirs(spec.checkpoints_dir) or spec.adapter_dir.exists():
         raise TaraError(f"{job_dir} already holds a training job; use --resume to continue it or choose another folder")
@@ -98,8 +127,10 @@ class TrainingSupervisor:
         resume: bool = False,
         on_event: EventSink | None = None,
         python: str | None = None,
+        lock: FileLock | None = None,
     ) -> None:
         self.spec = spec
+        self.lock = lock
         self._data = data
         self.resume = resume
         self.on_event = on_event
@@ -131,12 +162,14 @@ class TrainingSupervisor:
         # The project root must be importable even when TARA runs from a source checkout.
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        inherit = (self.lock.fileno(),) if self.lock is not None and self.lock.held and os.name == "posix" else ()
         self.process = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            pass_fds=inherit,  # the worker shares the job folder's lock: it outlives a killed app
             # No console window flashing up on Windows when the GUI starts a job.
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
@@ -276,13 +309,17 @@ def run_supervised(
     on_start: Callable[[TrainingSupervisor], None] | None = None,
 ) -> JobOutcome:
     """Prepare the job folder, run the job in a child process and wait for it (a plain long-job function)."""
-    spec = prepare_job(spec, resume=resume)
-    ds.parse_dataset(data, name=spec.data_name or spec.data_path or "", fmt=spec.data_format)  # type: ignore[arg-type]
-    supervisor = TrainingSupervisor(spec, data, resume=resume, on_event=on_event)
-    supervisor.start()
-    if on_start is not None:
-        on_start(supervisor)
-    return supervisor.wait(state)
+    lock = lock_job(spec.job_dir)
+    try:
+        spec = prepare_job(spec, resume=resume)
+        ds.parse_dataset(data, name=spec.data_name or spec.data_path or "", fmt=spec.data_format)  # type: ignore[arg-type]
+        supervisor = TrainingSupervisor(spec, data, resume=resume, on_event=on_event, lock=lock)
+        supervisor.start()
+        if on_start is not None:
+            on_start(supervisor)
+        return supervisor.wait(state)
+    finally:
+        lock.release()
 
 
 def train_all(

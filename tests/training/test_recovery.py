@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tara_desktop.training import checkpoints as ck
 from tara_desktop.training import recovery
@@ -94,3 +95,125 @@ def test_read_job_errors_are_one_sentence(tmp_path: Path) -> None:
     (tmp_path / "job.json").write_text("[]")
     with pytest.raises(TaraError, match="is unreadable"):
         recovery.read_job(tmp_path)
+
+
+# -- resume races: dying workers, and one job per folder at a time ------------------------------------
+
+HOLD_LOCK = (
+    "import fcntl, sys, time\n"
+    "f = open(sys.argv[1], 'a+b')\n"
+    "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(float(sys.argv[2]))\n"
+)
+
+
+def _zombie() -> subprocess.Popen[bytes]:
+    """A child that has exited but is not reaped yet (what a SIGKILLed worker is until its parent waits)."""
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = psutil.Process(child.pid)
+    while proc.status() != psutil.STATUS_ZOMBIE:
+        import time
+
+        time.sleep(0.01)
+    return child
+
+
+def test_a_killed_worker_not_yet_reaped_counts_as_dead(tmp_path: Path) -> None:
+    import psutil
+    import pytest
+
+    if sys.platform == "win32":
+        pytest.skip("zombies are POSIX")
+    child = _zombie()
+    try:
+        record = recovery.JobRecord(spec=_spec(tmp_path / "job"), status="running", pid=child.pid,
+                                    pid_started_at=psutil.Process(child.pid).create_time())
+        assert not recovery.is_alive(record)
+        recovery.write_job(record)
+        [found] = recovery.find_interrupted_jobs(tmp_path)
+        assert found.record.pid == child.pid
+        from tara_desktop.training.supervisor import prepare_job
+
+        assert prepare_job(_spec(tmp_path / "job"), resume=True).job_dir == tmp_path / "job"
+    finally:
+        child.wait()
+
+
+def test_a_second_job_in_the_same_folder_is_refused_while_one_runs(tmp_path: Path, monkeypatch: Any) -> None:
+    import pytest
+
+    from tara_desktop.errors import TaraError
+    from tara_desktop.training import supervisor
+
+    if sys.platform == "win32":
+        pytest.skip("the helper holds an fcntl lock")
+    job_dir = tmp_path / "job"
+    recovery.write_job(recovery.JobRecord(spec=_spec(job_dir), status="crashed"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(recovery.lock_path(job_dir)), "30"],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert recovery.is_locked(job_dir)
+        assert recovery.find_interrupted_jobs(tmp_path) == []  # running elsewhere: not offered for resume
+        with pytest.raises(TaraError, match="being trained by another TARA process right now"):
+            supervisor.lock_job(job_dir, wait=0.2)
+        monkeypatch.setattr(supervisor, "DYING_WAIT_S", 0.2)
+        with pytest.raises(TaraError, match="being trained by another TARA process right now"):
+            supervisor.run_supervised(_spec(job_dir), supervisor.JobState(), b"{}", resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    lock = supervisor.lock_job(job_dir, wait=5.0)  # free once its holder is gone
+    assert lock.held
+    lock.release()
+
+
+def test_a_lock_released_by_a_dying_job_is_waited_for(tmp_path: Path) -> None:
+    import pytest
+
+    from tara_desktop.training import supervisor
+
+    if sys.platform == "win32":
+        pytest.skip("the helper holds an fcntl lock")
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(recovery.lock_path(job_dir)), "0.5"],
+                              stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    lock = supervisor.lock_job(job_dir, wait=20.0)  # the holder ends within the wait: no refusal
+    assert lock.held
+    lock.release()
+    holder.wait()
+    holder.stdout.close()
+
+
+def test_the_worker_inherits_the_job_lock(tmp_path: Path) -> None:
+    """The lock outlives the app that took it while its worker runs, and goes with the worker."""
+    import pytest
+
+    from tara_desktop.training import supervisor
+
+    if sys.platform == "win32":
+        pytest.skip("descriptor inheritance of flock is POSIX")
+    job_dir = tmp_path / "job"
+    spec = _spec(job_dir)
+    recovery.write_job(recovery.JobRecord(spec=spec))
+    fake_worker = tmp_path / "worker"
+    fake_worker.write_text(f"#!{sys.executable}\nimport sys, time\nsys.stdin.buffer.read(8)\ntime.sleep(60)\n")
+    fake_worker.chmod(0o755)
+    lock = supervisor.lock_job(job_dir)
+    sup = supervisor.TrainingSupervisor(spec, b"", python=str(fake_worker), lock=lock)
+    sup.start()
+    lock.release()  # the app is gone ...
+    try:
+        assert recovery.is_locked(job_dir)  # ... the worker still holds the folder
+    finally:
+        sup.kill()
+        outcome = sup.wait()  # reaps it and closes its pipes
+    assert outcome.status == "crashed"
+    assert not recovery.is_locked(job_dir)
