@@ -8,6 +8,7 @@ with a checkpoint; ``--resume`` continues from the newest complete one.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--data", metavar="JSONL", help="dataset: JSONL chats or prompt/response pairs, or plain text")
     p.add_argument("--out", metavar="DIR", required=True, help="job folder (checkpoints/, adapter/, metrics.jsonl)")
     p.add_argument("--epochs", type=int, help="passes over the data (default from config)")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (overrides --epochs)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps, 1 or more (overrides --epochs)")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default from config)")
     p.add_argument("--seed", type=int, help="random seed (same seed, same result; default 0)")
     p.add_argument("--rank", type=int, help="LoRA rank (default from config)")
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--lr", type=float, help="learning rate (default from config)")
     p.add_argument("--max-samples", type=int, help="use at most this many unique samples (default from config)")
     p.add_argument("--batch-size", type=int, help="samples per step (default 4)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: cores - 1)")
+    p.add_argument("--threads", type=int, help="CPU threads, 1 to this machine's count (default: cores - 1)")
     p.add_argument("--resume", action="store_true", help="continue the job in DIR from its newest complete checkpoint")
     p.set_defaults(handler=_train)
 
@@ -118,7 +119,15 @@ def _train(args: argparse.Namespace) -> int:
                         ("--alpha", args.alpha), ("--batch-size", args.batch_size), ("--threads", args.threads),
                         ("--max-samples", args.max_samples)):
         _positive(value, flag)
-    _positive(args.max_steps, "--max-steps", 0)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise TaraError(f"--max-steps must be at least 1; got {args.max_steps} (leave it out to train for --epochs)")
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and args.threads > cpus:
+        raise TaraError(f"--threads {args.threads} is more than this machine's {cpus} CPU threads; use 1 to {cpus}")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        raise TaraError(f"--dropout must be from 0 up to (not including) 1; got {args.dropout}")
+    if args.lr is not None and not 0.0 < args.lr <= 1.0:
+        raise TaraError(f"--lr must be more than 0 and at most 1; got {args.lr}")
     out = Path(args.out).expanduser().resolve()
 
     if args.resume:

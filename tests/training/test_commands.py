@@ -107,3 +107,21 @@ def test_train_then_ctrl_c_then_resume(tiny_base: Path, data_file: Path, tmp_pat
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert json.loads((out / "job.json").read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--threads", "100000", "--threads 100000 is more than this machine's"),
+    ("--max-steps", "0", "--max-steps must be at least 1; got 0 (leave it out to train for --epochs)"),
+    ("--max-steps", "-3", "--max-steps must be at least 1"),
+    ("--threads", "0", "--threads must be at least 1"),
+    ("--dropout", "1.5", "--dropout must be from 0 up to"),
+    ("--lr", "0", "--lr must be more than 0"),
+])
+def test_out_of_range_options_are_refused_up_front(
+    capsys: pytest.CaptureFixture[str], data_file: Path, tmp_path: Path, flag: str, value: str, message: str
+) -> None:
+    out = tmp_path / "job"
+    code, _, err = _run(capsys, "general", "--base", str(tmp_path / "any"), "--data", str(data_file),
+                        "--out", str(out), flag, value)
+    assert code == 2 and message in _one_error(err)
+    assert not out.exists()  # refused before anything was made
