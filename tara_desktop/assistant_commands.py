@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
         help="one turn: route, answer with the local model (streamed), store it in the profile",
         description="Send one message through TARA's whole pipeline and stream the reply to stdout.",
     )
-    p.add_argument("text", metavar="TEXT", help="the message")
+    p.add_argument("text", metavar="TEXT",
+                   help="the message, or - to read it from stdin (then it does not show in `ps`)")
     p.add_argument("--model", type=Path, help="use this GGUF instead of the domain's mapped model")
     p.add_argument("--adapter", type=Path, help="apply this GGUF LoRA adapter")
     p.add_argument("--domain", help="pin the domain instead of routing")
@@ -35,8 +36,24 @@ def _write(piece: str) -> None:
     sys.stdout.flush()
 
 
+def _message(text: str) -> str:
+    """The message: the argument, or with ``-`` all of stdin (UTF-8; one trailing newline dropped)."""
+    if text != "-":
+        return text
+    try:
+        message = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaraError(f"the message on stdin is not valid UTF-8 text (byte {exc.start}); send UTF-8") from None
+    message = message.removesuffix("\n").removesuffix("\r")
+    if not message.strip():
+        raise TaraError("no message on stdin; pipe one in, e.g. `echo hello | tara chat -`")
+    return message
+
+
 def _chat(args: argparse.Namespace) -> int:
     import json
+
+    args.text = _message(args.text)
 
     from tara_desktop.assistant import Assistant, TurnRequest
 

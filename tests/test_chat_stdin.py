@@ -1,0 +1,40 @@
+"""`tara chat -` reads the message from stdin, so it never shows on the command line (`ps`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tara_desktop.profile import Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _chat(home: Path, model: Path, stdin: bytes) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TARA_HOME": str(home), "TARA_PASSPHRASE": "pw", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tara_desktop.cli", "chat", "--model", str(model), "--domain", "business", "--json",
+         "-"],
+        input=stdin, capture_output=True, env=env, timeout=300,
+    )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def test_chat_reads_the_message_from_stdin(tiny_gguf: Path, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    secret = "my private question about pricing, from stdin"
+    ok = _chat(home, tiny_gguf, (secret + "\n").encode())
+    assert ok.returncode == 0, ok.stderr
+    details = json.loads(ok.stderr.strip().splitlines()[-1])
+    with Profile.open(home, passphrase="pw") as p:
+        assert p.store.message(details["user_message_id"]).content == secret
+
+
+def test_chat_stdin_errors_are_one_line(tiny_gguf: Path, tmp_path: Path) -> None:
+    for data, expected in ((b"", "no message on stdin"), (b"caf\xe9\n", "not valid UTF-8")):
+        bad = _chat(tmp_path / "h", tiny_gguf, data)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and expected in bad.stderr, bad.stderr
+        assert len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
