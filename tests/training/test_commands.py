@@ -109,7 +109,7 @@ def test_train_then_ctrl_c_then_resume(tiny_base: Path, data_file: Path, tmp_pat
     assert json.loads((out / "job.json").read_text())["status"] == "done"
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [
+@pytest.mark.parametrize("case", [
     ("--threads", "100000", "--threads 100000 is more than this machine's"),
     ("--max-steps", "0", "--max-steps must be at least 1; got 0 (leave it out to train for --epochs)"),
     ("--max-steps", "-3", "--max-steps must be at least 1"),
@@ -118,8 +118,9 @@ def test_train_then_ctrl_c_then_resume(tiny_base: Path, data_file: Path, tmp_pat
     ("--lr", "0", "--lr must be more than 0"),
 ])
 def test_out_of_range_options_are_refused_up_front(
-    capsys: pytest.CaptureFixture[str], data_file: Path, tmp_path: Path, flag: str, value: str, message: str
+    capsys: pytest.CaptureFixture[str], data_file: Path, tmp_path: Path, case: tuple[str, str, str]
 ) -> None:
+    flag, value, message = case
     out = tmp_path / "job"
     code, _, err = _run(capsys, "general", "--base", str(tmp_path / "any"), "--data", str(data_file),
                         "--out", str(out), flag, value)
