@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 from tara_desktop import __version__
 from tara_desktop.errors import TaraError
@@ -39,7 +40,30 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The subcommand main() was asked to run: build_parser() then imports only the areas up to the one that
+#: provides it (a `tara route` never imports the training or profile code). None: all (for --help).
+_requested: ContextVar[str | None] = ContextVar("tara_requested_command", default=None)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (after the top-level options), or None."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--profile":
+            i += 2
+            continue
+        if arg.startswith("--profile="):
+            i += 1
+            continue
+        return None if arg.startswith("-") else arg
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``tara`` parser. With ``only`` (or the command main() is running), areas are imported in order
+    until one has registered that command: the command's own imports stay the only heavy ones."""
+    wanted = only if only is not None else _requested.get()
     parser = _Parser(prog="tara", description="TARA: a local, private AI assistant.")
     parser.add_argument("--version", action="version", version=f"tara {__version__}")
     parser.add_argument("--profile", metavar="DIR", help="profile directory (default: TARA_HOME or the OS data dir)")
@@ -52,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that area is not built yet
             raise
         module.register(subparsers)
+        if wanted is not None and wanted in subparsers.choices:
+            break
     return parser
 
 
@@ -94,7 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "retype it in a UTF-8 terminal (for a message, `tara chat -` reads it from stdin)\n"
         )
         return 2
-    parser = build_parser()
+    token = _requested.set(_command_in(raw))
+    try:
+        parser = build_parser()
+    finally:
+        _requested.reset(token)
     args = parser.parse_args(raw)
     if args.profile:
         os.environ["TARA_HOME"] = args.profile
