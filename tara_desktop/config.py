@@ -36,7 +36,7 @@ class LlmSettings(_Strict):
     temperature: float = Field(0.7, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int = -1
-    memory_budget_mb: int = Field(2048, ge=64)
+    memory_budget_mb: int = Field(0, ge=0)  # 0 = automatic: half of this computer's memory (llm/memory.py)
     idle_unload_seconds: float = Field(600, ge=0)
     demo_model: str = "tara-demo.gguf"
 

@@ -32,11 +32,13 @@ class CatalogModel(BaseModel):
     size_bytes: int | None = Field(None, gt=0)
     approx_size_mb: int | None = Field(None, gt=0)
     sha256: str | None = None
-    ram_mb: int = Field(gt=0)
+    ram_mb: int | None = Field(None, gt=0)  # published RAM need; informational (tara_desktop.llm.memory estimates)
     context_length: int | None = Field(None, gt=0)
     n_layers: int | None = Field(None, gt=0)
+    n_embd: int | None = Field(None, gt=0)
     n_head_kv: int | None = Field(None, gt=0)
     head_dim: int | None = Field(None, gt=0)
+    n_vocab: int | None = Field(None, gt=0)
     license: str
     domains: list[str] = Field(min_length=1)
     source: str | None = Field(None, pattern=r"^https?://\S+$")
@@ -61,9 +63,11 @@ class CatalogModel(BaseModel):
         return None
 
     def kv_cache_bytes(self, n_ctx: int) -> int | None:
-        if not (self.n_layers and self.n_head_kv and self.head_dim):
-            return None
-        return self.n_layers * n_ctx * self.n_head_kv * 2 * self.head_dim * 2
+        """The f16 KV cache at ``n_ctx`` tokens (:mod:`tara_desktop.llm.memory`); None without the numbers."""
+        from tara_desktop.llm import memory
+
+        shape = memory.shape_from_catalog(self)
+        return memory.kv_cache_bytes(shape, n_ctx) or None if shape is not None else None
 
 
 class _CatalogFile(BaseModel):

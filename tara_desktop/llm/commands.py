@@ -186,38 +186,51 @@ class _ProgressBar:
 
 
 def _models_list(args: argparse.Namespace) -> int:
+    from tara_desktop import paths
     from tara_desktop.config import load_configs
+    from tara_desktop.llm import memory
     from tara_desktop.llm.catalog import load_catalog
     from tara_desktop.llm.library import ModelLibrary, list_models
 
     configs = load_configs()
     catalog = load_catalog(known_domains=set(configs.domains))
+    llm = configs.app.llm
     profile = _open_profile()
     try:
+        machine = memory.Machine.now(paths.user_models_dir(Path(profile.dir)))
         rows = list_models(
             ModelLibrary(profile), catalog,
-            n_ctx=configs.app.llm.context_size, budget_mb=configs.app.llm.memory_budget_mb,
-            n_batch=configs.app.llm.batch_size,
+            n_ctx=llm.context_size, budget_mb=llm.memory_budget_mb, n_batch=llm.batch_size, memory=machine,
         )
     finally:
         profile.close()
+    best = memory.best_fit([(r, r.fit) for r in rows if r.status == "available"])
+    budget = memory.budget_mb(llm.memory_budget_mb, machine.total_ram_bytes)
     if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2))
+        print(json.dumps([{**r.to_json(), "recommended": r is best} for r in rows], indent=2))
         return 0
-    header = ("NAME", "STATUS", "SIZE", "FITS THIS COMPUTER", "LOADED")
+    header = ("NAME", "STATUS", "SIZE", "NEEDS", "FITS THIS COMPUTER", "LOADED")
     table = [header]
     for r in rows:
         size = ("~" if r.size_is_estimate else "") + _human_bytes(r.size_bytes) if r.size_bytes else "?"
-        fit = r.fit.verdict if r.fit.verdict == "unknown" else f"{r.fit.verdict} ({r.fit.reason})"
-        table.append((r.name, r.status, size, fit, "yes" if r.loaded else "no"))
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+        need = memory.human(r.fit.need_bytes) if r.fit.need_bytes else "?"
+        fit = r.fit.label + (" (recommended)" if r is best else "")
+        table.append((r.name, r.status, size, need, fit, "yes" if r.loaded else "no"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
-        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
     for r in rows:
+        if r.fit.verdict not in ("fits", "unknown"):
+            print(f"note: {r.name}: {r.fit.reason}", file=sys.stderr)
         if r.problem:
             print(f"note: {r.name}: {r.problem}", file=sys.stderr)
-    print(f"(estimates at a {configs.app.llm.context_size}-token context and a "
-          f"{configs.app.llm.memory_budget_mb} MB memory budget; `tara models download NAME` fetches an available model)")
+    disk = f", {memory.human(machine.free_disk_bytes)} free disk" if machine.free_disk_bytes is not None else ""
+    auto = " (automatic: half of the memory)" if llm.memory_budget_mb <= 0 else ""
+    print(f"(needs at a {llm.context_size}-token context, clamped to each model's own; this computer: "
+          f"{memory.human(machine.available_ram_bytes)} of {memory.human(machine.total_ram_bytes)} memory free{disk}; "
+          f"memory budget {memory.human(budget * memory.MB)}{auto})")
+    if best is not None:
+        print(f"recommended for this computer: {best.name} (`tara models download {best.name}`)")
     return 0
 
 
@@ -258,29 +271,26 @@ def _models_download(args: argparse.Namespace) -> int:
     from tara_desktop.errors import TaraError
     from tara_desktop.jobs import JobState
     from tara_desktop.llm.catalog import load_catalog
-    from tara_desktop.llm.download import download
+    from tara_desktop.llm.download import download_catalog_model
     from tara_desktop.llm.library import ModelLibrary
 
-    entry = load_catalog().get(args.name)
+    catalog = load_catalog()
+    entry = catalog.get(args.name)
     if entry.bundled or entry.source is None:
         raise TaraError(f"{entry.id} ships with TARA and is not downloaded: it is in {paths.bundled_models_dir()}")
     profile = _open_profile()
     try:
-        library = ModelLibrary(profile)
-        dest = paths.user_models_dir(paths.profile_dir()) / entry.file
-        known = next((m for m in library.models() if m.path == dest.resolve()), None)
-        if known is not None and dest.exists():
-            print(f"{entry.id} is already downloaded: {dest} (registered as {known.name})")
-            return 0
-        if not dest.exists():
-            bar = _ProgressBar()
-            try:
-                download(entry.source, dest, sha256=entry.sha256, state=JobState(bar), expected_size=entry.size_bytes)
-            finally:
-                bar.end()
-        if known is None:
-            library.add(dest, name=entry.id, origin="downloaded", catalog=load_catalog())
+        models_dir = paths.user_models_dir(Path(profile.dir))
+        bar = _ProgressBar()
+        try:
+            model, status = download_catalog_model(entry, models_dir, ModelLibrary(profile), state=JobState(bar),
+                                                   catalog=catalog)
+        finally:
+            bar.end()
     finally:
         profile.close()
-    print(f"downloaded {entry.id} to {dest} and added it to your models")
+    if status == "already":
+        print(f"{entry.id} is already downloaded: {model.path} (registered as {model.name})")
+        return 0
+    print(f"downloaded {entry.id} to {model.path} and added it to your models")
     return 0

@@ -4,7 +4,11 @@
 request when a ``.part`` is already there (after a dropped connection, a cancel or a crash). When the
 file is complete its sha256 is checked (when known) and it is validated as GGUF; only then is it moved to
 ``dest`` in one atomic step. A wrong checksum or an invalid file deletes the ``.part`` and raises a
-:class:`~tara_desktop.errors.TaraError`. A cancel keeps the ``.part`` so the next attempt resumes.
+:class:`~tara_desktop.errors.TaraError`. A cancel keeps the ``.part`` so the next attempt resumes. A file
+larger than the free disk space is refused before a byte is written.
+
+:func:`download_catalog_model` is the one job behind ``tara models download``, the Models page and the
+welcome: download a catalog model into the user's models folder and register it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tara_desktop import __version__
@@ -25,6 +30,11 @@ from tara_desktop.errors import TaraError
 from tara_desktop.files import fsync_path
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
+from tara_desktop.llm.memory import free_disk_bytes, human
+
+if TYPE_CHECKING:
+    from tara_desktop.llm.catalog import Catalog, CatalogModel
+    from tara_desktop.llm.library import InstalledModel, ModelLibrary
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,10 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 class DownloadError(TaraError):
     """A download failed; the message says why and what to do."""
+
+
+class Unreachable(DownloadError):
+    """The server could not be reached at all (offline, no DNS, refused)."""
 
 
 def part_path(dest: Path) -> Path:
@@ -80,6 +94,8 @@ def _receive(
             f"the server offers {total} bytes but the catalog says the file has {expected_size}: "
             "the file on the server changed; check the catalog entry"
         )
+    if total is not None:
+        check_disk_space(part.parent, total - have, name)
     with open(part, "ab" if have else "wb") as out:
         while True:
             state.check()
@@ -101,6 +117,16 @@ def _receive(
     if total is not None and have < total:
         raise _Dropped()
     return have, total
+
+
+def check_disk_space(folder: Path, n_bytes: int, name: str) -> None:
+    """Refuse a download of ``n_bytes`` more into ``folder`` when its disk has less free space."""
+    free = free_disk_bytes(folder)
+    if free is not None and n_bytes > free:
+        raise DownloadError(
+            f"{name} needs {human(n_bytes)} more disk space but only {human(free)} are free on the disk of "
+            f"{folder}: free some space and try again"
+        )
 
 
 def download(
@@ -162,7 +188,7 @@ def download(
             offline = isinstance(reason, (socket.gaierror, ConnectionRefusedError)) and failures == 0 and not have
             if offline or failures >= max_retries:
                 kept = f"; the {_mb(have)} already downloaded are kept and the download resumes next time" if have else ""
-                raise DownloadError(
+                raise Unreachable(
                     f"cannot reach {host} ({reason}): check the internet connection and try again{kept}"
                 ) from None
             failures += 1
@@ -204,3 +230,33 @@ def download(
     fsync_path(dest.parent)
     state.report(1.0, f"downloaded {name}")
     return dest
+
+
+def download_catalog_model(
+    entry: CatalogModel,
+    models_dir: Path,
+    library: ModelLibrary,
+    *,
+    state: JobState,
+    catalog: Catalog | None = None,
+) -> tuple[InstalledModel, str]:
+    """Download ``entry`` into ``models_dir`` (resumable, checksummed when the catalog has the sha256, checked
+    against the free disk) and register it in ``library``. Returns the model and what happened:
+    ``"downloaded"``, ``"registered"`` (the file was there, now it is in the library) or ``"already"``."""
+    if entry.bundled or entry.source is None:
+        raise DownloadError(f"{entry.id} ships with TARA and is not downloaded")
+    dest = Path(models_dir) / entry.file
+    known = next((m for m in library.models() if m.path == dest.resolve()), None)
+    if known is not None and dest.exists():
+        return known, "already"
+    status = "registered"
+    if not dest.exists():
+        size = entry.size_bytes or entry.weights_bytes()
+        if size:
+            have = part_path(dest).stat().st_size if part_path(dest).exists() else 0
+            check_disk_space(dest.parent, max(0, size - have), dest.name)
+        download(entry.source, dest, sha256=entry.sha256, state=state, expected_size=entry.size_bytes)
+        status = "downloaded"
+    if known is not None:
+        return known, status
+    return library.add(dest, name=entry.id, origin="downloaded", catalog=catalog, state=state), status

@@ -2,8 +2,9 @@
 
 What it does
 - Loads a GGUF memory-mapped, after validating the file (``tara_desktop.llm.gguf_file.validate``) and
-  checking that it fits in memory (weights + KV cache at the configured context); any failure is one
-  clear :class:`~tara_desktop.errors.TaraError` line.
+  checking that it fits in the free memory (:mod:`tara_desktop.llm.memory`: weights + KV cache at the
+  context actually used + compute buffers); any failure is one clear :class:`~tara_desktop.errors.TaraError`
+  line.
 - Formats chats with the model's own chat template from its metadata (the same Jinja2 formatter
   llama-cpp-python uses); a ChatML template when the model has none.
 - Streams text token by token, polls the job state after every token so a cancel stops generation
@@ -24,7 +25,6 @@ import ctypes
 import logging
 import os
 import random
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
+from tara_desktop.llm import memory
 
 if TYPE_CHECKING:
     from tara_desktop.config import LlmSettings
@@ -51,7 +52,6 @@ DEFAULT_CHAT_TEMPLATE = (
 """ChatML: used when a model carries no ``tokenizer.chat_template``."""
 
 _MAX_CACHED_ADAPTERS = 8
-_MB = 1024 * 1024
 
 
 class ModelLoadError(TaraError):
@@ -100,143 +100,6 @@ class GenerationStats:
     stop_reason: str = ""  # "eos" | "length" | "stop" | "cancelled" | "preempted" | "closed"
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What the memory estimate needs from a GGUF header."""
-
-    architecture: str
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    context_length: int
-    n_vocab: int
-    file_size: int
-    key_length: int | None = None
-    value_length: int | None = None
-
-
-# ----------------------------------------------------------------------------------------------------
-# GGUF header reading (scalars only: fast on multi-GB files, bounded on hostile ones)
-
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_MAX_KV = 1_000_000
-_MAX_STR = 64 * _MB
-
-
-def _read_exact(fh: Any, n: int) -> bytes:
-    data = fh.read(n)
-    if len(data) != n:
-        raise ValueError("unexpected end of file")
-    return bytes(data)
-
-
-def _read_string(fh: Any) -> bytes:
-    (n,) = struct.unpack("<Q", _read_exact(fh, 8))
-    if n > _MAX_STR:
-        raise ValueError("string length out of range")
-    return _read_exact(fh, n)
-
-
-def _skip_value(fh: Any, vtype: int) -> Any:
-    if vtype in _GGUF_SCALARS:
-        fmt = _GGUF_SCALARS[vtype]
-        return struct.unpack(fmt, _read_exact(fh, struct.calcsize(fmt)))[0]
-    if vtype == 8:
-        return _read_string(fh).decode("utf-8", "replace")
-    if vtype == 9:
-        (itype,) = struct.unpack("<I", _read_exact(fh, 4))
-        (count,) = struct.unpack("<Q", _read_exact(fh, 8))
-        if itype in _GGUF_SCALARS:
-            size = struct.calcsize(_GGUF_SCALARS[itype]) * count
-            if size > 1 << 34:
-                raise ValueError("array out of range")
-            fh.seek(size, os.SEEK_CUR)
-        elif itype == 8:
-            if count > 1 << 28:
-                raise ValueError("array out of range")
-            for _ in range(count):
-                (n,) = struct.unpack("<Q", _read_exact(fh, 8))
-                if n > _MAX_STR:
-                    raise ValueError("string length out of range")
-                fh.seek(n, os.SEEK_CUR)
-        else:
-            raise ValueError("unsupported array type")
-        return ("array", count)
-    raise ValueError(f"unknown value type {vtype}")
-
-
-def read_model_shape(path: str | os.PathLike[str]) -> ModelShape:
-    """The architecture numbers of a GGUF model from its header (no tensor data is read)."""
-    p = Path(path)
-    kv: dict[str, Any] = {}
-    try:
-        with open(p, "rb") as fh:
-            if _read_exact(fh, 4) != b"GGUF":
-                raise ValueError("not a GGUF file")
-            (version,) = struct.unpack("<I", _read_exact(fh, 4))
-            if version not in (2, 3):
-                raise ValueError(f"unsupported GGUF version {version}")
-            _n_tensors, n_kv = struct.unpack("<QQ", _read_exact(fh, 16))
-            if n_kv > _MAX_KV:
-                raise ValueError("metadata count out of range")
-            for _ in range(n_kv):
-                key = _read_string(fh).decode("utf-8", "replace")
-                (vtype,) = struct.unpack("<I", _read_exact(fh, 4))
-                kv[key] = _skip_value(fh, vtype)
-        size = p.stat().st_size
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model {p}: {exc.strerror or exc}; check the path") from None
-    except (ValueError, struct.error) as exc:
-        raise ModelLoadError(f"model {p} has a broken header ({exc}); run `tara gguf validate` on it") from None
-    arch = str(kv.get("general.architecture", ""))
-
-    def num(key: str, default: int) -> int:
-        v = kv.get(f"{arch}.{key}", default)
-        return int(v) if isinstance(v, (int, float)) else default
-
-    n_head = num("attention.head_count", 1) or 1
-    tokens = kv.get("tokenizer.ggml.tokens")
-    n_vocab = num("vocab_size", tokens[1] if isinstance(tokens, tuple) else 32000)
-    kl = kv.get(f"{arch}.attention.key_length")
-    vl = kv.get(f"{arch}.attention.value_length")
-    return ModelShape(
-        architecture=arch,
-        n_layer=num("block_count", 0),
-        n_embd=num("embedding_length", 0),
-        n_head=n_head,
-        n_head_kv=num("attention.head_count_kv", n_head) or n_head,
-        context_length=num("context_length", 0),
-        n_vocab=n_vocab,
-        file_size=size,
-        key_length=int(kl) if isinstance(kl, int) else None,
-        value_length=int(vl) if isinstance(vl, int) else None,
-    )
-
-
-def estimate_memory_mb(path: str | os.PathLike[str], n_ctx: int, n_batch: int = 512) -> float:
-    """Memory a loaded model needs, in MB: the weights (file size; they are memory-mapped but must stay
-    resident to run at speed) + the f16 KV cache at ``n_ctx`` + llama.cpp's compute buffers (logits for a
-    batch plus activations) + a fixed overhead."""
-    shape = read_model_shape(path)
-    return estimate_from_shape(shape, n_ctx, n_batch)
-
-
-def estimate_from_shape(shape: ModelShape, n_ctx: int, n_batch: int = 512) -> float:
-    head_dim = shape.n_embd // max(shape.n_head, 1)
-    k_len = shape.key_length or head_dim
-    v_len = shape.value_length or head_dim
-    kv_bytes = shape.n_layer * n_ctx * shape.n_head_kv * (k_len + v_len) * 2
-    compute = shape.n_vocab * 4 * 2 + n_batch * shape.n_embd * 4 * 24 + n_ctx * n_batch * 4 * 2
-    return (shape.file_size + kv_bytes + compute) / _MB + 16.0
-
-
-def available_memory_mb() -> float:
-    import psutil
-
-    return float(psutil.virtual_memory().available) / _MB
-
-
 _VALIDATED: dict[Path, tuple[int, int, int]] = {}
 _VALIDATED_LOCK = threading.Lock()
 
@@ -260,7 +123,8 @@ def validate_gguf(path: Path) -> None:
         with _VALIDATED_LOCK:
             if _VALIDATED.get(key) == stamp:
                 return
-    gguf_file.validate(key)
+    info = gguf_file.validate(key)
+    memory.remember(info)  # the load's memory estimate needs no second parse
     if stamp is not None:
         with _VALIDATED_LOCK:
             if len(_VALIDATED) > 256:
@@ -387,17 +251,17 @@ class Engine:
             raise ModelLoadError(f"model file {p} does not exist; check the path or run `tara models list`")
         if not validated:
             validate_gguf(p)
-        shape = read_model_shape(p)
-        if shape.n_layer <= 0 or shape.n_embd <= 0:
+        shape = memory.shape_of_file(p)
+        if not shape.is_text_model:
             raise ModelLoadError(
                 f"model {p.name} has no layer/embedding sizes in its metadata; it is not a text model TARA can run"
             )
-        if 0 < shape.context_length < n_ctx:  # beyond what it was trained on a model only degrades
-            log.info("%s was trained on %d tokens of context; using that", p.name, shape.context_length)
-            n_ctx = shape.context_length
-        n_batch = max(1, min(n_batch, n_ctx))
-        need = estimate_from_shape(shape, n_ctx, n_batch)
-        free = available_memory_mb() if available_mb is None else available_mb
+        estimate = memory.estimate(shape, n_ctx, n_batch)
+        if estimate.n_ctx < n_ctx:  # beyond what it was trained on a model only degrades
+            log.info("%s was trained on %d tokens of context; using that", p.name, estimate.n_ctx)
+        n_ctx, n_batch = estimate.n_ctx, estimate.n_batch
+        need = estimate.total_mb
+        free = memory.available_memory_bytes() / memory.MB if available_mb is None else available_mb
         if need > free:
             raise ModelLoadError(
                 f"model {p.name} needs about {need:,.0f} MB at a {n_ctx}-token context but only {free:,.0f} MB "

@@ -133,17 +133,11 @@ class GgufInfo:
         return self.file_type or self.dominant_type or "unknown"
 
     def kv_cache_bytes(self, n_ctx: int) -> int:
-        """Bytes of an f16 KV cache for ``n_ctx`` tokens (0 when the metadata lacks the shape)."""
-        if not self.n_layers or not self.n_head_kv:
-            return 0
-        k = self.head_dim_k or 0
-        v = self.head_dim_v or 0
-        if not k or not v:
-            if not self.n_embd or not self.n_head:
-                return 0
-            k = k or self.n_embd // self.n_head
-            v = v or self.n_embd // self.n_head
-        return self.n_layers * n_ctx * self.n_head_kv * (k + v) * 2
+        """Bytes of an f16 KV cache for ``n_ctx`` tokens (0 when the metadata lacks the shape); the formula
+        is :func:`tara_desktop.llm.memory.kv_cache_bytes`."""
+        from tara_desktop.llm import memory
+
+        return memory.kv_cache_bytes(memory.shape_from_gguf(self), n_ctx)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly description (``tara gguf info --json``)."""

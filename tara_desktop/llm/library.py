@@ -19,14 +19,14 @@ from tara_desktop import paths
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
+from tara_desktop.llm import memory as memory_model
 from tara_desktop.llm.catalog import Catalog, CatalogModel
 
 log = logging.getLogger(__name__)
 
 SETTING_KEY = "models.library"
-_MB = 1024 * 1024
 
-Verdict = Literal["fits", "may be slow", "won't fit", "unknown"]
+Verdict = memory_model.Verdict
 
 
 class _Store(Protocol):
@@ -186,75 +186,34 @@ class ModelLibrary:
 
 
 # ----------------------------------------------------------------------------- fit on this machine
+# The estimate and the verdict are tara_desktop.llm.memory's (one memory model for the engine, the pool,
+# the Models page and `tara models list`); these names keep the list's vocabulary.
+
+Memory = memory_model.Machine
+FitEstimate = memory_model.Fit
 
 
-@dataclass(frozen=True)
-class FitEstimate:
-    need_bytes: int | None
-    verdict: Verdict
-    reason: str
+def judge_fit(
+    need: memory_model.MemoryEstimate | None,
+    *,
+    budget_mb: float,
+    memory: memory_model.Machine,
+    download_bytes: int | None = None,
+) -> memory_model.Fit:
+    """The verdict for a model against this computer (memory, and disk for a download) and the budget."""
+    return memory_model.judge(need, memory, budget_setting_mb=budget_mb, download_bytes=download_bytes)
 
 
-@dataclass(frozen=True)
-class Memory:
-    available_bytes: int
-    total_bytes: int
-
-    @classmethod
-    def now(cls) -> Memory:
-        import psutil
-
-        vm = psutil.virtual_memory()
-        return cls(int(vm.available), int(vm.total))
+def estimate_for_file(info: gguf_file.GgufInfo, n_ctx: int, n_batch: int = 256) -> memory_model.MemoryEstimate:
+    return memory_model.estimate(memory_model.shape_from_gguf(info), n_ctx, n_batch)
 
 
-def need_bytes(weights: int, kv_cache: int, *, n_embd: int = 4096, n_vocab: int = 32000, n_ctx: int = 2048,
-               n_batch: int = 256) -> int:
-    """Memory to run a model: weights (memory-mapped, but resident to run at speed) + the f16 KV cache +
-    llama.cpp's working buffers (logits and activations for one batch) + a fixed overhead."""
-    compute = n_vocab * 4 * 2 + n_batch * n_embd * 4 * 24 + n_ctx * n_batch * 4 * 2
-    return weights + kv_cache + compute + 16 * _MB
+def estimate_for_catalog(model: CatalogModel, n_ctx: int, n_batch: int = 256) -> memory_model.MemoryEstimate | None:
+    return memory_model.estimate_catalog(model, n_ctx, n_batch)
 
 
-def judge_fit(need: int | None, *, budget_mb: int, memory: Memory) -> FitEstimate:
-    """fits / may be slow / won't fit: against TARA's memory budget and this computer's memory."""
-    if need is None:
-        return FitEstimate(None, "unknown", "its size is not known")
-    need_mb = need / _MB
-    if need > memory.total_bytes:
-        return FitEstimate(need, "won't fit", f"needs {need_mb:,.0f} MB, more than this computer's {memory.total_bytes / _MB:,.0f} MB")
-    if need_mb > budget_mb:
-        return FitEstimate(
-            need, "won't fit",
-            f"needs {need_mb:,.0f} MB, over the {budget_mb:,} MB memory budget; raise llm.memory_budget_mb",
-        )
-    if need > memory.available_bytes:
-        return FitEstimate(
-            need, "may be slow",
-            f"needs {need_mb:,.0f} MB but {memory.available_bytes / _MB:,.0f} MB are free now; close other apps",
-        )
-    return FitEstimate(need, "fits", f"needs {need_mb:,.0f} MB")
-
-
-def estimate_for_file(info: gguf_file.GgufInfo, n_ctx: int, n_batch: int = 256) -> int:
-    return need_bytes(
-        info.size_bytes,
-        info.kv_cache_bytes(n_ctx),
-        n_embd=info.n_embd or 4096,
-        n_vocab=info.vocab_size or 32000,
-        n_ctx=n_ctx,
-        n_batch=n_batch,
-    )
-
-
-def estimate_for_catalog(model: CatalogModel, n_ctx: int, n_batch: int = 256) -> int | None:
-    weights = model.weights_bytes()
-    kv = model.kv_cache_bytes(n_ctx)
-    if weights is None:
-        return None
-    if kv is None:  # no architecture numbers: fall back to the catalog's own estimate
-        return max(weights, model.ram_mb * _MB)
-    return need_bytes(weights, kv, n_ctx=n_ctx, n_batch=n_batch)
+def _unknown(reason: str) -> memory_model.Fit:
+    return memory_model.Fit("unknown", "unknown", reason)
 
 
 # ----------------------------------------------------------------------------- the list
@@ -282,8 +241,11 @@ class ModelRow:
             "path": str(self.path) if self.path else None,
             "size_bytes": self.size_bytes,
             "fit": self.fit.verdict,
+            "fit_label": self.fit.label,
             "fit_reason": self.fit.reason,
             "need_bytes": self.fit.need_bytes,
+            "fits_computer": self.fit.fits_computer,
+            "within_budget": self.fit.within_budget,
             "loaded": self.loaded,
             "catalog_id": self.catalog_id,
             "license": self.license,
@@ -299,14 +261,14 @@ def list_models(
     catalog: Catalog,
     *,
     n_ctx: int,
-    budget_mb: int,
+    budget_mb: float,
     n_batch: int = 256,
     loaded: Collection[Path] = (),
     memory: Memory | None = None,
     models_dir: Path | None = None,
 ) -> list[ModelRow]:
     """Installed models (the user's, then bundled ones), then catalog models not installed yet."""
-    memory = memory or Memory.now()
+    memory = memory or Memory.now(paths.user_models_dir(paths.profile_dir()))
     loaded_set = {Path(p).resolve() for p in loaded}
     rows: list[ModelRow] = []
     installed_files: set[str] = set()
@@ -323,7 +285,7 @@ def list_models(
         if info is not None:
             fit = judge_fit(estimate_for_file(info, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
         else:
-            fit = FitEstimate(None, "unknown", "the file is missing or damaged")
+            fit = _unknown("the file is missing or damaged")
         installed_files.add(m.path.name)
         rows.append(ModelRow(
             name=m.name,
@@ -346,7 +308,7 @@ def list_models(
         if path is not None and path.is_file():
             info, problem = describe_file(path)
             fit = (judge_fit(estimate_for_file(info, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
-                   if info is not None else FitEstimate(None, "unknown", "the file is damaged"))
+                   if info is not None else _unknown("the file is damaged"))
             rows.append(ModelRow(
                 name=entry.id, status="bundled", path=path,
                 size_bytes=info.size_bytes if info is not None else None, fit=fit,
@@ -355,7 +317,8 @@ def list_models(
                 problem=problem,
             ))
             continue
-        fit = judge_fit(estimate_for_catalog(entry, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
+        fit = judge_fit(estimate_for_catalog(entry, n_ctx, n_batch), budget_mb=budget_mb, memory=memory,
+                        download_bytes=None if entry.bundled else entry.weights_bytes())
         rows.append(ModelRow(
             name=entry.id, status="missing" if entry.bundled else "available", path=None,
             size_bytes=entry.size_bytes or entry.weights_bytes(), fit=fit, loaded=False,

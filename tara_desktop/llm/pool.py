@@ -5,11 +5,12 @@
 - the same file is never loaded twice (concurrent ``get`` calls for one path wait for a single load);
 - loading a model that would push the total over the budget first unloads the least recently used
   models that are not in use; a model larger than the whole budget is refused with a clear error;
-- models idle for ``idle_unload_s`` are unloaded by :meth:`ModelPool.sweep` (tests call it with their
-  own clock; :meth:`ModelPool.start_idle_timer` runs it in a background thread).
+- models idle for ``idle_unload_s`` (``llm.idle_unload_seconds``) are unloaded: a background thread
+  started with the first load runs :meth:`ModelPool.sweep` (tests call ``sweep`` with their own clock).
 
-Memory per model is estimated from the file size + the KV cache at the pool's context size
-(:func:`~tara_desktop.llm.engine.estimate_memory_mb`).
+Memory per model is :mod:`tara_desktop.llm.memory`'s estimate at the context the engine really uses (the
+setting clamped to the model's training context), the same number the Models page judges "fits" with.
+``llm.memory_budget_mb = 0`` means automatic: half of this computer's memory.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.llm.engine import Engine, estimate_memory_mb, validate_gguf
+from tara_desktop.llm import memory
+from tara_desktop.llm.engine import Engine, validate_gguf
 
 if TYPE_CHECKING:
     from tara_desktop.config import LlmSettings
@@ -60,7 +62,9 @@ class LoadedModel:
 class ModelPool:
     """Loaded engines by path, kept within ``budget_mb`` and unloaded after ``idle_unload_s`` unused.
 
-    ``idle_unload_s == 0`` disables idle unloading. ``clock`` is ``time.monotonic`` unless a test injects
+    ``budget_mb == 0`` is the automatic budget (:func:`tara_desktop.llm.memory.budget_mb`).
+    ``idle_unload_s == 0`` disables idle unloading; ``idle_check_s`` is how often the idle thread looks
+    (default: a quarter of the idle time, 1-60 s). ``clock`` is ``time.monotonic`` unless a test injects
     its own."""
 
     def __init__(
@@ -72,11 +76,15 @@ class ModelPool:
         n_threads: int = 0,
         n_batch: int = 256,
         clock: Callable[[], float] = time.monotonic,
+        idle_check_s: float | None = None,
+        total_ram_bytes: int | None = None,
     ) -> None:
-        if budget_mb <= 0:
-            raise TaraError("the model memory budget must be positive; set llm.memory_budget_mb")
-        self.budget_mb = float(budget_mb)
+        if budget_mb < 0:
+            raise TaraError("the model memory budget cannot be negative; set llm.memory_budget_mb (0 = automatic)")
+        self._total_ram = total_ram_bytes
+        self.budget_mb = budget_mb
         self.idle_unload_s = float(idle_unload_s)
+        self.idle_check_s = idle_check_s
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
@@ -86,6 +94,7 @@ class ModelPool:
         self._timer: threading.Thread | None = None
         self._timer_stop = threading.Event()
         self.loads = 0  # how many times a model file was actually loaded (for tests and diagnostics)
+        self.sweeps = 0  # how many times the idle thread has looked (for tests and diagnostics)
 
     @classmethod
     def from_settings(cls, s: LlmSettings) -> ModelPool:
@@ -103,8 +112,25 @@ class ModelPool:
     def _key(path: str | os.PathLike[str]) -> Path:
         return Path(path).expanduser().resolve()
 
+    @property
+    def budget_mb(self) -> float:
+        """The budget in MB (the automatic one worked out when the setting is 0)."""
+        if self.budget_setting_mb <= 0 and self._total_ram is None:
+            self._total_ram = memory.total_memory_bytes()
+        return memory.budget_mb(self.budget_setting_mb, self._total_ram)
+
+    @budget_mb.setter
+    def budget_mb(self, value: float) -> None:
+        if value < 0:
+            raise TaraError("the model memory budget cannot be negative; set llm.memory_budget_mb (0 = automatic)")
+        self.budget_setting_mb = float(value)
+
+    def estimate(self, path: str | os.PathLike[str]) -> memory.MemoryEstimate:
+        """What ``path`` needs loaded by this pool (its context and batch settings)."""
+        return memory.estimate_file(path, self.n_ctx, self.n_batch)
+
     def estimate_mb(self, path: str | os.PathLike[str]) -> float:
-        return estimate_memory_mb(path, self.n_ctx, self.n_batch)
+        return self.estimate(path).total_mb
 
     def used_mb(self) -> float:
         with self._lock:
@@ -155,11 +181,13 @@ class ModelPool:
             if not key.is_file():
                 raise TaraError(f"model file {key} does not exist; check the path or run `tara models list`")
             validate_gguf(key)
-            estimate = self.estimate_mb(key)
+            need = self.estimate(key)
+            estimate = need.total_mb
             if estimate > self.budget_mb:
                 raise BudgetError(
-                    f"model {key.name} needs about {estimate:,.0f} MB but the model memory budget is "
-                    f"{self.budget_mb:,.0f} MB; raise llm.memory_budget_mb or choose a smaller model"
+                    f"model {key.name} needs about {estimate:,.0f} MB at a {need.n_ctx}-token context but the "
+                    f"model memory budget is {self.budget_mb:,.0f} MB; raise it in Settings (llm.memory_budget_mb) "
+                    "or choose a smaller model"
                 )
             victims = self._choose_victims(estimate)
             slot = _Slot(key, estimate, leases=1)
@@ -187,6 +215,7 @@ class ModelPool:
             slot.last_used = self._clock()
             self.loads += 1
             self._lock.notify_all()
+        self.start_idle_timer(self.idle_check_s)
         return slot
 
     def _choose_victims(self, need_mb: float) -> list[_Slot]:
@@ -242,22 +271,32 @@ class ModelPool:
             self._unload(s, "after being idle")
         return [s.path for s in idle]
 
+    def _check_interval(self, interval_s: float | None) -> float:
+        if interval_s:
+            return interval_s
+        if self.idle_unload_s <= 0:  # idle unloading is off (it may be switched on in Settings)
+            return 60.0
+        return min(60.0, max(1.0, self.idle_unload_s / 4))
+
     def start_idle_timer(self, interval_s: float | None = None) -> None:
-        """Sweep in a daemon thread every ``interval_s`` (default: a quarter of the idle time, 1-60 s)."""
-        if self._timer is not None or self.idle_unload_s <= 0:
-            return
-        every = interval_s or min(60.0, max(1.0, self.idle_unload_s / 4))
-        self._timer_stop.clear()
+        """Sweep in a daemon thread every ``interval_s`` (default: a quarter of the idle time, 1-60 s,
+        worked out again after every sweep so a changed setting takes effect). Started by the first load;
+        does nothing when it runs already."""
+        with self._lock:
+            if self._timer is not None:
+                return
+            self._timer_stop.clear()
 
-        def run() -> None:
-            while not self._timer_stop.wait(every):
-                try:
-                    self.sweep()
-                except Exception:  # never let the timer die silently mid-session
-                    log.exception("idle sweep failed")
+            def run() -> None:
+                while not self._timer_stop.wait(self._check_interval(interval_s)):
+                    try:
+                        self.sweep()
+                    except Exception:  # never let the timer die silently mid-session
+                        log.exception("idle sweep failed")
+                    self.sweeps += 1
 
-        self._timer = threading.Thread(target=run, name="tara-model-idle", daemon=True)
-        self._timer.start()
+            self._timer = threading.Thread(target=run, name="tara-model-idle", daemon=True)
+            self._timer.start()
 
     def close(self) -> None:
         """Stop the idle timer and unload every model."""

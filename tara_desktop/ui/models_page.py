@@ -5,6 +5,7 @@ the domain → model/adapter mapping."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,24 @@ def human_size(n: float | None) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
+def machine_summary(machine: Any, budget_setting_mb: float, n_ctx: int, rows: Sequence[Any] = ()) -> str:
+    """One paragraph under the table: this computer's memory and disk, the budget, and what stops a model."""
+    from tara_desktop.llm import memory
+
+    budget = memory.budget_mb(budget_setting_mb, machine.total_ram_bytes)
+    disk = (f", {memory.human(machine.free_disk_bytes)} free disk for downloads"
+            if machine.free_disk_bytes is not None else "")
+    how = "automatic: half of this computer's memory" if budget_setting_mb <= 0 else "set in Settings"
+    text = (f"This computer: {memory.human(machine.available_ram_bytes)} of {memory.human(machine.total_ram_bytes)} "
+            f"memory free{disk}. Memory budget for models: {memory.human(budget * memory.MB)} ({how}). "
+            f"Needs are estimated at a {n_ctx}-token context.")
+    over = [r.name for r in rows if r.fit.verdict == "over budget"]
+    if over:
+        text += (f" {', '.join(over)} would fit this computer but not the memory budget: raise it in Settings "
+                 "to use them.")
+    return text
+
+
 class ModelsPage(QWidget):
     """Signals:
         models_changed(): a model was added, downloaded or removed.
@@ -87,6 +106,11 @@ class ModelsPage(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setAccessibleName("Models")
         lay.addWidget(self.table)
+        self.machine_label = QLabel("", models)
+        self.machine_label.setObjectName("Muted")
+        self.machine_label.setWordWrap(True)
+        self.machine_label.setAccessibleName("This computer")
+        lay.addWidget(self.machine_label)
         row = QHBoxLayout()
         self.add_button = self._button("Add a GGUF file…", row)
         self.validate_button = self._button("Validate", row)
@@ -147,14 +171,17 @@ class ModelsPage(QWidget):
         self.rows = []
         if self.assistant is None:
             return
+        from tara_desktop.llm import memory
         from tara_desktop.llm.catalog import load_catalog
         from tara_desktop.llm.library import list_models
 
         llm = self.assistant.configs.app.llm
         try:
             loaded = [m.path for m in self.pool.loaded()] if self.pool is not None else []
+            machine = memory.Machine.now(paths.user_models_dir(Path(self.assistant.profile_dir)))
             self.rows = list_models(self.library(), load_catalog(), n_ctx=llm.context_size,
-                                    budget_mb=llm.memory_budget_mb, n_batch=llm.batch_size, loaded=loaded)
+                                    budget_mb=llm.memory_budget_mb, n_batch=llm.batch_size, loaded=loaded,
+                                    memory=machine)
         except TaraError as exc:
             self.banner.show_error(str(exc))
             return
@@ -162,11 +189,12 @@ class ModelsPage(QWidget):
             i = self.table.rowCount()
             self.table.insertRow(i)
             state = _STATE.get(r.status, r.status) + (" · loaded" if r.loaded else "")
-            cells = (r.name, state, human_size(r.size_bytes), r.fit.verdict, r.quantization or "", r.license or "")
+            cells = (r.name, state, human_size(r.size_bytes), r.fit.label, r.quantization or "", r.license or "")
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(r.problem or r.fit.reason or (str(r.path) if r.path else ""))
                 self.table.setItem(i, c, item)
+        self.machine_label.setText(machine_summary(machine, llm.memory_budget_mb, llm.context_size, self.rows))
         header = self.table.horizontalHeader()
         self.table.resizeColumnsToContents()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -320,15 +348,13 @@ class ModelsPage(QWidget):
         if source is None:
             self.banner.show_error(f"{entry.id} has no download address in the catalog; add its file instead.")
             return
-        dest = paths.user_models_dir(Path(self.assistant.profile_dir)) / entry.file
+        models_dir = paths.user_models_dir(Path(self.assistant.profile_dir))
         library = self.library()
 
         def run(state: JobState, _emit: Any) -> Any:
-            from tara_desktop.llm.download import download
+            from tara_desktop.llm.download import download_catalog_model
 
-            if not dest.exists():
-                download(source, dest, sha256=entry.sha256, state=state, expected_size=entry.size_bytes)
-            return library.add(dest, name=entry.id, origin="downloaded", catalog=load_catalog(), state=state)
+            return download_catalog_model(entry, models_dir, library, state=state, catalog=load_catalog())[0]
 
         self.download_job = job = self.jobs.start(run, "download-model")
         self.progress.setValue(0)

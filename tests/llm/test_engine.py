@@ -17,8 +17,8 @@ from tara_desktop.llm.engine import (
     Engine,
     GenerationSettings,
     ModelLoadError,
-    estimate_memory_mb,
 )
+from tara_desktop.llm.memory import estimate_file
 from tara_desktop.llm.tiny_model import build_tiny_gguf, build_tiny_lora
 
 GREEDY = GenerationSettings(max_tokens=24, temperature=0.0, seed=1)
@@ -174,13 +174,13 @@ def test_adapter_for_another_model_is_refused_clearly(engine: Engine, tmp_path: 
 
 
 def test_too_big_model_gives_a_clear_error(tiny_gguf: Path) -> None:
-    need = estimate_memory_mb(tiny_gguf, 512, 64)
+    need = estimate_file(tiny_gguf, 512, 64).total_mb
     with pytest.raises(ModelLoadError) as err:
         Engine.load(tiny_gguf, n_ctx=512, n_batch=64, available_mb=need / 2)
     msg = str(err.value)
     assert "needs about" in msg and "available" in msg and "\n" not in msg
     # a longer context needs more memory (the KV cache)
-    assert estimate_memory_mb(tiny_gguf, 4096, 64) > need
+    assert estimate_file(tiny_gguf, 4096, 64).total_mb > need
 
 
 def test_llama_cpp_failures_become_one_clear_line(tmp_path: Path) -> None:

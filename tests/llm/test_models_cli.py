@@ -42,7 +42,7 @@ def test_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
     assert tara(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["NAME", "STATUS", "SIZE", "FITS", "THIS", "COMPUTER", "LOADED"]
+    assert out.splitlines()[0].split() == ["NAME", "STATUS", "SIZE", "NEEDS", "FITS", "THIS", "COMPUTER", "LOADED"]
     assert "My model" in out and "llama-3.1-8b-instruct-q4_k_m  available" in out
 
     assert tara(["models", "add", str(model)]) == 2
@@ -54,6 +54,55 @@ def test_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert model.exists()
     assert tara(["models", "remove", "my model"]) == 2
     assert _lines(capsys.readouterr().err)[0].startswith("error: no installed model is called 'my model'")
+
+
+def _machine(monkeypatch: pytest.MonkeyPatch, available_gb: float, total_gb: float, disk_gb: float) -> None:
+    from tara_desktop.llm import memory
+
+    m = memory.Machine(int(available_gb * memory.GB), int(total_gb * memory.GB), int(disk_gb * memory.GB))
+    monkeypatch.setattr(memory.Machine, "now", classmethod(lambda cls, models_dir=None: m))
+
+
+def _budget(root: Path, mb: int) -> None:
+    cfg = root / "configs" / "config.yaml"
+    text = cfg.read_text(encoding="utf-8")
+    import re
+
+    cfg.write_text(re.sub(r"memory_budget_mb: *\d+", f"memory_budget_mb: {mb}", text), encoding="utf-8")
+
+
+def test_list_says_what_fits_this_computer_and_what_the_budget_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "install"
+    shutil.copytree(PROJECT / "configs", root / "configs")
+    shutil.copytree(PROJECT / "models", root / "models", ignore=shutil.ignore_patterns("*.gguf", "voice"))
+    monkeypatch.setenv("TARA_INSTALL_DIR", str(root))
+    _budget(root, 2048)
+    _machine(monkeypatch, available_gb=20, total_gb=24, disk_gb=100)
+    assert tara(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    qwen = rows["qwen2.5-3b-instruct-q4_0"]
+    assert qwen["fit"] == "over budget" and qwen["fits_computer"] and not qwen["within_budget"]
+    assert qwen["fit_label"] == "fits this computer; over your 2.0 GB memory budget"
+    assert rows["llama-3.2-1b-instruct-q4_0"]["fit"] == "fits"
+    assert [n for n, r in rows.items() if r["recommended"]] == ["llama-3.1-8b-instruct-q4_k_m"]
+
+    assert tara(["models", "list"]) == 0
+    captured = capsys.readouterr()
+    line = next(x for x in captured.out.splitlines() if x.startswith("qwen2.5-3b-instruct-q4_0 "))
+    assert "fits this computer; over your 2.0 GB memory budget" in line
+    assert "note: qwen2.5-3b-instruct-q4_0: needs about" in captured.err and "raise it in Settings" in captured.err
+    assert "this computer: 20.0 GB of 24.0 GB memory free, 100.0 GB free disk; memory budget 2.0 GB" in captured.out
+    assert "recommended for this computer: llama-3.1-8b-instruct-q4_k_m" in captured.out
+
+    _budget(root, 0)  # automatic: half of the 24 GB
+    _machine(monkeypatch, available_gb=3, total_gb=8, disk_gb=1.5)
+    assert tara(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["qwen2.5-3b-instruct-q4_0"]["fit"] == "no disk space"  # a 2 GB download, 1.5 GB free
+    assert rows["llama-3.2-1b-instruct-q4_0"]["fit"] == "fits" and rows["llama-3.2-1b-instruct-q4_0"]["recommended"]
+    assert rows["llama-3.1-8b-instruct-q4_k_m"]["fit"] == "no disk space"
 
 
 def test_add_a_bad_file_is_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tara_desktop.llm.engine import GenerationSettings
 from tara_desktop.llm.pool import BudgetError, ModelPool
-from tara_desktop.llm.tiny_model import build_tiny_gguf
+from tests.support.tiny_model import build_tiny_gguf
 
 CTX = 256
 SHORT = GenerationSettings(max_tokens=3, temperature=0.0)
@@ -131,17 +131,92 @@ def test_idle_models_unload(models: list[Path], pool2: ModelPool, clock: Clock) 
     assert pool2.get(models[0]).chat(HI, SHORT) and pool2.loads == 3
 
 
-def test_idle_timer_unloads_in_the_background(models: list[Path]) -> None:
-    pool = ModelPool(1e6, 0.2, n_ctx=CTX, n_threads=1)
+def _wait_for_sweeps(pool: ModelPool, n: int) -> None:
+    """Wait (at most 20 s, in 10 ms steps) until the idle thread has swept ``n`` more times."""
+    target = pool.sweeps + n
+    deadline = time.monotonic() + 20
+    while pool.sweeps < target and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.sweeps >= target, "the idle thread did not run"
+
+
+def test_idle_unload_runs_by_itself_once_a_model_is_loaded(models: list[Path], clock: Clock) -> None:
+    """llm.idle_unload_seconds is wired: the first load starts the idle thread, and a model idle longer
+    than the setting (on the pool's clock, here a fake one) is unloaded with nobody calling sweep."""
+    pool = ModelPool(1e6, 60, n_ctx=CTX, n_threads=1, clock=clock, idle_check_s=0.01)
     try:
         a = pool.get(models[0])
-        pool.start_idle_timer(0.05)
-        deadline = time.monotonic() + 20
-        while not a.closed and time.monotonic() < deadline:
-            time.sleep(0.05)
+        clock.now += 59
+        _wait_for_sweeps(pool, 3)
+        assert not a.closed and pool.is_loaded(models[0])
+        with pool.lease(models[0]) as leased:  # in use: never unloaded, however long it takes
+            clock.now += 1000
+            _wait_for_sweeps(pool, 3)
+            assert not leased.closed
+        clock.now += 59  # the lease ended "now": idle for 59 s
+        _wait_for_sweeps(pool, 3)
+        assert not a.closed
+        clock.now += 2
+        _wait_for_sweeps(pool, 2)
         assert a.closed and not pool.loaded()
     finally:
         pool.close()
+
+
+def test_idle_unload_follows_the_settings(models: list[Path], clock: Clock) -> None:
+    from tara_desktop.config import LlmSettings
+
+    pool = ModelPool.from_settings(LlmSettings(idle_unload_seconds=30, context_size=CTX, threads=1))
+    assert pool.idle_unload_s == 30
+    pool.close()
+    off = ModelPool(1e6, 0, n_ctx=CTX, n_threads=1, clock=clock, idle_check_s=0.01)
+    try:
+        a = off.get(models[0])
+        clock.now += 10_000
+        _wait_for_sweeps(off, 3)
+        assert not a.closed  # 0 = never unload for idleness
+        off.idle_unload_s = 5  # changed in Settings (Assistant.reload_settings sets it)
+        _wait_for_sweeps(off, 2)
+        assert a.closed
+    finally:
+        off.close()
+
+
+def test_the_pool_and_the_fit_label_agree(tmp_path: Path) -> None:
+    """A model the Models page says fits is never refused by the pool at the same settings, and one it says
+    is over the budget is refused: both use the estimate at the context the engine really uses. The model
+    was trained on 512 tokens and the setting asks for 4096 (the pool used to estimate at 4096)."""
+    from tara_desktop.llm import memory
+
+    path = build_tiny_gguf(tmp_path / "short.gguf", seed=7, context_length=512)
+    need = memory.estimate_file(path, 4096, 256)
+    assert need.n_ctx == 512 and need == memory.estimate_file(path, 512, 256)
+    machine = memory.Machine.now()
+    for budget in (need.total_mb * 0.97, need.total_mb, need.total_mb * 1.03):
+        fit = memory.judge(need, machine, budget_setting_mb=budget)
+        pool = ModelPool(budget, 0, n_ctx=4096, n_batch=256, n_threads=1)
+        try:
+            assert pool.estimate(path) == need
+            if fit.loadable:
+                engine = pool.get(path)
+                assert engine.n_ctx == need.n_ctx and engine.memory_mb == pytest.approx(need.total_mb)
+            else:
+                assert fit.verdict == "over budget"
+                with pytest.raises(BudgetError, match="raise it in Settings"):
+                    pool.get(path)
+        finally:
+            pool.close()
+
+
+def test_an_automatic_budget_is_half_the_memory(models: list[Path]) -> None:
+    pool = ModelPool(0, 0, n_ctx=CTX, n_threads=1, total_ram_bytes=8 * 1024**3)
+    assert pool.budget_mb == 4096
+    pool.budget_mb = 1234  # Settings changed it
+    assert pool.budget_mb == 1234
+    pool.budget_mb = 0
+    assert pool.budget_mb == 4096
+    with pytest.raises(Exception, match="cannot be negative"):
+        ModelPool(-1, 0)
 
 
 def test_missing_or_bad_files_are_clear_errors(tmp_path: Path, pool2: ModelPool) -> None:

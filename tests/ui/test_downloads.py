@@ -52,6 +52,13 @@ class _SlowFileHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+BUILTIN = {
+    "id": "builtin", "name": "Built-in Mini", "file": "builtin-mini.gguf", "bundled": True, "architecture": "llama",
+    "parameters": "135M", "quantization": "Q4_1", "license": "Apache-2.0", "domains": ["general"],
+    "notes": "Fluent for short everyday answers. Weak on facts and numbers. Download a larger model below.",
+}
+
+
 @pytest.fixture
 def catalog_server(tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[bytes]:
     from tara_desktop import paths
@@ -71,7 +78,7 @@ def catalog_server(tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "sha256": hashlib.sha256(data).hexdigest(), "ram_mb": 64, "license": "Apache-2.0",
         "domains": ["general"], "source": f"http://127.0.0.1:{server.server_port}/tiny-chat.gguf",
     }
-    (models / "catalog.yaml").write_text(yaml.safe_dump({"models": [entry]}), encoding="utf-8")
+    (models / "catalog.yaml").write_text(yaml.safe_dump({"models": [BUILTIN, entry]}), encoding="utf-8")
     monkeypatch.setattr(paths, "bundled_models_dir", lambda: models)
     yield data
     _SlowFileHandler.proceed.set()
@@ -106,3 +113,80 @@ def test_download_shows_progress_can_be_cancelled_and_resumes(qtbot: Any, window
     row = next(i for i, r in enumerate(page.rows) if r.name == "tiny-chat")
     assert page.rows[row].status == "installed"
     assert "valid and was added" in page.banner.text
+
+
+def _welcome_model_page(qtbot: Any, window: Any) -> Any:
+    from tara_desktop.ui.welcome import WelcomeWizard
+
+    wizard = WelcomeWizard(window.session, window)
+    qtbot.addWidget(wizard)
+    wizard.show()
+    while wizard.currentId() != wizard.pageIds()[-1]:
+        wizard.next()
+    return wizard
+
+
+def test_welcome_recommends_a_model_that_fits_and_downloads_it(qtbot: Any, window: Any,
+                                                                catalog_server: bytes) -> None:
+    """First run: the catalog model that fits this computer is recommended; one click downloads it (with a
+    dropped connection resumed), checks its sha256, adds it and makes it answer; cancel pauses."""
+    wizard = _welcome_model_page(qtbot, window)
+    assert "Built-in Mini (135M parameters)" in wizard.bundled_label.text()
+    assert "memory free" in wizard.machine_label.text()
+    assert wizard.model_list.topLevelItemCount() == 1
+    item = wizard.model_list.topLevelItem(0)
+    assert item.text(0) == "tiny-chat" and item.text(3) == "fits — recommended"
+    assert wizard.model_list.currentItem() is item and wizard.download_button.isEnabled()
+
+    qtbot.mouseClick(wizard.download_button, Qt.MouseButton.LeftButton)
+    assert wizard.download_progress.isVisible() and wizard.cancel_download_button.isEnabled()
+    qtbot.waitUntil(lambda: wizard.download_progress.value() > 0, timeout=TIMEOUT)
+    qtbot.mouseClick(wizard.cancel_download_button, Qt.MouseButton.LeftButton)
+    _SlowFileHandler.proceed.set()
+    qtbot.waitUntil(lambda: wizard.download_job is None, timeout=TIMEOUT)
+    assert "paused" in wizard.download_status.text()
+
+    qtbot.mouseClick(wizard.download_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: wizard.download_job is None, timeout=TIMEOUT)
+    assert _SlowFileHandler.ranges and _SlowFileHandler.ranges[0] > 0  # resumed, not restarted
+    assert "tiny-chat was downloaded, checked and added" in wizard.download_status.text()
+    assistant = window.session.assistant
+    dest = Path(assistant.profile_dir) / "models" / "tiny-chat.gguf"
+    assert dest.read_bytes() == catalog_server
+    from tara_desktop.llm.library import ModelLibrary
+
+    (model,) = ModelLibrary(assistant.profile).models()
+    assert model.name == "tiny-chat" and model.origin == "downloaded"
+    assert assistant.mapping.default.model == "tiny-chat"
+    assert assistant.model_for("tiny-chat") == dest.resolve()
+    assert wizard.model_list.topLevelItemCount() == 0  # nothing left to download
+    wizard.reject()
+
+
+def test_welcome_offline_says_the_bundled_model_stays_in_use(qtbot: Any, window: Any, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from tara_desktop import paths
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here: like having no connection
+    models = tmp_path / "offline-models"
+    models.mkdir()
+    entry = {
+        "id": "far-away", "name": "Far away model", "file": "far.gguf", "architecture": "llama",
+        "parameters": "1B", "quantization": "Q4_0", "size_bytes": 4096, "license": "MIT",
+        "domains": ["general"], "source": f"http://127.0.0.1:{port}/far.gguf",
+    }
+    (models / "catalog.yaml").write_text(yaml.safe_dump({"models": [BUILTIN, entry]}), encoding="utf-8")
+    monkeypatch.setattr(paths, "bundled_models_dir", lambda: models)
+    wizard = _welcome_model_page(qtbot, window)
+    qtbot.mouseClick(wizard.download_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: wizard.download_job is None, timeout=TIMEOUT)
+    status = wizard.download_status.text()
+    assert wizard.offline and "could not connect" in status
+    assert "keeps answering with Built-in Mini, which works offline" in status
+    assert "Fluent for short everyday answers" in status and "below" not in status
+    assert window.session.assistant.mapping_overrides() == {}
+    wizard.reject()

@@ -33,7 +33,10 @@ def test_add_validate_and_load_a_real_gguf(qtbot: Any, window: Any, tiny_gguf: P
         page.add_model(tiny_gguf)
     row = next(i for i, r in enumerate(page.rows) if r.name == tiny_gguf.stem)
     assert page.rows[row].status == "installed"
-    assert page.table.item(row, 3).text() in ("fits", "may be slow", "won't fit")
+    # the label and the pool judge with one estimate: what the page says fits, the pool loads
+    pool = window.session.assistant.pool
+    assert page.table.item(row, 3).text() == "fits"
+    assert page.rows[row].fit.need_bytes == pool.estimate(tiny_gguf).total_bytes
     assert page.table.item(row, 1).text() == "added by you"
     assert page.table.selectionModel().selectedRows()[0].row() == row
     qtbot.mouseClick(page.validate_button, Qt.MouseButton.LeftButton)
@@ -44,6 +47,37 @@ def test_add_validate_and_load_a_real_gguf(qtbot: Any, window: Any, tiny_gguf: P
     qtbot.mouseClick(page.unload_button, Qt.MouseButton.LeftButton)
     assert page.table.item(row, 1).text() == "added by you"
     assert not window.session.assistant.pool.is_loaded(tiny_gguf)
+
+
+def test_fits_this_computer_names_the_budget_separately(qtbot: Any, window: Any, monkeypatch: Any) -> None:
+    """On a 24 GB computer Qwen2.5 3B fits; only a 2 GB budget stops it, and the page says so."""
+    from tara_desktop.llm import memory
+
+    machine = memory.Machine(available_ram_bytes=20 * memory.GB, total_ram_bytes=24 * memory.GB,
+                             free_disk_bytes=200 * memory.GB)
+    monkeypatch.setattr(memory.Machine, "now", classmethod(lambda cls, models_dir=None: machine))
+    assistant = window.session.assistant
+    assistant.save_settings({"llm": {"memory_budget_mb": 2048}})
+    page = window.show_page("Models")
+    page.refresh()
+    qwen = next(i for i, r in enumerate(page.rows) if r.name == "qwen2.5-3b-instruct-q4_0")
+    assert page.table.item(qwen, 3).text() == "fits this computer; over your 2.0 GB memory budget"
+    assert "raise it in Settings" in page.table.item(qwen, 3).toolTip()
+    summary = page.machine_label.text()
+    assert "qwen2.5-3b-instruct-q4_0" in summary and "llama-3.2-1b-instruct-q4_0" not in summary
+    assert "would fit this computer but not the memory budget: raise it in Settings" in summary
+    assert "20.0 GB of 24.0 GB memory free" in page.machine_label.text()
+
+    assistant.save_settings({"llm": {"memory_budget_mb": 0}})  # automatic: half of the 24 GB
+    page.refresh()
+    assert page.table.item(qwen, 3).text() == "fits"
+    assert "12.0 GB (automatic" in page.machine_label.text()
+    huge = memory.Machine(available_ram_bytes=3 * memory.GB, total_ram_bytes=4 * memory.GB,
+                          free_disk_bytes=200 * memory.GB)
+    monkeypatch.setattr(memory.Machine, "now", classmethod(lambda cls, models_dir=None: huge))
+    page.refresh()
+    big = next(i for i, r in enumerate(page.rows) if r.name == "llama-3.1-8b-instruct-q4_k_m")
+    assert page.table.item(big, 3).text() == "won't fit this computer"
 
 
 def test_export_and_delete_everything_from_the_privacy_page(
