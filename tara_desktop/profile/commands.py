@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tara_desktop import paths
 from tara_desktop.jobs import JobState
 from tara_desktop.profile.consent import CONSENT_KINDS
 from tara_desktop.profile.errors import ProfileError, ProfileLocked, WrongPassphrase
+from tara_desktop.profile.keys import backoff_seconds, check_new_passphrase
 from tara_desktop.profile.profile import Profile, delete_profile
 from tara_desktop.profile.vault import DB_NAME
 
@@ -61,8 +63,12 @@ def _progress(fraction: float | None, message: str) -> None:
     sys.stderr.write(f"{pct}{message}\n")
 
 
+PROMPT_ATTEMPTS = 3
+
+
 def open_profile(*, create: bool = True) -> Profile:
-    """Open the profile; ask for the passphrase on a terminal when none is set."""
+    """Open the profile; ask for the passphrase on a terminal when none is set (or it is wrong: then up to
+    three attempts, each wrong one waiting longer before the next)."""
     prompt = "TARA profile passphrase: "
     try:
         return Profile.open(create=create)
@@ -73,11 +79,21 @@ def open_profile(*, create: bool = True) -> Profile:
         if not sys.stdin.isatty():
             raise
         prompt = "TARA_PASSPHRASE does not unlock the profile (was the passphrase changed?); passphrase: "
-    new = not (paths.profile_dir() / DB_NAME).exists()
-    passphrase = getpass.getpass("New passphrase for the TARA profile: " if new else prompt)
-    if new and getpass.getpass("Repeat the passphrase: ") != passphrase:
-        raise ProfileError("the two passphrases differ; run the command again and type the same passphrase twice")
-    return Profile.open(passphrase=passphrase, create=create)
+    if not (paths.profile_dir() / DB_NAME).exists():
+        passphrase = getpass.getpass("New passphrase for the TARA profile: ")
+        check_new_passphrase(passphrase)
+        if getpass.getpass("Repeat the passphrase: ") != passphrase:
+            raise ProfileError("the two passphrases differ; run the command again and type the same passphrase twice")
+        return Profile.open(passphrase=passphrase, create=create)
+    for attempt in range(PROMPT_ATTEMPTS):
+        time.sleep(backoff_seconds(attempt))
+        try:
+            return Profile.open(passphrase=getpass.getpass(prompt), create=create)
+        except WrongPassphrase:
+            if attempt == PROMPT_ATTEMPTS - 1:
+                raise
+            prompt = "wrong passphrase; try again: "
+    raise AssertionError("unreachable")
 
 
 def _when(ts: float | None) -> str:
@@ -164,12 +180,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _new_passphrase() -> str:
     value = os.environ.get("TARA_NEW_PASSPHRASE")
     if value:
+        check_new_passphrase(value)
         return value
     if not sys.stdin.isatty():
         raise ProfileError("set TARA_NEW_PASSPHRASE to the new passphrase (or run this in a terminal to type it)")
     first = getpass.getpass("New passphrase: ")
-    if not first or getpass.getpass("Repeat the new passphrase: ") != first:
-        raise ProfileError("the new passphrases were empty or differ; run the command again")
+    check_new_passphrase(first)
+    if getpass.getpass("Repeat the new passphrase: ") != first:
+        raise ProfileError("the new passphrases differ; run the command again")
     return first
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import threading
+import unicodedata
 from typing import Any
 
 from tara_desktop.profile import crypto
@@ -83,6 +84,35 @@ def forget_derived_keys() -> None:
         _KEK_CACHE.clear()
 
 
+# The most common passwords of at least 8 characters (leaked-password lists): refused as passphrases.
+_COMMON = frozenset({
+    "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyuiop", "qwerty123",
+    "iloveyou", "11111111", "00000000", "abc12345", "passw0rd", "sunshine", "princess", "football", "baseball",
+    "welcome1", "letmein1", "trustno1", "superman", "starwars", "whatever", "dragon12", "asdfghjk", "qwertyui",
+    "1q2w3e4r", "zaq12wsx", "aa123456", "tara1234", "taradesktop",
+})
+MIN_PASSPHRASE_CHARS = 8
+
+
+def check_new_passphrase(passphrase: str) -> None:
+    """Refuse a new passphrase that is easy to guess, with one sentence saying what to choose instead."""
+    text = unicodedata.normalize("NFC", passphrase)
+    advice = "choose a few unrelated words, e.g. 'copper kettle river dawn' — it protects everything in the profile"
+    if len(text) < MIN_PASSPHRASE_CHARS:
+        raise ProfileError(f"the passphrase is too short ({len(text)} characters); use at least "
+                           f"{MIN_PASSPHRASE_CHARS}: {advice}")
+    if len(set(text.casefold())) < 4:
+        raise ProfileError(f"the passphrase repeats too few different characters; {advice}")
+    if text.casefold().replace(" ", "") in _COMMON or (text.isdigit() and len(text) < 12):
+        raise ProfileError(f"the passphrase is one of the most common passwords; {advice}")
+
+
+def backoff_seconds(failures: int) -> float:
+    """How long to wait before the next passphrase attempt after ``failures`` wrong ones in a row
+    (0, 1, 2, 4, ... up to 30 s): the prompts (CLI and GUI) wait this long before trying again."""
+    return 0.0 if failures <= 0 else float(min(2 ** (failures - 1), 30))
+
+
 class KeySource:
     """Provides KEKs by id and makes new ones (for a new profile or a key rotation)."""
 
@@ -130,18 +160,19 @@ class PassphraseSource(KeySource):
     def new_kek(self) -> tuple[str, dict[str, Any], bytes]:
         kek_id = secrets.token_hex(8)
         salt = os.urandom(16)
+        n = crypto.scrypt_n()
         params = {
             "kdf": "scrypt",
             "salt": base64.b64encode(salt).decode("ascii"),
-            "n": crypto.SCRYPT_N,
+            "n": n,
             "r": crypto.SCRYPT_R,
             "p": crypto.SCRYPT_P,
         }
-        self._cache[kek_id] = _derive_cached(self._passphrase, salt, crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P)
+        self._cache[kek_id] = _derive_cached(self._passphrase, salt, n, crypto.SCRYPT_R, crypto.SCRYPT_P)
         return kek_id, params, self._cache[kek_id]
 
     def describe(self) -> str:
-        return f"passphrase (scrypt n={crypto.SCRYPT_N}, r={crypto.SCRYPT_R}, p={crypto.SCRYPT_P})"
+        return f"passphrase (scrypt n={crypto.scrypt_n()}, r={crypto.SCRYPT_R}, p={crypto.SCRYPT_P})"
 
 
 class KeyringSource(KeySource):

@@ -293,6 +293,11 @@ class Profile:
         else:
             referenced = {str(k) for (k,) in conn.execute("SELECT id FROM keks")}
             source.keep_only(referenced)  # drop a KEK left in the keyring by a rotation killed early
+            if source.kind == "passphrase":
+                try:
+                    _upgrade_kdf(vault)
+                except ProfileReadOnly as exc:
+                    log.info("passphrase key not upgraded on a read-only profile: %s", exc)
         return vault
 
     def unlock_again(self, passphrase: str) -> None:
@@ -371,6 +376,7 @@ class Profile:
                 raise ProfileError("a new passphrase goes with the passphrase key source, not the keyring")
             target = current if current.kind == "keyring" else keys.KeyringSource(self.profile_id)
         elif new_passphrase is not None:
+            keys.check_new_passphrase(new_passphrase)
             target = keys.PassphraseSource(new_passphrase)
         elif key_source == "passphrase" and current.kind != "passphrase":
             raise ProfileLocked("moving the key from the keyring to a passphrase needs the new passphrase")
@@ -413,6 +419,37 @@ class Profile:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _upgrade_kdf(vault: Vault) -> bool:
+    """Re-wrap the data keys under a passphrase key of today's scrypt cost when the stored one is weaker
+    (one transaction: the old key-encryption key goes with it; the data keys themselves are unchanged)."""
+    target = crypto.scrypt_n()
+    with vault.read() as conn:
+        rows = conn.execute("SELECT id, params FROM keks WHERE source = 'passphrase'").fetchall()
+    weak = [str(kid) for kid, params in rows if int(json.loads(params).get("n", 0)) < target]
+    if not weak:
+        return False
+    kek_id, params, kek = vault.source.new_kek()  # the slow derivation, outside the transaction
+    with vault.write() as conn:
+        if vault.get_meta("rotation") is not None:
+            return False  # a rotation started meanwhile; it makes a new key anyway
+        at = now()
+        conn.execute("INSERT INTO keks (id, source, params, created_at) VALUES (?, 'passphrase', ?, ?)",
+                     (kek_id, json.dumps(params), at))
+        for gen, rk in vault.keys.items():
+            conn.execute("INSERT OR REPLACE INTO data_keys (gen, kek_id, wrapped, created_at) VALUES (?, ?, ?, ?)",
+                         (gen, kek_id, crypto.wrap_secret(kek, f"data_keys/{gen}", rk.secret), at))
+        marks = ",".join("?" * len(weak))
+        still = conn.execute(f"SELECT id FROM keks WHERE source = 'passphrase' AND id IN ({marks})", weak).fetchall()
+        old_ids = [str(r[0]) for r in still]
+        if old_ids:
+            marks = ",".join("?" * len(old_ids))
+            conn.execute(f"DELETE FROM data_keys WHERE kek_id IN ({marks})", old_ids)
+            conn.execute(f"DELETE FROM keks WHERE id IN ({marks})", old_ids)
+        AuditTrail(vault).append_in_transaction("key.kdf.upgraded", {"kdf": "scrypt", "n": params["n"]})
+    log.info("passphrase key upgraded to scrypt n=%s", params["n"])
+    return True
 
 
 def _shred(path: Path) -> None:

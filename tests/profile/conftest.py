@@ -18,6 +18,13 @@ def _anchors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _fast_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New passphrase keys at scrypt N=2**14 (the product uses 2**17, ~2 s on a busy core): the tests make
+    hundreds. test_profile_keys checks the real cost and the upgrade."""
+    monkeypatch.setenv("TARA_SCRYPT_N", str(2**14))
+
+
 @pytest.fixture
 def profile_dir(tmp_path: Path) -> Path:
     return tmp_path / "profile"

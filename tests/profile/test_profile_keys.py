@@ -228,3 +228,72 @@ def test_a_passphrase_changed_elsewhere_says_so_and_takes_the_new_one(profile_di
     gui.store.append_message(cid, "user", "hello")
     assert [m.content for m in gui.store.messages(cid)] == ["hello"]
     gui.close()
+
+
+# -- passphrase cost, strength and backoff -------------------------------------------------------------
+
+def _kek_costs(profile_dir: Path) -> list[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(profile_dir / DB_NAME)
+    try:
+        return [json.loads(p)["n"] for (p,) in conn.execute("SELECT params FROM keks WHERE source = 'passphrase'")]
+    finally:
+        conn.close()
+
+
+def test_new_passphrase_keys_use_scrypt_2_17_and_old_ones_are_upgraded_on_unlock(
+    profile_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TARA_SCRYPT_N", str(2**15))  # a profile made by a TARA that used 2**15
+    with Profile.open(profile_dir) as p:
+        cid = p.store.create_conversation("kept")
+    assert _kek_costs(profile_dir) == [2**15]
+    monkeypatch.delenv("TARA_SCRYPT_N")  # today's cost
+    with Profile.open(profile_dir) as p:
+        assert p.store.conversation(cid).title == "kept"
+        assert p.audit.entries()[-1].event == "key.kdf.upgraded"
+        assert p.verify_integrity().ok
+    assert _kek_costs(profile_dir) == [2**17]
+    with Profile.open(profile_dir) as p:  # opens with the upgraded key; nothing more to do
+        assert p.store.conversation(cid).title == "kept"
+        assert p.audit.entries()[-1].event == "key.kdf.upgraded"
+    with pytest.raises(WrongPassphrase):
+        Profile.open(profile_dir, passphrase="not the passphrase")
+
+
+@pytest.mark.parametrize("weak", ["a", "short", "aaaaaaaaaaaa", "password", "12345678",
+                                  "abababababab", "0123456789"])
+def test_weak_new_passphrases_are_refused_with_advice(weak: str, profile: Profile) -> None:
+    from tara_desktop.profile.keys import check_new_passphrase
+
+    with pytest.raises(ProfileError, match=r"passphrase .*choose a few unrelated words"):
+        check_new_passphrase(weak)
+    with pytest.raises(ProfileError, match="choose a few unrelated words"):
+        profile.rotate_key(new_passphrase=weak)
+    assert profile.verify_integrity().ok  # refused before anything changed
+
+
+def test_good_passphrases_pass() -> None:
+    from tara_desktop.profile.keys import check_new_passphrase
+
+    for good in ("copper kettle river", "test passphrase", "Zw9!k2#Lq", "brand new"):
+        check_new_passphrase(good)
+
+
+def test_cli_refuses_a_weak_new_passphrase(profile_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from tara_desktop.cli import main
+
+    Profile.open(profile_dir).close()
+    monkeypatch.setenv("TARA_HOME", str(profile_dir))
+    monkeypatch.setenv("TARA_NEW_PASSPHRASE", "a")
+    assert main(["profile", "rotate-key", "--new-passphrase"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the passphrase is too short (1 characters)") and err.count("\n") == 1
+
+
+def test_wrong_attempts_back_off() -> None:
+    from tara_desktop.profile.keys import backoff_seconds
+
+    assert [backoff_seconds(n) for n in range(8)] == [0, 1, 2, 4, 8, 16, 30, 30]
