@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import unicodedata
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -315,7 +315,13 @@ def _features(text: str) -> Counter[str]:
 
 
 class LexicalIndex:
-    """Cosine similarity between TF-IDF vectors (sublinear tf) of a message and of each example."""
+    """Cosine similarity between TF-IDF vectors (sublinear tf) of a message and of each example.
+
+    Stored as arrays (per term: a 64-bit hash of it, its idf, and the examples holding it with their
+    weights), so a built index can be cached with :meth:`save` and loaded with :meth:`load` instead of
+    rebuilt; the cache holds hashes and numbers, no text."""
+
+    _VERSION: Final = "2"
 
     def __init__(self, documents: Sequence[str]) -> None:
         counts = [_features(d) for d in documents]
@@ -323,25 +329,93 @@ class LexicalIndex:
         for c in counts:
             df.update(c.keys())
         n = len(documents)
-        self._idf = {t: math.log((1 + n) / (1 + f)) + 1.0 for t, f in df.items()}
-        self._postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        terms = sorted(df)
+        self._vocab = {_term_key(t): i for i, t in enumerate(terms)}
+        self._idf = np.asarray([math.log((1 + n) / (1 + df[t])) + 1.0 for t in terms], dtype=np.float64)
+        postings: list[list[tuple[int, float]]] = [[] for _ in terms]
         for i, c in enumerate(counts):
-            vec = self._weigh(c)
-            for t, w in vec.items():
-                self._postings[t].append((i, w))
+            for t, w in self._weigh(c).items():
+                postings[t].append((i, w))
+        self._indptr = np.zeros(len(terms) + 1, dtype=np.int64)
+        self._indptr[1:] = np.cumsum([len(p) for p in postings])
+        self._docs = np.asarray([d for p in postings for d, _ in p], dtype=np.int32)
+        self._weights = np.asarray([w for p in postings for _, w in p], dtype=np.float32)
         self.size = n
 
-    def _weigh(self, counts: Mapping[str, int]) -> dict[str, float]:
-        vec = {t: (1.0 + math.log(c)) * self._idf[t] for t, c in counts.items() if t in self._idf}
+    def _weigh(self, counts: Mapping[str, int]) -> dict[int, float]:
+        vec: dict[int, float] = {}
+        for t, c in counts.items():
+            i = self._vocab.get(_term_key(t))
+            if i is not None:
+                vec[i] = (1.0 + math.log(c)) * float(self._idf[i])
         norm = math.sqrt(sum(w * w for w in vec.values())) or 1.0
         return {t: w / norm for t, w in vec.items()}
 
     def similarities(self, text: str) -> np.ndarray:
         sims = np.zeros(self.size, dtype=np.float32)
         for t, w in self._weigh(_features(text)).items():
-            for i, dw in self._postings.get(t, ()):
-                sims[i] += w * dw
+            a, b = self._indptr[t], self._indptr[t + 1]
+            sims[self._docs[a:b]] += np.float32(w) * self._weights[a:b]  # an example appears once per term
         return sims
+
+    @staticmethod
+    def key(documents: Sequence[str]) -> str:
+        digest = hashlib.sha256(f"lexical {LexicalIndex._VERSION}\n".encode())
+        for d in documents:
+            digest.update(hashlib.sha256(d.encode("utf-8")).digest())
+        return digest.hexdigest()[:20]
+
+    def save(self, path: Path) -> None:
+        _atomic_npz(path, terms=np.fromiter(self._vocab, dtype=np.int64, count=len(self._vocab)), idf=self._idf, indptr=self._indptr,
+                    docs=self._docs, weights=self._weights, size=np.array([self.size]))
+
+    @classmethod
+    def load(cls, path: Path) -> LexicalIndex:
+        with np.load(path, allow_pickle=False) as data:
+            index = cls.__new__(cls)
+            index._vocab = {t: i for i, t in enumerate(data["terms"].tolist())}
+            index._idf = data["idf"]
+            index._indptr, index._docs, index._weights = data["indptr"], data["docs"], data["weights"]
+            index.size = int(data["size"][0])
+        if len(index._idf) != len(index._vocab) or index._indptr[-1] != len(index._docs):
+            raise ValueError("inconsistent lexical index")
+        return index
+
+    @classmethod
+    def cached(cls, documents: Sequence[str], cache_dir: Path) -> LexicalIndex:
+        """The index of ``documents``, from ``cache_dir`` when it was built before (keyed by the texts'
+        hashes; it holds the examples' word n-grams, config text, never user content)."""
+        path = cache_dir / f"lexical-{cls.key(documents)}.npz"
+        try:
+            index = cls.load(path)
+            if index.size == len(documents):
+                return index
+        except (OSError, ValueError, KeyError, EOFError):
+            pass
+        index = cls(documents)
+        try:
+            index.save(path)
+        except OSError as exc:
+            log.info("router: could not cache the keyword index in %s (%s)", cache_dir, exc.__class__.__name__)
+        return index
+
+
+def _term_key(term: str) -> int:
+    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -462,12 +536,22 @@ class DomainRouter:
             owner.append(len(self._names))
         self._texts = texts
         self._owner = np.asarray(owner, dtype=np.int32)
-        self._lexical = LexicalIndex(texts)
+        self._lexical_index: LexicalIndex | None = None
+        self._lexical_lock = threading.Lock()
         self._lock = threading.Lock()
         self._embedder: Embedder | None = None
         self._example_vectors: np.ndarray | None = None
         self._degraded_reason: str | None = None if embedding_model else "embedding model turned off"
         self._loaded = embedding_model is None
+
+    @property
+    def _lexical(self) -> LexicalIndex:
+        """The keyword index of the examples, built on first use (or loaded from the cache)."""
+        if self._lexical_index is None:
+            with self._lexical_lock:
+                if self._lexical_index is None:
+                    self._lexical_index = LexicalIndex.cached(self._texts, self._cache_dir or default_cache_dir())
+        return self._lexical_index
 
     @classmethod
     def from_configs(cls, configs: Configs, **kwargs: Any) -> DomainRouter:
@@ -527,17 +611,7 @@ class DomainRouter:
     def _save_cache(path: Path, known: Mapping[str, np.ndarray]) -> None:
         items = list(known.items())[-_CACHE_MAX_ENTRIES:]
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, keys=np.array([k for k, _ in items]), vectors=np.stack([v for _, v in items]))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            _atomic_npz(path, keys=np.array([k for k, _ in items]), vectors=np.stack([v for _, v in items]))
         except OSError as exc:
             log.info("router: could not cache example embeddings in %s (%s)", path.parent,
                      exc.__class__.__name__)

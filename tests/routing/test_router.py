@@ -226,14 +226,15 @@ def test_example_embeddings_are_cached_without_any_text(
     decision = first.route("can I break my rental lease early?")
     assert decision.domain == "legal"
     assert counting.calls == [4 + 1 + 3 + 1 + len(NO_TOPIC_PROTOTYPES), 1]  # examples, then the message
-    (cache_file,) = tmp_path.iterdir()
+    (cache_file,) = tmp_path.glob("examples-*.npz")
+    (lexical_file,) = tmp_path.glob("lexical-*.npz")  # the keyword index: term hashes and weights
     counting.calls.clear()
     second = DomainRouter(domains, configs.mapping, cache_dir=tmp_path, embedder_factory=shared_model)
     assert second.route("can I break my rental lease early?") == decision
     assert counting.calls == [1]  # only the message itself: the examples came from the cache
     # the cache holds hashes and vectors, not the example texts (and never a message)
-    raw = cache_file.read_bytes()
-    assert b"landlord" not in raw and b"rental" not in raw
+    for raw in (cache_file.read_bytes(), lexical_file.read_bytes()):
+        assert b"landlord" not in raw and b"rental" not in raw and b"l\x00\x00\x00a\x00\x00\x00n" not in raw
     with np.load(cache_file) as data:
         assert sorted(data.files) == ["keys", "vectors"]
     # an edited config re-embeds only what changed
@@ -248,7 +249,7 @@ def test_a_corrupt_cache_file_is_recomputed(
 ) -> None:
     domains = _small_domains(configs)
     DomainRouter(domains, configs.mapping, cache_dir=tmp_path, embedder_factory=shared_model).route("hi")
-    (cache_file,) = tmp_path.iterdir()
+    (cache_file,) = tmp_path.glob("examples-*.npz")
     cache_file.write_bytes(b"not a numpy file")
     r = DomainRouter(domains, configs.mapping, cache_dir=tmp_path, embedder_factory=shared_model)
     assert not r.degraded
@@ -374,3 +375,17 @@ def test_warm_up_reports_progress_and_can_be_cancelled(
     with pytest.raises(Cancelled):
         fresh.warm_up(cancelled)
     assert fresh.route("how do I reset my router password").domain == "technical"  # loads on use
+
+
+def test_keyword_index_is_cached_and_loads_the_same(configs: Configs, tmp_path: Path) -> None:
+    first = DomainRouter.from_configs(configs, embedding_model=None, cache_dir=tmp_path)
+    text = "Mon ordinateur ne démarre plus après la mise à jour"
+    built = first.scores(text)
+    cached = list(tmp_path.glob("lexical-*.npz"))
+    assert len(cached) == 1
+    second = DomainRouter.from_configs(configs, embedding_model=None, cache_dir=tmp_path)
+    assert second.scores(text) == pytest.approx(built)
+    assert second._lexical_index is not None and second._lexical_index.size == first._lexical_index.size  # type: ignore[union-attr]
+    cached[0].write_bytes(b"not an npz")  # a damaged cache is rebuilt, not trusted
+    third = DomainRouter.from_configs(configs, embedding_model=None, cache_dir=tmp_path)
+    assert third.scores(text) == pytest.approx(built)
