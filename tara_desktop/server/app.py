@@ -266,7 +266,7 @@ class ApiService:
         first = (kind, value)
         if chat.stream:
             return StreamingResponse(
-                self._sse(chat, route, first, queue, state, watcher, info),
+                self._sse(chat, route, first, queue=queue, state=state, watcher=watcher, info=info),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -336,7 +336,7 @@ class ApiService:
         return JSONResponse(body)
 
     async def _sse(
-        self, chat: ChatRequest, route: Any, first: tuple[str, Any], queue: asyncio.Queue[tuple[str, Any]],
+        self, chat: ChatRequest, route: Any, first: tuple[str, Any], *, queue: asyncio.Queue[tuple[str, Any]],
         state: JobState, watcher: asyncio.Task[None], info: dict[str, Any],
     ) -> AsyncIterator[str]:
         cid = f"chatcmpl-{uuid.uuid4().hex}"
