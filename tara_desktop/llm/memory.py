@@ -11,8 +11,10 @@ What a loaded model needs (llama.cpp, CPU, memory-mapped weights):
 - **KV cache**: f16 keys and values for every layer at the context actually used: the configured
   ``llm.context_size`` clamped to what the model was trained on (``n_ctx_train``), padded the way
   llama.cpp pads it (multiples of 256);
-- **compute buffers**: the worst-case graph llama.cpp reserves for one micro-batch: logits for every
-  token of the batch, the attention scores (f32, every head, whole context) and the layer activations;
+- **compute buffers**: the worst-case graph llama.cpp reserves for one micro-batch. Its allocator reuses
+  memory, so the buffer is the larger of the logits for every token of the batch and the attention scores
+  (f32, every head, the whole context, plus the mask), and a margin for the layer activations. Checked
+  against the buffer sizes llama.cpp itself reports (tests/llm/test_memory.py);
 - a fixed overhead (the context, the sampler, the tokenizer's tables).
 
 The numbers come from the file's GGUF metadata (read by :mod:`tara_desktop.llm.gguf_file`) or, before the
@@ -41,7 +43,7 @@ MB = 1024 * 1024
 GB = 1024 * MB
 CTX_PAD = 256  # llama.cpp rounds the context (KV cache size) up to a multiple of this
 OVERHEAD_BYTES = 32 * MB
-ACTIVATION_FACTOR = 16  # live f32 activations per token, in multiples of n_embd (attention + FFN)
+ACTIVATION_FACTOR = 8  # f32 activations per token beside the logits/scores, in multiples of n_embd
 AUTO_BUDGET_FRACTION = 0.5  # llm.memory_budget_mb = 0: this share of the computer's memory
 AUTO_BUDGET_MIN_MB = 1024
 
@@ -222,12 +224,12 @@ def estimate(shape: ModelShape, n_ctx: int, n_batch: int = 256) -> MemoryEstimat
     n_vocab = shape.n_vocab or _DEFAULT_VOCAB
     n_head = shape.n_head or max(1, n_embd // 128)
     logits = n_vocab * batch * 4
-    scores = kv_ctx * batch * n_head * 4
+    scores = kv_ctx * batch * n_head * 4 + kv_ctx * batch * 4  # KQ for every head + the mask
     activations = batch * n_embd * 4 * ACTIVATION_FACTOR
     return MemoryEstimate(
         weights_bytes=int(shape.weights_bytes),
         kv_cache_bytes=int(kv),
-        compute_bytes=int(logits + scores + activations),
+        compute_bytes=int(max(logits, scores) + activations),
         overhead_bytes=OVERHEAD_BYTES,
         n_ctx=ctx,
         n_batch=batch,

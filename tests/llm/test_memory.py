@@ -143,3 +143,40 @@ def test_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"GGUF" + b"\xff" * 64)
     with pytest.raises(gguf_file.InvalidGguf):
         estimate_file(bad, 2048)
+
+
+_REPORT = """
+import re, sys, llama_cpp
+llama_cpp.Llama(model_path=sys.argv[1], n_ctx=int(sys.argv[2]), n_batch=256, n_ubatch=256, n_threads=1,
+                verbose=True)
+"""
+
+
+def _llama_cpp_buffers(path: Path, n_ctx: int) -> tuple[float, float]:
+    """The KV and compute buffer sizes (MiB) llama.cpp reports when it creates a context for ``path``."""
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _REPORT, str(path), str(n_ctx)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    log = done.stdout + done.stderr
+    kv = re.search(r"KV buffer size =\s*([\d.]+) MiB", log)
+    compute = re.search(r"compute buffer size =\s*([\d.]+) MiB", log)
+    assert kv and compute, log[-2000:]
+    return float(kv.group(1)), float(compute.group(1))
+
+
+@pytest.mark.parametrize(("vocab", "n_embd", "n_ctx"), [(None, 64, 512), (None, 64, 4096), (32000, 256, 512),
+                                                        (32000, 256, 4096)])
+def test_the_estimate_matches_what_llama_cpp_allocates(tmp_path: Path, vocab: int | None, n_embd: int,
+                                                       n_ctx: int) -> None:
+    """The KV cache is exactly llama.cpp's; the compute estimate covers its compute buffer without
+    overstating it much, whether the logits (large vocabulary) or the attention scores (long context)
+    dominate."""
+    path = build_tiny_gguf(tmp_path / "m.gguf", seed=2, n_embd=n_embd, n_head=8, n_head_kv=2, vocab_size=vocab,
+                           context_length=8192)
+    est = estimate_file(path, n_ctx, 256)
+    kv_mib, compute_mib = _llama_cpp_buffers(path, n_ctx)
+    assert est.kv_cache_bytes / MB == pytest.approx(kv_mib, abs=0.01)
+    assert compute_mib <= est.compute_bytes / MB <= compute_mib * 1.25 + 1
