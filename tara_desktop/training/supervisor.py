@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tara_desktop.errors import TaraError
-from tara_desktop.files import FileLock, make_private_dir
+from tara_desktop.files import FileLock, describe_os_error, make_private_dir
 from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.training import datasets as ds
 from tara_desktop.training import recovery
@@ -286,7 +286,7 @@ class TrainingSupervisor:
         else:
             how = f"exited with code {rc}"
         tail = next((line for line in reversed(self._stderr_tail) if line.strip()), "") if rc > 0 else ""
-        detail = outcome.message or tail[:200]
+        detail = _environment_failure(outcome.message or tail) or outcome.message or tail[:200]
         outcome.status = "crashed" if not outcome.message else "failed"
         outcome.message = f"the training process {how}" + (f" ({detail})" if detail else "") + (
             "; resume it to continue from its last checkpoint"
@@ -297,6 +297,16 @@ class TrainingSupervisor:
             pass
         log.warning("training job %s: %s", self.spec.job_dir.name, outcome.message)
         return outcome
+
+
+def _environment_failure(text: str) -> str | None:
+    """The worker's OSError (a full disk, a read-only folder...) as the sentence a user can act on."""
+    import re
+
+    match = re.search(r"\[Errno (\d+)\] ([^:'\"]+)(?:: '([^']*)')?", text)
+    if match is None:
+        return None
+    return describe_os_error(OSError(int(match.group(1)), match.group(2).strip(), match.group(3)))
 
 
 def run_supervised(

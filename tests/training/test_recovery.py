@@ -217,3 +217,24 @@ def test_the_worker_inherits_the_job_lock(tmp_path: Path) -> None:
         outcome = sup.wait()  # reaps it and closes its pipes
     assert outcome.status == "crashed"
     assert not recovery.is_locked(job_dir)
+
+
+def test_a_full_disk_in_the_worker_is_said_as_such(tmp_path: Path) -> None:
+    import pytest
+
+    from tara_desktop.training import supervisor
+
+    if sys.platform == "win32":
+        pytest.skip("a shebang script stands in for the worker")
+    spec = _spec(tmp_path / "job")
+    recovery.write_job(recovery.JobRecord(spec=spec))
+    fake_worker = tmp_path / "worker"
+    event = {"type": "error", "message": "training failed: OSError: [Errno 28] No space left on device: '/j/ck'"}
+    fake_worker.write_text(f"#!{sys.executable}\nimport sys\nprint({json.dumps(json.dumps(event))}, flush=True)\n"
+                           "sys.exit(1)\n")
+    fake_worker.chmod(0o755)
+    sup = supervisor.TrainingSupervisor(spec, b"", python=str(fake_worker))
+    sup.start()
+    outcome = sup.wait()
+    assert outcome.status == "failed"
+    assert "the disk is full (/j/ck); free some space" in outcome.message and "resume it" in outcome.message
