@@ -123,6 +123,7 @@ class ApiService:
             async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     status["code"] = int(message["status"])
+                    status["sent"] = 1
                 await send(message)
 
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
@@ -147,7 +148,17 @@ class ApiService:
                             raise _BodyTooLarge(limit)
                     return message
 
-                await app(scope, receiving, sending)
+                try:
+                    await app(scope, receiving, sending)
+                except Exception as exc:  # already answered 500 by Starlette: keep the traceback out of logs
+                    log.error("request to %s failed unexpectedly: %s", scope.get("path", "?"), exc.__class__.__name__)
+                    if status["code"] == 500 and not status.get("sent"):
+                        crash = ApiError(500, "the server failed to answer; see TARA's log", type="server_error",
+                                         code="internal_error")
+                        try:
+                            await _error_response(crash)(scope, receive, sending)
+                        except Exception:
+                            pass
             finally:
                 service.log.add(RequestRecord(
                     at=time.time(),
@@ -472,8 +483,7 @@ def build_app(service: ApiService) -> ASGIApp:
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
         return _error_response(ApiError(exc.status_code, message, code=code))
 
-    async def on_crash(request: Request, exc: Exception) -> Response:
-        log.error("request to %s failed unexpectedly: %s", request.url.path, exc.__class__.__name__)
+    async def on_crash(request: Request, exc: Exception) -> Response:  # logged (type only) by the guard
         return _error_response(ApiError(500, "the server failed to answer; see TARA's log", type="server_error",
                                         code="internal_error"))
 

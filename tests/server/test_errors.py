@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx2 as httpx
@@ -133,3 +134,19 @@ def test_binding_beyond_loopback_needs_an_explicit_flag(api_server: ApiServer) -
 
     with pytest.raises(TaraError, match="allow-remote"):
         ApiServer(api_server.service.assistant, host="0.0.0.0", port=0)
+
+
+def test_an_unexpected_failure_is_a_500_without_traceback_or_content_in_logs(
+    http: Any, api_server: ApiServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> dict[str, str]:
+        raise RuntimeError("secret-canary-in-an-exception")
+
+    monkeypatch.setattr(api_server.service.pipeline, "model_names", broken)
+    with caplog.at_level(logging.DEBUG):
+        r = http.get("/models")
+        assert _error(r, 500)["code"] == "internal_error"
+        ok = http.post(CHAT, json={**GOOD, "model": "tara"})  # the server keeps serving
+    assert ok.status_code == 200
+    assert "secret-canary" not in r.text and "secret-canary" not in caplog.text
+    assert "RuntimeError" in caplog.text  # the log says what kind of failure it was
