@@ -54,6 +54,27 @@ def test_a_client_that_disconnects_mid_stream_cancels_within_a_token(
     assert max(generated) <= 3
 
 
+def test_a_client_that_gives_up_on_a_whole_reply_cancels_it_too(api_server: ApiServer, hook: TokenHook) -> None:
+    import httpx2
+
+    cancelled: list[bool] = []
+
+    def gate(n: int, state: JobState) -> None:
+        if n == 1:
+            cancelled.append(wait_for(lambda: state.cancelled, timeout=30))
+
+    hook.fn = gate
+    seen = len(api_server.log.records())
+    body = {"model": "tara", "messages": [{"role": "user", "content": "A long answer, please."}], "max_tokens": 400}
+    with pytest.raises(httpx2.ReadTimeout):  # the client stops waiting and closes the connection
+        httpx2.post(f"{api_server.url}/chat/completions", json=body, timeout=httpx2.Timeout(30, read=3.0),
+                    headers={"Authorization": f"Bearer {api_server.token}"})
+    assert wait_for(lambda: len(api_server.log.records()) > seen)
+    assert cancelled == [True]
+    record = api_server.log.records()[-1]
+    assert record.finish == "cancelled" and record.completion_tokens is not None and record.completion_tokens <= 2
+
+
 def test_a_full_queue_answers_429_and_the_queued_requests_still_finish(
     small_queue_server: ApiServer, hook: TokenHook
 ) -> None:
