@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
-    from tara_desktop.training.tiny_base import build_tiny_base
+    from tests.support.tiny_base import build_tiny_base
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     missed: list[str] = []

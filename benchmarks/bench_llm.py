@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tara_desktop.jobs import JobState
 from tara_desktop.llm.context_window import ContextWindow, SummaryWorker
 from tara_desktop.llm.engine import Engine, GenerationSettings
-from tara_desktop.llm.tiny_model import build_tiny_gguf, build_tiny_lora
+from tests.support.tiny_model import build_tiny_gguf, build_tiny_lora
 
 SYSTEM = "You are TARA, a local assistant. Answer clearly and briefly, and ask when something is unclear."
 USER = (

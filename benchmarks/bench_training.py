@@ -26,7 +26,7 @@ from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.training import datasets as ds
 from tara_desktop.training import job
 from tara_desktop.training.spec import TrainingSpec
-from tara_desktop.training.tiny_base import build_tiny_base
+from tests.support.tiny_base import build_tiny_base
 
 TARGET_RATIO = 0.95
 

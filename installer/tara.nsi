@@ -6,7 +6,7 @@
 ;            [-DEXTRA_MODELS_DIR=build\models\extra] -DOUTFILE=dist\TARA-0.1.0-Setup.exe installer\tara.nsi
 ;
 ;   BUNDLE_DIR        the app: tara.exe, tara-desktop.exe and _internal\ (Python, torch, Qt, llama.cpp, configs)
-;   MODELS_DIR        the bundled models: tara-demo.gguf, adapters\, voice\ (component "Models")
+;   MODELS_DIR        the bundled models: SmolLM2-135M-Instruct.Q4_1.gguf, voice\ (component "Models")
 ;   EXTRA_MODELS_DIR  optional: larger GGUF models present at build time (component "Larger models",
 ;                     off by default). NSIS keeps everything in one file of at most 2 GB: larger sets
 ;                     must be shipped beside the installer instead (see scripts/build-installer).
@@ -127,7 +127,7 @@ Section "TARA (required)" SecCore
   CreateShortcut "$SMPROGRAMS\TARA\Uninstall TARA.lnk" "$INSTDIR\Uninstall TARA.exe"
 SectionEnd
 
-Section "Models (demo model and voice)" SecModels
+Section "Models (SmolLM2 chat model and voice)" SecModels
   SetOutPath "$INSTDIR\${MODELS_SUBDIR}"
   File /r "${MODELS_DIR}\*.*"
 SectionEnd
@@ -149,7 +149,7 @@ SectionEnd
 
 !insertmacro MUI_FUNCTION_DESCRIPTION_BEGIN
   !insertmacro MUI_DESCRIPTION_TEXT ${SecCore} "The TARA app: chat, voice, routing, training and the tara command."
-  !insertmacro MUI_DESCRIPTION_TEXT ${SecModels} "The demo model with its domain adapters and the voice models, so TARA works offline right away."
+  !insertmacro MUI_DESCRIPTION_TEXT ${SecModels} "The SmolLM2 135M chat model and the voice models, so TARA answers offline right away."
 !ifdef EXTRA_MODELS_DIR
   !insertmacro MUI_DESCRIPTION_TEXT ${SecExtraModels} "Larger language models for better answers (several GB of disk, more RAM)."
 !endif

@@ -38,7 +38,6 @@ class LlmSettings(_Strict):
     seed: int = -1
     memory_budget_mb: int = Field(0, ge=0)  # 0 = automatic: half of this computer's memory (llm/memory.py)
     idle_unload_seconds: float = Field(600, ge=0)
-    demo_model: str = "tara-demo.gguf"
 
 
 class RoutingSettings(_Strict):
@@ -145,6 +144,19 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+RETIRED_KEYS = {"llm": ("demo_model",)}
+"""Keys that older versions declared: dropped from a profile's saved settings instead of failing."""
+
+
+def _without_retired(overrides: Mapping[str, Any]) -> Mapping[str, Any]:
+    out = dict(overrides)
+    for section, keys in RETIRED_KEYS.items():
+        body = out.get(section)
+        if isinstance(body, Mapping) and any(k in body for k in keys):
+            out[section] = {k: v for k, v in body.items() if k not in keys}
+    return out
+
+
 def load_app_config(path: Path, overrides: Mapping[str, Any] | None = None) -> AppConfig:
     """Load ``config.yaml``; ``overrides`` (the user's settings from the profile) win."""
     try:
@@ -157,7 +169,7 @@ def load_app_config(path: Path, overrides: Mapping[str, Any] | None = None) -> A
         AppConfig.model_validate(raw)
     except ValidationError as exc:
         raise _describe(exc, path) from None
-    merged = _deep_merge(raw, overrides or {})
+    merged = _deep_merge(raw, _without_retired(overrides or {}))
     try:
         return AppConfig.model_validate(merged)
     except ValidationError as exc:

@@ -32,6 +32,22 @@ def bundled_models_dir() -> Path:
     return install_root() / "models"
 
 
+def package_dir(name: str) -> Path | None:
+    """The folder of an installed Python package, found without importing it (importing a model-data
+    package may import its unrelated dependencies); None when it is not installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        return Path(location)
+    return None
+
+
 def resources_dir() -> Path:
     return install_root() / "resources"
 

@@ -38,7 +38,7 @@ def _drop_speechbrain_redirects() -> None:
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight llama GGUF (byte-level BPE tokenizer, ChatML template) llama-cpp-python runs."""
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
+    from tests.support.tiny_model import build_tiny_gguf
 
     return build_tiny_gguf(tmp_path_factory.mktemp("tiny-model") / "tiny.gguf", seed=0)
 
@@ -46,6 +46,6 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lora(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A GGUF LoRA adapter for ``tiny_gguf`` that visibly changes its output."""
-    from tara_desktop.llm.tiny_model import build_tiny_lora
+    from tests.support.tiny_model import build_tiny_lora
 
     return build_tiny_lora(tiny_gguf, tmp_path_factory.mktemp("tiny-lora") / "tiny-lora.gguf", seed=0)

@@ -19,6 +19,25 @@ from tara_desktop.errors import ConfigError, TaraError
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+class GenerationPreset(BaseModel):
+    """A model's recommended sampling settings (every key optional: a missing one keeps the app's own
+    setting from configs/config.yaml). A user's own per-model settings win over these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, ge=0.5, le=3.0)
+    max_tokens: int | None = Field(None, ge=1, le=65_536)
+    stop: tuple[str, ...] | None = None
+
+    def values(self) -> dict[str, object]:
+        """The keys this preset sets, as GenerationSettings field values."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class CatalogModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +61,10 @@ class CatalogModel(BaseModel):
     license: str
     domains: list[str] = Field(min_length=1)
     source: str | None = Field(None, pattern=r"^https?://\S+$")
+    package: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """For a bundled model: the Python package (import name) that ships the file, where a source checkout
+    finds it when models/ of the install does not hold it."""
+    preset: GenerationPreset | None = None
     notes: str = ""
 
     @field_validator("sha256")

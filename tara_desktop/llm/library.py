@@ -300,12 +300,11 @@ def list_models(
             quantization=info.quantization if info is not None else None,
             problem=problem,
         ))
-    bundled_dir = models_dir or paths.bundled_models_dir()
     for entry in catalog:
         if entry.file in installed_files:
             continue
-        path = bundled_dir / entry.file if entry.bundled else None
-        if path is not None and path.is_file():
+        path = bundled_file(entry, models_dir) if entry.bundled else None
+        if path is not None:
             info, problem = describe_file(path)
             fit = (judge_fit(estimate_for_file(info, n_ctx, n_batch), budget_mb=budget_mb, memory=memory)
                    if info is not None else _unknown("the file is damaged"))
@@ -325,9 +324,92 @@ def list_models(
             size_is_estimate=entry.size_bytes is None,
             catalog_id=entry.id, license=entry.license, domains=tuple(entry.domains),
             quantization=entry.quantization,
-            problem="the bundled demo model has not been built yet" if entry.bundled else None,
+            problem=missing_bundled_message(entry, models_dir) if entry.bundled else None,
         ))
     return rows
+
+
+def bundled_file(entry: CatalogModel, models_dir: Path | None = None) -> Path | None:
+    """Where a bundled model's file is: ``models/`` of the install (the installer copies it there), else the
+    registry package that ships it (a source checkout, set up by scripts/setup). None when neither has it."""
+    candidates = [(models_dir or paths.bundled_models_dir()) / entry.file]
+    if entry.package:
+        package = paths.package_dir(entry.package)
+        if package is not None:
+            candidates.append(package / entry.file)
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def _alternatives(entry: CatalogModel) -> str:
+    return "or download another model on the Models page (`tara models list`, `tara models download ID`)"
+
+
+def missing_bundled_message(entry: CatalogModel, models_dir: Path | None = None) -> str:
+    where = str(models_dir or paths.bundled_models_dir())
+    if entry.package:
+        where += f" or the {entry.package} package"
+    return (f"the bundled chat model {entry.file} is missing (looked in {where}): reinstall TARA "
+            f"(in a source checkout run scripts/setup), {_alternatives(entry)}")
+
+
+def bundled_problem(entry: CatalogModel, path: Path) -> str | None:
+    """A cheap check of a bundled model's file (its recorded size, then its GGUF header); None when it
+    looks whole. A file of the right size with flipped bytes is caught by ``tara gguf validate``."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"the bundled chat model {path} cannot be read ({exc.strerror or exc}): reinstall TARA, {_alternatives(entry)}"
+    if entry.size_bytes is not None and size != entry.size_bytes:
+        return (f"the bundled chat model {path} is damaged ({size:,} bytes, expected {entry.size_bytes:,}): "
+                f"reinstall TARA, {_alternatives(entry)}")
+    try:
+        gguf_file.inspect(path)
+    except gguf_file.InvalidGguf as exc:
+        return f"the bundled chat model {path} is damaged ({exc}): reinstall TARA, {_alternatives(entry)}"
+    return None
+
+
+def check_bundled(catalog: Catalog, models_dir: Path | None = None) -> str | None:
+    """What is wrong with the bundled chat model(s), in one line for a message box; None when all is well."""
+    for entry in catalog:
+        if not entry.bundled:
+            continue
+        path = bundled_file(entry, models_dir)
+        if path is None:
+            return missing_bundled_message(entry, models_dir)
+        problem = bundled_problem(entry, path)
+        if problem is not None:
+            return problem
+    return None
+
+
+def installed_model_files(library: ModelLibrary | None, catalog: Catalog | None,
+                          models_dir: Path | None = None) -> list[tuple[str, Path]]:
+    """(label, file) of every model on this computer, the bundled ones first: what the Training tab
+    offers as a base."""
+    out: list[tuple[str, Path]] = []
+    for entry in catalog or ():
+        if entry.bundled:
+            path = bundled_file(entry, models_dir)
+            if path is not None:
+                out.append((f"{entry.name} (bundled)", path))
+    for m in library.models() if library is not None else []:
+        if m.path.is_file() and all(m.path != p for _, p in out):
+            out.append((m.name, m.path))
+    return out
+
+
+def default_chat_model() -> Path:
+    """The model the shipped mapping answers with (the bundled chat model): in ``models/`` of the install,
+    or in the registry package that ships it (a source checkout). Raises TaraError saying what to do when
+    it is missing or damaged."""
+    from tara_desktop.config import load_configs
+    from tara_desktop.llm.catalog import load_catalog
+
+    return resolve_model(load_configs().mapping.default.model, None, load_catalog())
 
 
 def resolve_model(
@@ -350,10 +432,13 @@ def resolve_model(
     entry = catalog.find(ref) if catalog is not None else None
     if entry is not None:
         if entry.bundled:
-            bundled = (models_dir or paths.bundled_models_dir()) / entry.file
-            if bundled.is_file():
-                return bundled
-            raise TaraError(f"the bundled model {entry.file} is missing from {bundled.parent}: reinstall TARA")
+            bundled = bundled_file(entry, models_dir)
+            if bundled is None:
+                raise TaraError(missing_bundled_message(entry, models_dir))
+            problem = bundled_problem(entry, bundled)
+            if problem is not None:
+                raise TaraError(problem)
+            return bundled
         if library is not None:
             for m in library.models():
                 if m.catalog_id == entry.id or m.path.name == entry.file:

@@ -1,4 +1,4 @@
-"""``tara-desktop``: start the GUI (or ``--smoke``: one offscreen chat turn with the demo model).
+"""``tara-desktop``: start the GUI (or ``--smoke``: one offscreen chat turn with the bundled chat model).
 
 Startup imports only Qt and the chat window; the profile, router and models open in the background.
 """
@@ -6,6 +6,7 @@ Startup imports only Qt and the chat window; the profile, router and models open
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -25,7 +26,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tara-desktop", description="TARA: a local, private AI assistant.")
     p.add_argument("--profile", metavar="DIR", help="profile directory (default: TARA_HOME or the OS data dir)")
     p.add_argument("--smoke", action="store_true",
-                   help="open the window offscreen, run one chat turn with the demo model, print it, exit")
+                   help="open the window offscreen, run one chat turn with the bundled chat model, print it, exit")
     p.add_argument("--no-welcome", action="store_true", help="do not show the first-run welcome")
     p.add_argument("--bench-startup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version=f"tara-desktop {__version__}")
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow(Path(os.environ["TARA_HOME"]) if args.profile else None,
                         show_welcome=not args.no_welcome)
     error_hook.install(lambda: window)
+    window.assistant_ready.connect(functools.partial(check_chat_model, window))
     window.show()
     window.open_session()
     if args.bench_startup:
@@ -99,20 +101,46 @@ def _report_startup(app: Any, window: Any) -> None:
     window.session.failed.connect(lambda m: (print(json.dumps({"error": m})), app.quit()))
 
 
-def _demo_model(tmp: Path) -> Path:
-    """The bundled demo model, or (in a checkout without it) a tiny real GGUF built now."""
-    from tara_desktop import paths
+def check_chat_model(window: Any, assistant: Any) -> str | None:
+    """On start: when the default chat model (the user's mapping over the shipped one) cannot be used, say
+    so in the chat banner and in a message box that offers the model catalog. Returns the problem."""
+    from PySide6.QtWidgets import QMessageBox
 
-    bundled = paths.bundled_models_dir() / "tara-demo.gguf"
-    if bundled.is_file():
-        return bundled
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
+    from tara_desktop.errors import TaraError
 
-    return Path(build_tiny_gguf(tmp / "tiny-demo.gguf"))
+    try:
+        assistant.model_for(assistant.configs.mapping.default.model)
+    except TaraError as exc:
+        problem = str(exc)
+    else:
+        return None
+    log.warning("no usable default chat model: %s", problem)
+    window.chat.banner.show_error(problem)
+    box = QMessageBox(QMessageBox.Icon.Warning, "TARA has no chat model",
+                      "TARA cannot answer yet: " + problem, parent=window)
+    catalog = box.addButton("Open the model catalog", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton(QMessageBox.StandardButton.Close)
+
+    def _on_clicked(button: Any) -> None:
+        if button is catalog:
+            window.show_page("Models")
+
+    box.buttonClicked.connect(_on_clicked)
+    box.setObjectName("chatModelMissing")
+    box.open()
+    return problem
 
 
 def smoke(args: argparse.Namespace) -> int:
-    """Open the real window offscreen, send one message with the demo model, print the reply."""
+    """Open the real window offscreen, send one message with the bundled chat model, print the reply."""
+    from tara_desktop.errors import TaraError
+    from tara_desktop.llm.library import default_chat_model
+
+    try:
+        model = default_chat_model()
+    except TaraError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     with tempfile.TemporaryDirectory(prefix="tara-smoke-") as tmpdir:
         tmp = Path(tmpdir)
         if not args.profile:
@@ -125,7 +153,6 @@ def smoke(args: argparse.Namespace) -> int:
         from tara_desktop.ui.main_window import MainWindow
 
         theme.apply_theme(app, "light")
-        model = _demo_model(tmp)
         window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False, keep_theme=True)
         error_hook.install(lambda: window)
         window.show()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -92,8 +93,12 @@ class TrainingTab(QWidget):
         self.domain_box = QComboBox(what)
         self.domain_box.setAccessibleName("Domain")
         form.addRow("Domain:", self.domain_box)
+        self.base_box = QComboBox(what)
+        self.base_box.setAccessibleName("Installed base model")
+        self.base_box.activated.connect(self._on_base_chosen)
+        form.addRow("Installed model:", self.base_box)
         cell, self.base_edit = _path_row(what, "Base model", self._browse_base)
-        self.base_edit.setPlaceholderText("a Hugging Face model folder or a .gguf file")
+        self.base_edit.setPlaceholderText("an installed model above, a Hugging Face model folder or a .gguf file")
         form.addRow("Base model:", cell)
         cell, self.data_edit = _path_row(what, "Dataset", self._browse_data)
         self.data_edit.setPlaceholderText(".jsonl (chats or prompt/response) or .txt")
@@ -171,6 +176,33 @@ class TrainingTab(QWidget):
         if folder:
             self.base_edit.setText(folder)
 
+    def _fill_bases(self, assistant: Any) -> None:
+        """The installed models (the bundled one first) as bases; choosing one fills the base field."""
+        from tara_desktop.llm.catalog import load_catalog
+        from tara_desktop.llm.library import ModelLibrary, installed_model_files
+
+        self.base_box.clear()
+        self.base_box.addItem("Choose an installed model…", None)
+        if assistant is None:
+            return
+        try:
+            catalog = load_catalog()
+        except TaraError:
+            catalog = None
+        try:
+            found = installed_model_files(ModelLibrary(assistant.profile), catalog)
+        except TaraError as exc:
+            log.warning("could not list the installed models: %s", exc)
+            found = []
+        for label, path in found:
+            self.base_box.addItem(label, str(path))
+            self.base_box.setItemData(self.base_box.count() - 1, str(path), Qt.ItemDataRole.ToolTipRole)
+
+    def _on_base_chosen(self, index: int) -> None:
+        path = self.base_box.itemData(index)
+        if path:
+            self.base_edit.setText(str(path))
+
     def _browse_data(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a dataset", str(Path.home()),
                                               "Datasets (*.jsonl *.txt);;All files (*)")
@@ -185,6 +217,7 @@ class TrainingTab(QWidget):
     def set_assistant(self, assistant: Any) -> None:
         self.assistant = assistant
         self.domain_box.clear()
+        self._fill_bases(assistant)
         if assistant is None:
             self.start_button.setEnabled(False)
             self.all_button.setEnabled(False)

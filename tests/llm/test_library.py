@@ -113,16 +113,17 @@ def test_list_shows_installed_bundled_and_available(profile: Profile, model_file
     lib.add(model_file, name="mine")
     bundled = tmp_path / "install_models"
     bundled.mkdir()
-    write_valid_gguf(bundled / "tara-demo.gguf")
+    write_valid_gguf(bundled / "SmolLM2-135M-Instruct.Q4_1.gguf")
     catalog = load_catalog()
     mem = Memory(available_ram_bytes=4 * GB, total_ram_bytes=16 * GB)
     rows = list_models(lib, catalog, n_ctx=2048, budget_mb=2048, memory=mem, models_dir=bundled,
                        loaded={model_file})
     by_name = {r.name: r for r in rows}
-    assert [r.name for r in rows][:2] == ["mine", "tara-demo"]
+    assert [r.name for r in rows][:2] == ["mine", "smollm2-135m-instruct"]
     assert by_name["mine"].status == "installed" and by_name["mine"].loaded
     assert by_name["mine"].fit.verdict == "fits" and by_name["mine"].size_bytes == model_file.stat().st_size
-    assert by_name["tara-demo"].status == "bundled" and not by_name["tara-demo"].loaded
+    assert by_name["smollm2-135m-instruct"].status == "bundled" and not by_name["smollm2-135m-instruct"].loaded
+    assert by_name["smollm2-135m-instruct"].path == bundled / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert by_name["llama-3.2-1b-instruct-q4_0"].status == "available"
     assert by_name["llama-3.2-1b-instruct-q4_0"].fit.verdict == "fits"
     assert by_name["qwen2.5-3b-instruct-q4_0"].fit.verdict == "over budget"  # fits the 4 GB free, not 2 GB budget
@@ -141,21 +142,35 @@ def test_a_registered_file_that_disappeared_is_listed_as_missing(profile: Profil
     assert gone.name == "gone" and gone.status == "missing" and "does not exist" in (gone.problem or "")
 
 
+def _bundled_catalog(tmp_path: Path, size: int, package: str | None = None) -> Path:
+    catalog_file = tmp_path / "bundled-catalog.yaml"
+    catalog_file.write_text(
+        "models:\n"
+        "  - {id: chat, name: Chat, file: Chat.Q4.gguf, bundled: true, architecture: llama, parameters: 1M,\n"
+        f"     quantization: Q8_0, ram_mb: 10, license: MIT, domains: [general], size_bytes: {size}"
+        + (f", package: {package}" if package else "") + "}\n"
+        "  - {id: big, name: Big, file: Big.gguf, architecture: llama, parameters: 8B, quantization: Q4_0,\n"
+        "     ram_mb: 6000, license: MIT, domains: [general], source: 'https://example.org/Big.gguf'}\n",
+        encoding="utf-8",
+    )
+    return catalog_file
+
+
 def test_resolve_model_by_path_name_catalog_id(profile: Profile, model_file: Path, tmp_path: Path) -> None:
     from tara_desktop.llm.library import resolve_model
 
     lib = ModelLibrary(profile)
     lib.add(model_file, name="mine")
-    catalog = load_catalog()
     bundled = tmp_path / "install_models"
     bundled.mkdir()
-    demo = write_valid_gguf(bundled / "tara-demo.gguf")
+    chat = write_valid_gguf(bundled / "Chat.Q4.gguf")
+    catalog = load_catalog(_bundled_catalog(tmp_path, chat.stat().st_size))
     assert resolve_model(str(model_file), lib, catalog) == model_file.resolve()
     assert resolve_model("MINE", lib, catalog) == model_file.resolve()
-    assert resolve_model("tara-demo", lib, catalog, models_dir=bundled) == demo
-    assert resolve_model("tara-demo.gguf", lib, catalog, models_dir=bundled) == demo
-    with pytest.raises(TaraError, match=r"not downloaded yet: run `tara models download llama-3.2-1b-instruct-q4_0`"):
-        resolve_model("llama-3.2-1b-instruct-q4_0", lib, catalog)
+    assert resolve_model("chat", lib, catalog, models_dir=bundled) == chat
+    assert resolve_model("Chat.Q4.gguf", None, catalog, models_dir=bundled) == chat
+    with pytest.raises(TaraError, match=r"not downloaded yet: run `tara models download big`"):
+        resolve_model("big", lib, catalog)
     with pytest.raises(TaraError, match="does not exist: check the path"):
         resolve_model(str(tmp_path / "nope.gguf"), lib, catalog)
     with pytest.raises(TaraError, match="no model called 'gpt-9'"):
@@ -163,3 +178,49 @@ def test_resolve_model_by_path_name_catalog_id(profile: Profile, model_file: Pat
     model_file.unlink()
     with pytest.raises(TaraError, match="which is gone"):
         resolve_model("mine", lib, catalog)
+
+
+def test_a_bundled_model_is_found_in_the_package_that_ships_it(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source checkout has no models/<file>: the file is in the registry package, found without importing it."""
+    from tara_desktop.llm.library import bundled_file, resolve_model
+
+    package = tmp_path / "site" / "tara_test_model_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('the model package must never be imported')\n")
+    shipped = write_valid_gguf(package / "Chat.Q4.gguf")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    catalog = load_catalog(_bundled_catalog(tmp_path, shipped.stat().st_size, package="tara_test_model_pkg"))
+    empty = tmp_path / "install_models"
+    empty.mkdir()
+    assert bundled_file(catalog.get("chat"), empty) == shipped
+    assert resolve_model("chat", None, catalog, models_dir=empty) == shipped
+    # the install's own copy wins over the package
+    own = write_valid_gguf(empty / "Chat.Q4.gguf")
+    assert resolve_model("chat", None, catalog, models_dir=empty) == own
+
+
+def test_a_missing_or_damaged_bundled_model_says_what_to_do(tmp_path: Path) -> None:
+    from tara_desktop.llm.library import check_bundled, resolve_model
+
+    good = write_valid_gguf(tmp_path / "good.gguf")
+    catalog = load_catalog(_bundled_catalog(tmp_path, good.stat().st_size, package="no_such_tara_package"))
+    models = tmp_path / "install_models"
+    models.mkdir()
+    with pytest.raises(TaraError) as missing:
+        resolve_model("Chat.Q4.gguf", None, catalog, models_dir=models)
+    message = str(missing.value)
+    assert "Chat.Q4.gguf is missing" in message and str(models) in message and "no_such_tara_package" in message
+    assert "reinstall TARA" in message and "tara models download" in message
+    assert check_bundled(catalog, models) == message
+    # truncated: the size is wrong
+    (models / "Chat.Q4.gguf").write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(TaraError, match=r"Chat.Q4.gguf is damaged \(1,000 bytes, expected [\d,]+\): reinstall TARA"):
+        resolve_model("chat", None, catalog, models_dir=models)
+    # the right size, but not a GGUF
+    (models / "Chat.Q4.gguf").write_bytes(b"\0" * good.stat().st_size)
+    with pytest.raises(TaraError, match=r"Chat.Q4.gguf is damaged \(.*\): reinstall TARA, or download another model"):
+        resolve_model("chat", None, catalog, models_dir=models)
+    assert "damaged" in (check_bundled(catalog, models) or "")
+    (models / "Chat.Q4.gguf").write_bytes(good.read_bytes())
+    assert check_bundled(catalog, models) is None

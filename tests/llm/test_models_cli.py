@@ -38,7 +38,7 @@ def test_add_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert mine["fit"] == "fits" and mine["size_bytes"] == model.stat().st_size
     ids = {r["catalog_id"] for r in rows}
     assert {"llama-3.1-8b-instruct-q4_k_m", "phi-3.5-mini-instruct-q4_k_m", "qwen2.5-3b-instruct-q4_0",
-            "llama-3.2-1b-instruct-q4_0", "tara-demo"} <= ids
+            "llama-3.2-1b-instruct-q4_0", "smollm2-135m-instruct"} <= ids
 
     assert tara(["models", "list"]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from tara_desktop.llm.tiny_model import CHATML_TEMPLATE, build_tiny_gguf, build_tiny_lora, build_tokenizer
+from tests.support.tiny_model import CHATML_TEMPLATE, build_tiny_gguf, build_tiny_lora, build_tokenizer
 
 
 def test_same_seed_same_bytes_other_seed_other_weights(tmp_path: Path, tiny_gguf: Path) -> None:

@@ -13,7 +13,7 @@ from .helpers import make_pairs
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny real llama-architecture Hugging Face model folder (built once per test session)."""
-    from tara_desktop.training.tiny_base import build_tiny_base
+    from tests.support.tiny_base import build_tiny_base
 
     return build_tiny_base(tmp_path_factory.mktemp("tiny-base") / "llama", arch="llama", seed=0)
 

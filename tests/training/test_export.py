@@ -43,7 +43,7 @@ def _build(folder: Path, arch: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, Phi3Config, Qwen2Config
 
-    from tara_desktop.training.tiny_base import build_tiny_base
+    from tests.support.tiny_base import build_tiny_base
 
     if arch in ("llama", "gpt2"):
         path = build_tiny_base(folder / arch, arch=arch, seed=1)  # type: ignore[arg-type]

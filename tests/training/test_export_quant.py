@@ -31,7 +31,7 @@ TEXT = (
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 256-wide tiny llama folder (K-quant friendly rows) and its f16 GGUF."""
-    from tara_desktop.training.tiny_base import build_tiny_base
+    from tests.support.tiny_base import build_tiny_base
 
     root = tmp_path_factory.mktemp("wide")
     folder = build_tiny_base(root / "wide", arch="llama", hidden_size=256, layers=2, seed=0)
@@ -43,7 +43,7 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 64-wide tiny llama folder: rows too short for K-quants."""
-    from tara_desktop.training.tiny_base import build_tiny_base
+    from tests.support.tiny_base import build_tiny_base
 
     return build_tiny_base(tmp_path_factory.mktemp("narrow") / "narrow", arch="llama", seed=0)
 

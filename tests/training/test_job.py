@@ -79,7 +79,7 @@ def test_loss_falls_and_the_adapter_is_written(reference: tuple[Path, job.Traini
 
 def test_trains_on_a_gguf_base(tmp_path: Path, dataset_bytes: bytes) -> None:
     """A .gguf base (transformers de-quantizes it into a torch model) trains like a folder."""
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
+    from tests.support.tiny_model import build_tiny_gguf
 
     gguf = build_tiny_gguf(tmp_path / "tiny.gguf", seed=0)
     result = job.run(small_spec(gguf, tmp_path / "job", target_modules=None, max_steps=6, save_every=3,

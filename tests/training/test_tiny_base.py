@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tara_desktop.training.tiny_base import build_tiny_base
+from tests.support.tiny_base import build_tiny_base
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -54,7 +54,7 @@ def no_qthread_left_running(qapp: Any, monkeypatch: pytest.MonkeyPatch) -> Itera
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny, random-weight) llama GGUF that llama-cpp-python loads."""
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
+    from tests.support.tiny_model import build_tiny_gguf
 
     return Path(build_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf"))
 

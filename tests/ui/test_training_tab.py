@@ -23,7 +23,7 @@ def _dataset(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_start_watch_the_plot_and_cancel(qtbot: Any, window: Any, tmp_path: Path) -> None:
-    from tara_desktop.training.tiny_base import build_tiny_base
+    from tests.support.tiny_base import build_tiny_base
 
     base = build_tiny_base(tmp_path / "base")
     tab = window.show_page("Training")

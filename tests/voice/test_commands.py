@@ -96,7 +96,7 @@ def test_say_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_spoken_question_end_to_end(tmp_path: Path) -> None:
     """espeak-ng asks a question; `tara voice turn` transcribes it, routes it, answers with a real GGUF model
     and writes a spoken answer that is not silent."""
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
+    from tests.support.tiny_model import build_tiny_gguf
 
     model = build_tiny_gguf(tmp_path / "demo.gguf", seed=0)
     wav = espeak_wav(tmp_path / "q.wav", "how do i reverse a list in python", voice="en-gb-x-rp", wpm=155)

@@ -20,7 +20,7 @@ QUESTION = "how do i reverse a list in python"
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tara_desktop.llm.engine import Engine
-    from tara_desktop.llm.tiny_model import build_tiny_gguf
+    from tests.support.tiny_model import build_tiny_gguf
 
     path = build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", seed=0)
     eng = Engine.load(path, n_ctx=512, n_threads=1, n_batch=64)

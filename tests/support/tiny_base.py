@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from tara_desktop.llm.engine import DEFAULT_CHAT_TEMPLATE
+
 Arch = Literal["llama", "gpt2"]
 
 BOS_TOKEN = "<|endoftext|>"
@@ -26,12 +28,7 @@ PAD_TOKEN = "<|pad|>"
 IM_START = "<|im_start|>"
 SPECIAL_TOKENS = (BOS_TOKEN, PAD_TOKEN, IM_START, EOS_TOKEN)
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = DEFAULT_CHAT_TEMPLATE  # ChatML, written once (tara_desktop.llm.engine)
 
 # A small English text the tokenizer is trained on: everyday words from the assistant's domains.
 CORPUS = """\

@@ -1,7 +1,7 @@
 """Tiny, real, random-weight llama GGUF models (and GGUF LoRA adapters for them), built in seconds.
 
 No pretrained weights can be downloaded on the machines TARA is developed and tested on, so tests,
-benchmarks and the demo build their own models here with the ``gguf`` package. The files are real:
+and benchmarks build their own models here (tests/support: never shipped) with the ``gguf`` package. The files are real:
 llama-cpp-python loads them, tokenizes with their byte-level BPE tokenizer, applies their ChatML
 chat template and generates from them. The weights are random, so the text is gibberish, but it is
 deterministic for a seed (greedy decoding gives the same tokens every time).
@@ -33,13 +33,9 @@ from typing import Any
 import numpy as np
 
 from tara_desktop.errors import TaraError
+from tara_desktop.llm.engine import DEFAULT_CHAT_TEMPLATE
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+CHATML_TEMPLATE = DEFAULT_CHAT_TEMPLATE  # ChatML, written once (tara_desktop.llm.engine)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
