@@ -271,7 +271,7 @@ def _models_download(args: argparse.Namespace) -> int:
     from tara_desktop.errors import TaraError
     from tara_desktop.jobs import JobState
     from tara_desktop.llm.catalog import load_catalog
-    from tara_desktop.llm.download import download_catalog_model
+    from tara_desktop.llm.download import Unreachable, download_catalog_model
     from tara_desktop.llm.library import ModelLibrary
 
     catalog = load_catalog()
@@ -285,6 +285,10 @@ def _models_download(args: argparse.Namespace) -> int:
         try:
             model, status = download_catalog_model(entry, models_dir, ModelLibrary(profile), state=JobState(bar),
                                                    catalog=catalog)
+        except Unreachable as exc:
+            bundled = next((e for e in catalog if e.bundled), None)
+            keeps = f"; until then TARA answers with its bundled {bundled.name}, which works offline" if bundled else ""
+            raise TaraError(f"{exc}{keeps}") from None
         finally:
             bar.end()
     finally:

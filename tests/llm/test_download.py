@@ -200,3 +200,56 @@ def test_existing_destination_is_never_overwritten(server: tuple[str, ServerStat
     with pytest.raises(DownloadError, match=r"already exists"):
         download(f"{base}/model.gguf", dest, state=JobState())
     assert dest.read_bytes() == b"mine"
+
+
+def test_nobody_listening_is_reported_as_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(dl.Unreachable, match=r"cannot reach 127\.0\.0\.1"):
+        download(f"http://127.0.0.1:{port}/model.gguf", tmp_path / "m.gguf", state=JobState())
+
+
+def test_a_file_larger_than_the_free_disk_is_refused_before_writing(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, st = server
+    monkeypatch.setattr(dl, "free_disk_bytes", lambda folder: len(st.payload) - 1)
+    dest = tmp_path / "m.gguf"
+    with pytest.raises(DownloadError, match=r"needs .* more disk space but only .* are free .*free some space"):
+        download(f"{base}/model.gguf", dest, state=JobState())
+    assert not dest.exists() and not part_path(dest).exists()
+    monkeypatch.setattr(dl, "free_disk_bytes", lambda folder: len(st.payload))
+    assert download(f"{base}/model.gguf", dest, state=JobState()).read_bytes() == st.payload
+
+
+def test_download_catalog_model_downloads_registers_and_is_idempotent(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tara_desktop.llm.catalog import CatalogModel
+    from tara_desktop.llm.library import ModelLibrary
+    from tara_desktop.profile import Profile
+
+    base, st = server
+    entry = CatalogModel(id="small", name="Small", file="small.gguf", architecture="llama", parameters="1M",
+                         quantization="Q8_0", size_bytes=len(st.payload), sha256=hashlib.sha256(st.payload).hexdigest(),
+                         license="MIT", domains=["general"], source=f"{base}/model.gguf")
+    models = tmp_path / "models"
+    with Profile.open(tmp_path / "profile") as profile:
+        library = ModelLibrary(profile)
+        monkeypatch.setattr(dl, "free_disk_bytes", lambda folder: 10)  # known size, too little disk: no request
+        with pytest.raises(DownloadError, match="more disk space"):
+            dl.download_catalog_model(entry, models, library, state=JobState())
+        assert st.requests == [] and library.models() == []
+        monkeypatch.undo()
+        model, status = dl.download_catalog_model(entry, models, library, state=JobState())
+        assert status == "downloaded" and model.name == "small" and model.origin == "downloaded"
+        assert (models / "small.gguf").read_bytes() == st.payload
+        again, status = dl.download_catalog_model(entry, models, library, state=JobState())
+        assert status == "already" and again == model and len(st.requests) == 1
+        library.remove("small")  # the file stays: registering it again needs no download
+        back, status = dl.download_catalog_model(entry, models, library, state=JobState())
+        assert status == "registered" and back.name == "small" and len(st.requests) == 1
+        bundled = entry.model_copy(update={"bundled": True})
+        with pytest.raises(DownloadError, match="ships with TARA"):
+            dl.download_catalog_model(bundled, models, library, state=JobState())

@@ -190,6 +190,7 @@ def test_download_with_no_network_is_one_error_line(install: Path, capsys: pytes
     lines = _lines(captured.err)
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach 127.0.0.1")
     assert "check the internet connection" in lines[0]
+    assert lines[0].endswith("; until then TARA answers with its bundled Demo, which works offline")
 
 
 def test_download_refuses_bundled_and_unknown_models(install: Path, capsys: pytest.CaptureFixture[str]) -> None:
