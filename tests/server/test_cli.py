@@ -21,6 +21,7 @@ def _tara(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_token_is_made_once_kept_and_replaced_on_request(tmp_path: Path) -> None:
     first = _tara("serve", "--show-token", home=tmp_path)
     assert first.returncode == 0 and first.stdout.strip().startswith("tara-")
@@ -44,6 +45,7 @@ def test_bad_flags_are_one_error_line_and_exit_2(tmp_path: Path, args: list[str]
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_serve_answers_with_the_token_only_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     token = _tara("serve", "--show-token", home=tmp_path).stdout.strip()
     env = {**os.environ, "TARA_HOME": str(tmp_path), "TARA_PASSPHRASE": "pw"}
