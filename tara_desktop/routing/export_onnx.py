@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, Final
 
 #: Bumped when the export recipe (graph, quantization, files) changes: older exports are rebuilt.
-EXPORTER_VERSION: Final = "1"
+EXPORTER_VERSION: Final = "2"
 MODEL_NAME: Final = "all-MiniLM-L6-v2"
 MANIFEST: Final = "manifest.json"
-ONNX_FILE: Final = "model.int8.onnx"
+ONNX_FILE: Final = "model.int8.opt.onnx"
 MAX_SEQ_LENGTH: Final = 64
 #: Probe sentences for the check against sentence-transformers (not user content).
 PROBES: Final = (
@@ -50,6 +50,12 @@ def default_out_dir() -> Path:
     from tara_desktop import paths
 
     return paths.bundled_models_dir() / "router" / MODEL_NAME
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return str(ort.__version__)
 
 
 def _sha256(path: Path) -> str:
@@ -142,6 +148,18 @@ def _quantize(source: Path, target: Path) -> None:
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
+def _optimize(source: Path, target: Path) -> None:
+    """Save the graph as onnxruntime optimizes it (fused attention, GELU, layer norms): a session then
+    starts in about half the time. "Extended" level only: its fusions are not tied to this machine's CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
 def _verify(source: Path, folder: Path) -> float:
     """Lowest cosine similarity between this export and sentence-transformers on the probe sentences."""
     import numpy as np
@@ -171,7 +189,8 @@ def export(source: Path, out: Path, *, force: bool = False) -> bool:
         stage = work / "model"
         stage.mkdir()
         _export_float(source, work / "float.onnx")
-        _quantize(work / "float.onnx", stage / ONNX_FILE)
+        _quantize(work / "float.onnx", work / "int8.onnx")
+        _optimize(work / "int8.onnx", stage / ONNX_FILE)
         shutil.copyfile(source / "tokenizer.json", stage / "tokenizer.json")
         manifest: dict[str, Any] = {
             "name": MODEL_NAME,
@@ -183,6 +202,7 @@ def export(source: Path, out: Path, *, force: bool = False) -> bool:
             "tokenizer": "tokenizer.json",
             "max_seq_length": MAX_SEQ_LENGTH,
             "quantization": "int8 weights per channel, dynamic activations",
+            "optimized_by": f"onnxruntime {_ort_version()} (extended graph optimizations)",
             "pooling": "mean, L2-normalised",
             "dimensions": 384,
         }
