@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 PACKAGE = PROJECT_ROOT / "tara_desktop"
@@ -57,3 +59,65 @@ def test_heavy_libraries_are_imported_lazily() -> None:
         if top and name in HEAVY_MODULES
     ]
     assert not offenders, "import heavy libraries inside functions:\n" + "\n".join(offenders)
+
+
+# -- the command line's imports, in a fresh interpreter -----------------------------------------------------
+
+#: Never imported by `tara chat` or `tara route`: each costs seconds and hundreds of MB to answer one message.
+CLI_FORBIDDEN = {"torch", "transformers", "sentence_transformers", "speechbrain", "torchaudio", "peft"}
+
+_PROBE = """
+import json, sys
+from tara_desktop import cli
+code = cli.main(sys.argv[2:])
+loaded = sorted({m.split(".")[0] for m in sys.modules})
+with open(sys.argv[1], "w", encoding="utf-8") as fh:
+    json.dump({"code": code, "loaded": loaded}, fh)
+"""
+
+
+def _modules_after(tmp_path: Path, *argv: str) -> set[str]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "modules.json"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TARA_PASSPHRASE": "architecture test"}
+    env["TARA_HOME"] = str(tmp_path / "home")
+    run = subprocess.run([sys.executable, "-c", _PROBE, str(out), *argv], env=env, capture_output=True,
+                         timeout=300, check=False)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["code"] == 0, run.stderr.decode(errors="replace")[-2000:]
+    return set(result["loaded"])
+
+
+def test_tara_route_never_imports_torch_or_transformers(tmp_path: Path) -> None:
+    loaded = _modules_after(tmp_path, "route", "--json", "my laptop will not boot after the update")
+    assert not loaded & CLI_FORBIDDEN, sorted(loaded & CLI_FORBIDDEN)
+    assert "numpy" in loaded  # the probe really saw the command's imports (the router needs numpy)
+    # only the areas up to the one providing `route` were imported, not profile/training/server code
+    assert not {"llama_cpp", "cryptography"} & loaded, sorted({"llama_cpp", "cryptography"} & loaded)
+
+
+@pytest.mark.slow
+def test_tara_chat_imports_only_what_the_turn_needs(tmp_path: Path, tiny_gguf: Path) -> None:
+    loaded = _modules_after(tmp_path, "chat", "--model", str(tiny_gguf), "hello there, how are you?")
+    assert not loaded & CLI_FORBIDDEN, sorted(loaded & CLI_FORBIDDEN)
+    assert "llama_cpp" in loaded  # the turn really ran through the engine
+
+
+def test_the_cli_probe_would_see_a_forbidden_import(tmp_path: Path) -> None:
+    """The guard is not vacuous: a command module that imports torch at the top is caught."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "modules.json"
+    probe = _PROBE.replace("from tara_desktop import cli", "import torch  # noqa\nfrom tara_desktop import cli")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TARA_HOME": str(tmp_path / "home")}
+    subprocess.run([sys.executable, "-c", probe, str(out), "route", "--keywords", "hi there"], env=env, capture_output=True,
+                   timeout=300, check=False)
+    assert "torch" in set(json.loads(out.read_text(encoding="utf-8"))["loaded"])
