@@ -378,10 +378,9 @@ def judge(
 
 
 def best_fit(candidates: Sequence[tuple[T, Fit]]) -> T | None:
-    """The model to recommend for this computer: the largest one that fits its memory free now and its
-    disk (over the budget is allowed: the budget is a setting the user can raise)."""
-    ok = [(fit.need_bytes or 0, i, item) for i, (item, fit) in enumerate(candidates)
-          if fit.verdict in ("fits", "over budget")]
+    """The model to recommend for this computer: the largest one that fits its memory free now, its disk and
+    the memory budget (so a recommended model is never refused when it answers)."""
+    ok = [(fit.need_bytes or 0, i, item) for i, (item, fit) in enumerate(candidates) if fit.verdict == "fits"]
     if not ok:
         return None
     return max(ok, key=lambda t: (t[0], -t[1]))[2]

@@ -310,7 +310,7 @@ class WelcomeWizard(QWizard):
             return
         assistant = self.assistant
         models_dir = paths.user_models_dir(Path(assistant.profile_dir))
-        use_it = self.use_downloaded.isChecked()
+        use_it = self.use_downloaded.isChecked() and r.fit.loadable  # never map a model the pool would refuse
 
         def run(state: JobState, _emit: Any) -> Any:
             from tara_desktop.llm.download import download_catalog_model
@@ -344,7 +344,12 @@ class WelcomeWizard(QWizard):
     def _on_downloaded(self, result: Any) -> None:
         model, used = result
         self.downloaded = model
-        tail = " TARA answers with it from your next message." if used else " Choose it for a domain on Models."
+        if used:
+            tail = " TARA answers with it from your next message."
+        elif self.use_downloaded.isChecked():
+            tail = " It is over your memory budget: raise the budget in Settings, then choose it on Models."
+        else:
+            tail = " Choose it for a domain on Models."
         self.model_rows = [r for r in self.model_rows if r.name != model.name]
         self._fill_models()
         self.download_status.setText(f"{model.name} was downloaded, checked and added.{tail}")

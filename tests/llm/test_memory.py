@@ -180,3 +180,12 @@ def test_the_estimate_matches_what_llama_cpp_allocates(tmp_path: Path, vocab: in
     kv_mib, compute_mib = _llama_cpp_buffers(path, n_ctx)
     assert est.kv_cache_bytes / MB == pytest.approx(kv_mib, abs=0.01)
     assert compute_mib <= est.compute_bytes / MB <= compute_mib * 1.25 + 1
+
+
+def test_the_recommendation_is_the_largest_model_that_would_really_load() -> None:
+    small, mid, big, huge = _need(800), _need(1500), _need(3000), _need(30 * 1024)
+    fits = [(name, judge(n, ROOMY, budget_setting_mb=2048)) for name, n in
+            (("small", small), ("mid", mid), ("big", big), ("huge", huge))]
+    assert [f.verdict for _n, f in fits] == ["fits", "fits", "over budget", "won't fit"]
+    assert memory.best_fit(fits) == "mid"  # big fits the computer but the pool would refuse it
+    assert memory.best_fit(fits[2:]) is None

@@ -86,7 +86,7 @@ def test_list_says_what_fits_this_computer_and_what_the_budget_stops(
     assert qwen["fit"] == "over budget" and qwen["fits_computer"] and not qwen["within_budget"]
     assert qwen["fit_label"] == "fits this computer; over your 2.0 GB memory budget"
     assert rows["llama-3.2-1b-instruct-q4_0"]["fit"] == "fits"
-    assert [n for n, r in rows.items() if r["recommended"]] == ["llama-3.1-8b-instruct-q4_k_m"]
+    assert [n for n, r in rows.items() if r["recommended"]] == ["llama-3.2-1b-instruct-q4_0"]  # within the budget
 
     assert tara(["models", "list"]) == 0
     captured = capsys.readouterr()
@@ -94,9 +94,14 @@ def test_list_says_what_fits_this_computer_and_what_the_budget_stops(
     assert "fits this computer; over your 2.0 GB memory budget" in line
     assert "note: qwen2.5-3b-instruct-q4_0: needs about" in captured.err and "raise it in Settings" in captured.err
     assert "this computer: 20.0 GB of 24.0 GB memory free, 100.0 GB free disk; memory budget 2.0 GB" in captured.out
-    assert "recommended for this computer: llama-3.1-8b-instruct-q4_k_m" in captured.out
+    assert "recommended for this computer: llama-3.2-1b-instruct-q4_0" in captured.out
 
-    _budget(root, 0)  # automatic: half of the 24 GB
+    _budget(root, 0)  # automatic: half of the memory
+    assert tara(["models", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["qwen2.5-3b-instruct-q4_0"]["fit"] == "fits"
+    assert [n for n, r in rows.items() if r["recommended"]] == ["llama-3.1-8b-instruct-q4_k_m"]  # 5.4 of 12 GB
+
     _machine(monkeypatch, available_gb=3, total_gb=8, disk_gb=1.5)
     assert tara(["models", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
