@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -259,14 +260,19 @@ class Conversations:
         """Conversations whose title or any message contains ``query`` (case-insensitive), newest first.
         Decrypts every message in memory (no plaintext index on disk): run it off the GUI thread."""
         q = query.strip().casefold()
+        conversations = self.list()
         if not q:
-            return self.list()
-        if state is not None:
-            state.check()
-        found = {m.conversation_id for m in self.store.search(q)}
-        if state is not None:
-            state.check()
-        return [c for c in self.list() if c.id in found or q in (c.title or "").casefold()]
+            return conversations
+        out = []
+        for c in conversations:  # one conversation at a time, so a search made stale stops early
+            if state is not None:
+                state.check()
+            time.sleep(0)  # hand the interpreter to the GUI thread between conversations
+            if q in (c.title or "").casefold() or any(
+                q in m.content.casefold() for m in self.store.messages(c.id, on_damaged="skip")
+            ):
+                out.append(c)
+        return out
 
     def most_recent(self) -> int | None:
         convs = self.store.list_conversations()

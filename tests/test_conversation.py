@@ -180,7 +180,7 @@ def _tara(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
     env = {**os.environ, "TARA_HOME": str(home), "TARA_PASSPHRASE": "pw"}
     return subprocess.run([sys.executable, "-m", "tara_desktop.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=300)
 
 
 def test_tara_conversations_list_show_delete(tmp_path: Path) -> None:

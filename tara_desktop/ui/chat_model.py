@@ -98,6 +98,7 @@ class ChatModel(QObject):
         self._view = 0  # bumps when another conversation is shown: late results for the old one are dropped
         self._list_seq = 0
         self._unsubscribe: Any = None
+        self._list_job: JobThread | None = None
         self._closed = False
         self._store_changed.connect(self._on_store_changed)
 
@@ -149,9 +150,16 @@ class ChatModel(QObject):
         def run(state: JobState, _emit: Any) -> Any:
             return service.search(query, state) if query else service.list()
 
-        job = self.jobs.start(run, "search" if query else "list-conversations")
+        if self._list_job is not None:
+            self._list_job.cancel()  # its result would be dropped anyway: stop decrypting for it
+        job = self._list_job = self.jobs.start(run, "search" if query else "list-conversations")
+        job.done.connect(lambda: self._list_done(job))
         job.succeeded.connect(lambda found: self._apply_list(seq, found))
         job.failed.connect(self.error.emit)
+
+    def _list_done(self, job: JobThread) -> None:
+        if self._list_job is job:
+            self._list_job = None
 
     def _apply_list(self, seq: int, found: Any) -> None:
         if seq != self._list_seq:  # a newer search or refresh was asked for meanwhile
