@@ -158,7 +158,8 @@ def test_a_late_result_for_an_older_request_is_dropped(qtbot: Any, window: Any, 
     assert [c.id for c in model.conversations] == [b.conversation_id]
 
 
-def test_rename_and_delete_a_conversation(qtbot: Any, window: Any, send: Any, monkeypatch: Any) -> None:
+def test_rename_and_delete_a_conversation(qtbot: Any, window: Any, send: Any, monkeypatch: Any,
+                                         tmp_path: Path) -> None:
     from PySide6.QtWidgets import QInputDialog, QMessageBox
 
     result = send("What foods are high in iron?")
@@ -171,6 +172,13 @@ def test_rename_and_delete_a_conversation(qtbot: Any, window: Any, send: Any, mo
     assert convs.list.count() == 0
     assert all(c.id != result.conversation_id for c in window.chat.store.list_conversations())
     assert window.chat.view.bubbles == []
+    profile = window.session.assistant.profile  # nothing of it is left: not in the folder, not in an export
+    export = tmp_path / "export"
+    profile.export(export)
+    said = b"foods are high in iron"
+    leaks = [p for folder in (profile.dir, export) for p in Path(folder).rglob("*")
+             if p.is_file() and said in p.read_bytes()]
+    assert leaks == []
 
 
 def test_a_model_that_cannot_load_shows_an_error_not_a_crash(qtbot: Any, window: Any, tmp_path: Path) -> None:
