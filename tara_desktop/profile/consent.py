@@ -1,7 +1,9 @@
 """``profile.consent``: the user's first-use choices, each withdrawable later.
 
-Kinds: ``store_history`` (keep conversations), ``record_voice`` (keep voice recordings, blob kind
-"voice"), ``train_on_my_data`` (keep data for training, blob kinds "dataset" and "training"). Every choice
+Kinds: ``store_history`` (keep conversations), ``record_voice`` (keep push-to-talk recordings, encrypted,
+blob kind "voice"; the microphone works without it), ``train_on_my_data`` (keep data for training, blob
+kinds "dataset" and "training"), ``online_voice`` (reply text is sent to Microsoft's speech service, Edge
+TTS; nothing is collected). Every choice
 is a sealed row (a history, newest wins) and an audit entry. Collectors must ask ``allows(kind)`` before
 collecting; withdrawing can delete what was collected (``delete_collected``).
 """
@@ -16,10 +18,11 @@ from tara_desktop.profile.errors import ConsentError, ProfileError
 from tara_desktop.profile.store import ProfileStore, _ts
 from tara_desktop.profile.vault import Vault, dumps, loads, now
 
-CONSENT_KINDS = ("store_history", "record_voice", "train_on_my_data")
+CONSENT_KINDS = ("store_history", "record_voice", "train_on_my_data", "online_voice")
 # Until the user chooses: history is kept (encrypted, on this machine); nothing is recorded or trained on.
-DEFAULTS = {"store_history": True, "record_voice": False, "train_on_my_data": False}
-COLLECTED_BLOB_KINDS = {"store_history": (), "record_voice": ("voice",), "train_on_my_data": ("dataset", "training")}
+DEFAULTS = {"store_history": True, "record_voice": False, "train_on_my_data": False, "online_voice": False}
+COLLECTED_BLOB_KINDS = {"store_history": (), "record_voice": ("voice",), "train_on_my_data": ("dataset", "training"),
+                        "online_voice": ()}
 
 
 @dataclass(frozen=True)

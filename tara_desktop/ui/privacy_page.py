@@ -33,8 +33,11 @@ log = logging.getLogger(__name__)
 
 CONSENTS = (
     ("store_history", "Keep my conversation history", "Conversations are saved, encrypted, on this computer."),
-    ("record_voice", "Use my microphone for push-to-talk", "Audio is transcribed on this computer and not kept."),
+    ("record_voice", "Keep my push-to-talk recordings",
+     "The microphone works without this; with it, recordings are kept encrypted on this computer."),
     ("train_on_my_data", "Allow training on my data", "Datasets you import stay encrypted on this computer."),
+    ("online_voice", "Use the online voice: reply text is sent to Microsoft's speech service",
+     "Edge TTS. Off (the default): replies are spoken by a voice on this computer and no text leaves it."),
 )
 
 

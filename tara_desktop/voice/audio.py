@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,27 +122,117 @@ def prepare_speech(audio: npt.ArrayLike, sr: int, *, max_seconds: float = MAX_SP
     return Speech(mono16, ASR_RATE, seconds, level, level < SILENCE_DBFS, clipped)
 
 
+def trim_silence(audio: Audio, sr: int, *, margin_s: float = 0.2, floor_db: float = 35.0) -> Audio:
+    """Drop leading and trailing stretches more than ``floor_db`` below the loudest 30 ms (keeping a margin);
+    Whisper has Silero VAD for this, the other engines get this simple energy trim."""
+    frame = max(1, int(0.03 * sr))
+    if audio.size < 4 * frame:
+        return audio
+    frames = audio[: audio.size // frame * frame].reshape(-1, frame).astype(np.float64)
+    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    loud = np.flatnonzero(db > db.max() - floor_db)
+    if loud.size == 0:
+        return audio
+    margin = int(margin_s * sr)
+    start = max(0, int(loud[0]) * frame - margin)
+    end = min(audio.size, (int(loud[-1]) + 1) * frame + margin)
+    return audio[start:end]
+
+
 # ---- files ------------------------------------------------------------------------------------------------
 def read_wav(path: str | os.PathLike[str]) -> tuple[Audio, int]:
     """Read an audio file (WAV, FLAC, OGG...) as mono float32 and its sample rate."""
     import soundfile as sf
 
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: file not found; check the path")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a folder, not an audio file; give a WAV file")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{p}: the file is empty; record again or give another WAV file")
+    _check_file(p)
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        decoded = _decode_with_av(p)
+        if decoded is not None:
+            return decoded
         raise AudioError(f"{p}: not a readable audio file ({_short(exc)}); give a 16-bit PCM WAV file") from None
     except OSError as exc:
         raise AudioError(f"{p}: cannot be read ({exc.strerror or exc}); check the file") from None
     if data.shape[0] == 0:
         raise AudioError(f"{p}: the file has no audio samples; record again or give another WAV file")
     return to_mono(data), int(sr)
+
+
+def _decode_with_av(p: Path) -> tuple[Audio, int] | None:
+    """Decode a file libsndfile cannot read (MP3 or AAC under a .wav name...) with PyAV (FFmpeg), which
+    faster-whisper brings; None when it cannot either."""
+    try:
+        from faster_whisper.audio import decode_audio
+    except ImportError:
+        return None
+    try:
+        audio = decode_audio(str(p), sampling_rate=ASR_RATE)
+    except Exception:  # av.error.InvalidDataError and friends: not audio
+        return None
+    arr = np.asarray(audio, dtype=np.float32).reshape(-1)
+    return (arr, ASR_RATE) if arr.size else None
+
+
+def _check_file(p: Path) -> None:
+    if not p.exists():
+        raise AudioError(f"{p}: file not found; check the path")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a folder, not an audio file; give a WAV file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: the file is empty; record again or give another WAV file")
+
+
+def open_audio_blocks(path: str | os.PathLike[str], block_seconds: float
+                      ) -> tuple[Iterator[tuple[Audio, bool]], int, float]:
+    """A file read block by block (mono float32 blocks of about ``block_seconds``, each with "is last"),
+    its sample rate and its length in seconds; an hour-long file is never held in memory at once."""
+    import soundfile as sf
+
+    p = Path(path)
+    _check_file(p)
+    try:
+        info = sf.info(str(p))
+        frames, sr = int(info.frames), int(info.samplerate)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        decoded = _decode_with_av(p)
+        if decoded is None:
+            raise AudioError(f"{p}: not a readable audio file ({_short(exc)}); give a 16-bit PCM WAV file") from None
+        audio, sr = decoded
+        step = max(1, int(block_seconds * sr))
+
+        def sliced() -> Iterator[tuple[Audio, bool]]:
+            for start in range(0, audio.size, step):
+                yield audio[start : start + step], start + step >= audio.size
+
+        return sliced(), sr, audio.size / sr
+    except OSError as exc:
+        raise AudioError(f"{p}: cannot be read ({exc.strerror or exc}); check the file") from None
+    if sr < 4000 or sr > 384_000:
+        raise AudioError(f"{p}: a sample rate of {sr} Hz is not supported; use 8 to 192 kHz audio")
+    if frames <= 0:
+        raise AudioError(f"{p}: the file has no audio samples; record again or give another WAV file")
+    step = max(1, int(block_seconds * sr))
+
+    def blocks() -> Iterator[tuple[Audio, bool]]:
+        read = 0
+        try:
+            with sf.SoundFile(str(p)) as fh:
+                while True:
+                    data = fh.read(step, dtype="float32", always_2d=True)
+                    if data.shape[0] == 0:
+                        break
+                    read += data.shape[0]
+                    yield to_mono(data), read >= frames
+                    if read >= frames:
+                        break
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            if read == 0:
+                raise AudioError(f"{p}: the audio data is damaged ({_short(exc)}); give another file") from None
+            log.warning("audio file ends early (damaged after %d frames)", read)
+
+    return blocks(), sr, frames / float(sr)
 
 
 def read_wav_bytes(data: bytes) -> tuple[Audio, int]:

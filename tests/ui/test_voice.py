@@ -1,4 +1,5 @@
-"""A spoken turn through the chat pane: the voice engines' offline fallbacks on real espeak-ng speech."""
+"""A spoken turn through the chat pane: Whisper tiny.en hears real espeak-ng speech (no consent is needed for
+the microphone); the recording is kept only with the "record_voice" consent."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_a_spoken_question_shows_transcript_states_and_reply(qtbot: Any, window:
     from tara_desktop.voice.audio import read_wav
 
     wav = tmp_path / "question.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(wav), "what is a balance sheet"],
+    subprocess.run(["espeak-ng", "-v", "en-gb-x-rp", "-s", "150", "-w", str(wav), "how can i sleep better at night"],
                    check=True, capture_output=True)
     audio, sr = read_wav(wav)
     chat = window.chat
@@ -36,8 +37,10 @@ def test_a_spoken_question_shows_transcript_states_and_reply(qtbot: Any, window:
     qtbot.waitUntil(lambda: not chat.busy, timeout=TIMEOUT)
     result = blocker.args[0]
     user, reply = chat.view.bubbles
-    assert user.content.strip()  # the transcript is shown as the user's message
+    assert "sleep better" in user.content.lower()  # the transcript is shown as the user's message
     assert reply.content == result.reply
     assert states[:2] == ["transcribing", "thinking"] and states[-1] == "idle"
     stored = chat.store.messages(result.conversation_id)
     assert stored[0].meta.get("source") == "voice"
+    profile = window.session.assistant.profile
+    assert profile.consent.get("record_voice") is False and profile.consent.collected("record_voice") == 0

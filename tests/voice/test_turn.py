@@ -1,5 +1,6 @@
-"""The voice turn end to end without Qt: real espeak-ng speech → tiny SpeechBrain ASR/emotion → a real tiny
-llama GGUF through llama-cpp-python streaming the reply → speech per sentence; barge-in stops both."""
+"""The voice turn end to end without Qt: real espeak-ng speech → Whisper tiny.en + prosody/words emotion → a
+real tiny llama GGUF through llama-cpp-python streaming the reply → speech per sentence (Piper, in its own
+process); barge-in stops both; a quiet emotion does not change the tone."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import numpy as np
 import pytest
 
 from tara_desktop.jobs import JobState
+from tara_desktop.voice.emotion import EmotionDetector
 from tara_desktop.voice.tts import SpeechSynthesizer, default_fallbacks
 from tara_desktop.voice.turn import VoiceEvent, run_voice_turn
+
+from .conftest import wer, words
 
 QUESTION = "how do i reverse a list in python"
 
@@ -64,21 +68,32 @@ def offline_tts() -> SpeechSynthesizer:
     return SpeechSynthesizer(edge=None, fallbacks=default_fallbacks())
 
 
+@pytest.fixture(scope="module")
+def piper_tts() -> Iterator[SpeechSynthesizer]:
+    """The app's default offline voice: Piper joe in its own process, the system voice behind it."""
+    synth = SpeechSynthesizer.from_config()
+    assert synth.offline_engine == "piper"
+    yield synth
+    synth.close()
+
+
 def test_spoken_question_is_answered_and_spoken_sentence_by_sentence(
-    speak, recognizer, detector, engine  # type: ignore[no-untyped-def]
+    speak, recognizer, detector, engine, piper_tts  # type: ignore[no-untyped-def]
 ) -> None:
     audio, sr = speak(QUESTION, voice="en-gb-x-rp", wpm=155, pitch=50)
     state = JobState()
     events: list[VoiceEvent] = []
     result = run_voice_turn(audio, sr, asr=recognizer, emotion=detector, respond=llama_respond(engine, state),
-                            tts=offline_tts(), state=state, on_event=events.append)
+                            tts=piper_tts, state=state, on_event=events.append)
 
-    assert result.transcript == QUESTION and result.asr_engine == "speechbrain"
-    assert result.emotion in {"neutral", "happy", "sad", "angry"} and result.emotion_engine == "speechbrain"
+    assert wer(QUESTION, result.transcript) <= 0.3 and result.asr_engine == "faster-whisper"
+    assert result.asr_model == "whisper-tiny.en"
+    assert result.emotion in {"neutral", "happy", "sad", "angry"}
+    assert result.emotion_engine in {"prosody+words", "prosody"}
     assert result.reply.strip() and not result.cancelled
     assert "".join(result.reply.split()) == "".join("".join(result.sentences).split())
     assert len(result.spoken) == len(result.sentences) >= 1
-    assert result.tts_engines == [default_fallbacks()[0].name]
+    assert result.tts_engines == ["piper"]
     states = [e.data for e in events if e.kind == "state"]
     assert states == ["transcribing", "thinking", "speaking", "idle"]
     kinds = [e.kind for e in events]
@@ -148,13 +163,13 @@ def test_silence_is_not_sent_to_the_model(recognizer, detector, engine) -> None:
 
 
 def test_text_only_turn_and_capture_function(speak, recognizer, detector, engine) -> None:  # type: ignore[no-untyped-def]
-    audio, sr = speak("what makes a good manager", voice="en-gb", wpm=165, pitch=40)
+    audio, sr = speak("what makes a good manager", voice="en-us+m7", wpm=150, pitch=45)
     state = JobState()
     states: list[str] = []
     result = run_voice_turn(lambda: (audio, sr), 0, asr=recognizer, emotion=detector,
                             respond=llama_respond(engine, state, max_tokens=20), tts=None, state=state,
                             on_event=lambda e: states.append(e.data) if e.kind == "state" else None)
-    assert result.transcript == "what makes a good manager"
+    assert words(result.transcript) == "what makes a good manager".split()
     assert result.reply and result.spoken == []
     assert states == ["listening", "transcribing", "thinking", "idle"]
 
@@ -171,3 +186,21 @@ def test_a_failing_speech_engine_keeps_the_text_answer(speak, recognizer, detect
                             on_event=lambda e: errors.append(e.data) if e.kind == "error" else None)
     assert result.reply and result.spoken == [] and not result.cancelled
     assert result.tts_error is not None and errors and errors[0].startswith("speech failed")
+
+
+def test_the_reply_tone_follows_only_a_confident_emotion(speak, recognizer) -> None:  # type: ignore[no-untyped-def]
+    audio, sr = speak("i feel really sad today", voice="en-us", wpm=150)
+    seen: list[tuple[str, float]] = []
+
+    def respond(text: str, emotion: str, confidence: float, on_token: Callable[[str], None]) -> str:
+        seen.append((emotion, confidence))
+        return "I am here for you."
+
+    # The words say "sad" for sure; the voice's prosody adds its share, so the confidence is 0.6..1.0.
+    for threshold, expected in ((0.5, "sad"), (0.99, "neutral")):
+        detector = EmotionDetector(None, text_emotion=lambda t: ("sad", 1.0), min_confidence=threshold)
+        result = run_voice_turn(audio, sr, asr=recognizer, emotion=detector, respond=respond, tts=None,
+                                state=JobState())
+        assert result.emotion == "sad" and 0.6 <= result.emotion_confidence < 0.99
+        assert result.emotion_tone == expected
+    assert seen[0][0] == "sad" and seen[0][1] >= 0.6 and seen[1] == ("neutral", 0.0)
