@@ -1,13 +1,15 @@
-"""Record encryption for the profile: Fernet tokens bound to the record they belong to.
+"""Record encryption for the profile: authenticated encryption bound to the record it belongs to.
 
-Every key *generation* has a random 32-byte secret. From it, HKDF-SHA256 derives the Fernet key that
-encrypts records, the HMAC key of the audit trail and the key of the settings lookup index. A secret is
-stored only *wrapped*: Fernet-encrypted under a key-encryption key (KEK) that comes from the OS keyring
-or from the user's passphrase through scrypt.
+Every key *generation* has a random 32-byte secret. From it, HKDF-SHA256 derives the record key
+(AES-256-GCM), the HMAC key of the audit trail, the key of the settings lookup index and the anchor key.
+A secret is stored only *wrapped*: Fernet-encrypted under a key-encryption key (KEK) that comes from the
+OS keyring or from the user's passphrase through scrypt.
 
-A sealed record is the raw Fernet token (base64-decoded to save space) of ``binding + "\\n" + payload``.
-The binding names the table and row (``"messages/12/3"``), so a ciphertext copied onto another row is
-detected when it is opened, as is any changed byte (Fernet's HMAC).
+A sealed record (version 2) is ``0x02 | nonce | AES-256-GCM(binding + "\\n" + payload)`` through
+``cryptography``'s AESGCM (no cipher code of our own). The binding names the table and row
+(``"messages/12/3"``), so a ciphertext copied onto another row is detected when it is opened, as is any
+changed byte (the GCM tag). Records written by older TARA versions are Fernet tokens (version 1, first
+byte 0x80) and still open, through ``Fernet.decrypt``; a key rotation rewrites them as version 2.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ import hmac
 import os
 import unicodedata
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 SECRET_BYTES = 32
+_V2 = b"\x02"  # record version 2: AES-256-GCM (a Fernet token, version 1, starts with 0x80)
+_NONCE = 12
 
 # scrypt cost for passphrase-derived keys: 2**17 * 8 * 128 B = 128 MiB, ~0.4 s on an idle core (current
 # guidance: N >= 2**17 with r=8, p=1). Stored per KEK: a key made with less is re-wrapped at the next
@@ -87,16 +93,33 @@ class RecordKeys:
         self.gen = gen
         self.secret = secret  # kept to wrap it under a new KEK when the key source changes
         record_key = _hkdf(secret, b"tara/profile/records/fernet/v1")
-        self._fernet = _fernet(record_key)
+        self._fernet = _fernet(record_key)  # opens version-1 records (Fernet tokens)
+        self._aead = AESGCM(_hkdf(secret, b"tara/profile/records/aes256gcm/v2"))
         self._mac_key = _hkdf(secret, b"tara/profile/audit/hmac/v1")
         self._index_key = _hkdf(secret, b"tara/profile/settings/index/v1")
         self._anchor_key = _hkdf(secret, b"tara/profile/anchor/hmac/v1")
 
     def seal(self, binding: str, payload: bytes) -> bytes:
-        return _seal(self._fernet, binding, payload)
+        """A version-2 record: ``0x02 | nonce 12 B | AES-256-GCM(binding + "\\n" + payload) | tag 16 B``,
+        the version byte authenticated as associated data."""
+        nonce = os.urandom(_NONCE)
+        return _V2 + nonce + self._aead.encrypt(nonce, binding.encode("ascii") + b"\n" + payload, _V2)
 
     def open(self, binding: str, sealed: bytes) -> bytes:
-        return _open(self._fernet, binding, bytes(sealed))
+        """Open a record of either version: 2 (AES-GCM) or 1 (a Fernet token, as older TARA wrote)."""
+        sealed = bytes(sealed)
+        if sealed[:1] != _V2:
+            return _open(self._fernet, binding, sealed)
+        if len(sealed) < 1 + _NONCE + 16:
+            raise IntegrityFailure("its bytes were changed")
+        try:
+            plain = self._aead.decrypt(sealed[1 : 1 + _NONCE], sealed[1 + _NONCE :], _V2)
+        except InvalidTag as exc:
+            raise IntegrityFailure("its bytes were changed") from exc
+        head, sep, payload = plain.partition(b"\n")
+        if not sep or head != binding.encode("ascii"):
+            raise IntegrityFailure("it holds the encrypted content of another record")
+        return payload
 
     def mac(self, data: bytes) -> bytes:
         return hmac.digest(self._mac_key, data, "sha256")
