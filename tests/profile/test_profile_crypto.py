@@ -7,6 +7,7 @@ import base64
 import hashlib
 import inspect
 import os
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -67,3 +68,27 @@ def test_record_seal_is_bound_to_its_record_and_key() -> None:
         RecordKeys(1, os.urandom(32)).open("messages/7/1", sealed)  # another key
     assert len(sealed) == 1 + 12 + len(b"messages/7/1\npayload") + 16
     assert sealed != keys.seal("messages/7/1", b"payload")  # a fresh nonce every time
+
+
+def test_a_profile_written_by_an_older_tara_still_reads_and_rotation_upgrades_it(tmp_path: Path) -> None:
+    from tara_desktop.profile import Profile
+    from tara_desktop.profile.crypto import _seal
+
+    from .profile_helpers import raw
+
+    with Profile.open(tmp_path / "p") as p:
+        cid = p.store.create_conversation("old")
+        mid = p.store.append_message(cid, "user", "written in version 1")
+        keys = p._vault.current
+        row = p._vault.conn.execute("SELECT data FROM messages WHERE id = ?", (mid,)).fetchone()
+        payload = keys.open(f"messages/{mid}/{cid}", row[0])
+        v1 = _seal(keys._fernet, f"messages/{mid}/{cid}", payload)  # exactly what older TARA stored
+    with raw(tmp_path / "p") as conn:
+        conn.execute("UPDATE messages SET data = ? WHERE id = ?", (v1, mid))
+    with Profile.open(tmp_path / "p") as p:
+        assert p.store.message(mid).content == "written in version 1"
+        assert p.verify_integrity().ok
+        p.rotate_key()
+        assert p.store.message(mid).content == "written in version 1"
+    with raw(tmp_path / "p") as conn:
+        assert conn.execute("SELECT data FROM messages WHERE id = ?", (mid,)).fetchone()[0][0] == 0x02
