@@ -236,6 +236,7 @@ class Assistant:
         self.conversations = Conversations(profile)
         self.conversations.migrate()
         self.summaries = SummaryWorker(on_done=self._on_summary)
+        self.conversations.subscribe(self._on_conversation_change)
         self.turn_lock = threading.RLock()  # a turn's reading of settings, mapping and router; swaps take it
         self._engine_lock = threading.Lock()  # one generation at a time
         self._mapping_listeners: list[Callable[[ModelMapping], None]] = []
@@ -389,6 +390,14 @@ class Assistant:
         if request.store is False:
             return False
         return bool(self.profile.consent.get("store_history"))
+
+    def _on_conversation_change(self, kind: str, cid: int | None) -> None:
+        """A deleted conversation leaves nothing in memory either: its summary, cached token counts."""
+        if kind in ("deleted", "deleted_all"):
+            from tara_desktop.llm.context_window import forget_texts
+
+            self.summaries.forget(cid if kind == "deleted" else None)
+            forget_texts()
 
     def _on_summary(self, key: object, summary: Any) -> None:
         """A background summary is done: keep it with its conversation (the worker's thread)."""

@@ -257,8 +257,13 @@ def test_older_turns_are_summarised_into_the_conversation_summary_table(tiny_ggu
         stored = a.profile.store.get_summary(c.id)
         assert stored is not None and 0 < stored.covers <= window.left_out
         assert not any(k.startswith("summary.") for k in a.profile.store.settings())  # not a setting any more
+        assert a.summaries.latest(c.id) is not None
         a.conversations.delete(c.id)
         assert a.profile.store.summaries() == []
+        assert a.summaries.latest(c.id) is None  # nothing of it is kept in memory either
+        from tara_desktop.llm.context_window import _WINDOWS
+
+        assert all(not w._cache for per in _WINDOWS.values() for w in per.values())
 
 
 def test_merge_mapping_keeps_unknown_damage_out() -> None:

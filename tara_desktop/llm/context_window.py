@@ -215,6 +215,16 @@ _WINDOWS: weakref.WeakKeyDictionary[object, dict[tuple[int, int], ContextWindow]
 _WINDOWS_LOCK = threading.Lock()
 
 
+def forget_texts() -> None:
+    """Drop every cached token count (their keys are message texts): after a conversation is deleted,
+    none of its words stay in memory here."""
+    with _WINDOWS_LOCK:
+        windows = [w for per_engine in _WINDOWS.values() for w in per_engine.values()]
+    for win in windows:
+        with win._cache_lock:
+            win._cache.clear()
+
+
 def window_for(engine: TokenCounter, reply_tokens: int = 256, *, summary_tokens: int = 160) -> ContextWindow:
     """One :class:`ContextWindow` per engine and reply size, so its token counts are cached across turns."""
     with _WINDOWS_LOCK:
@@ -308,6 +318,8 @@ class SummaryWorker:
         self._max_tokens = max_tokens
         self._pending: OrderedDict[object, tuple[object, list[dict[str, str]], Summary | None, int]] = OrderedDict()
         self._latest: dict[object, Summary] = {}
+        self._forgotten: set[object] = set()  # keys forgotten while their summary was being written
+        self._forgotten_all = 0
         self._lock = threading.Lock()
         self._wake: queue.Queue[None] = queue.Queue()
         self._state = JobState()
@@ -328,6 +340,19 @@ class SummaryWorker:
             self._pending[key] = (engine, turns, summary, upto)
             self._idle.clear()
         self._wake.put(None)
+
+    def forget(self, key: object | None = None) -> None:
+        """Drop what is kept for ``key`` (a deleted conversation), or for every key; a summary being
+        written for it now is dropped when it finishes."""
+        with self._lock:
+            if key is None:
+                self._pending.clear()
+                self._latest.clear()
+                self._forgotten_all += 1
+            else:
+                self._pending.pop(key, None)
+                self._latest.pop(key, None)
+                self._forgotten.add(key)
 
     def latest(self, key: object) -> Summary | None:
         with self._lock:
@@ -353,6 +378,8 @@ class SummaryWorker:
                         self._idle.set()
                         break
                     key, (engine, turns, prev, upto) = self._pending.popitem(last=False)
+                    self._forgotten.discard(key)
+                    generation = self._forgotten_all
                 start = upto - len(turns)
                 progress: list[tuple[str, int]] = []
                 try:
@@ -370,6 +397,10 @@ class SummaryWorker:
                     log.warning("summary failed: %s", type(exc).__name__)
                     continue
                 if text is None:  # preempted by a reply: keep the finished chunks, resume after the reply
+                    with self._lock:
+                        if key in self._forgotten or generation != self._forgotten_all:
+                            self._forgotten.discard(key)
+                            continue  # deleted meanwhile: keep nothing, resume nothing
                     if progress:
                         done_text, n_done = progress[-1]
                         prev = Summary(done_text, start + n_done)
@@ -385,6 +416,9 @@ class SummaryWorker:
                     continue
                 result = Summary(text=text, covers=upto)
                 with self._lock:
+                    if key in self._forgotten or generation != self._forgotten_all:
+                        self._forgotten.discard(key)
+                        continue  # deleted while it was being written: keep nothing of it
                     self._latest[key] = result
                 if self._on_done is not None:
                     self._on_done(key, result)
