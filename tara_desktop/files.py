@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -56,6 +59,76 @@ def write_private(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# -- atomic writes -------------------------------------------------------------------------------
+# Every writer goes through these: a reader (or a restart after a kill) sees the old file or folder or
+# the complete new one, never a half-written one.
+@contextlib.contextmanager
+def atomic_file(path: Path, *, private: bool = False, temp: Path | None = None) -> Iterator[Path]:
+    """Yield a temp path in ``path``'s folder for the caller (or a library) to write; on a clean exit it
+    is fsynced, moved over ``path`` with ``os.replace`` and the folder fsynced. On any exception the temp
+    file is removed and ``path`` is untouched. ``private`` creates the temp file owner-only (0600) before
+    the first byte; ``temp`` names the temp file (it must be in the same folder) where a caller's cleanup
+    of stale leftovers depends on the name."""
+    path = Path(path)
+    tmp = Path(temp) if temp is not None else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if private:
+        tmp.unlink(missing_ok=True)
+        open_private(tmp).close()
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_path(path.parent)
+
+
+def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``, fsync
+    of the folder. ``private`` makes the file owner-only (0600) from its first byte."""
+    with atomic_file(path, private=private) as tmp:
+        if private:
+            with open_private(tmp, exclusive=False) as fh:
+                fh.write(data)
+        else:
+            tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_dir(final_path: Path, *, temp: Path | None = None) -> Iterator[Path]:
+    """Yield an empty sibling temp folder (``NAME.tmp`` unless ``temp`` names one) to build a folder in;
+    on a clean exit every file in it and the folder are fsynced and it is renamed to ``final_path``. An
+    existing ``final_path`` is first moved aside to ``NAME.old`` and removed once the new one is in place
+    (a kill between the two renames leaves ``NAME.old`` and ``NAME.tmp``, both recognisable leftovers).
+    On any exception the temp folder is removed and ``final_path`` is untouched."""
+    final = Path(final_path)
+    tmp = Path(temp) if temp is not None else final.with_name(f"{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                fsync_path(p)
+        fsync_path(tmp)
+        if final.exists():
+            old = final.with_name(f"{final.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_path(final.parent)
 
 
 # -- processes -----------------------------------------------------------------------------------
