@@ -210,11 +210,22 @@ class ChatPane(QWidget):
         self.model.pin(self.domain_box.currentData())
 
     def _on_editing_changed(self, mid: object) -> None:
+        from PySide6.QtWidgets import QGraphicsOpacityEffect
+
         if mid is None:
             if self.banner.text == EDITING:
                 self.banner.hide()
         else:
             self.banner.show_info(EDITING)
+        ids = [b.message_id for b in self.view.bubbles]
+        start = ids.index(mid) if mid is not None and mid in ids else len(ids)
+        for i, bubble in enumerate(self.view.bubbles):  # what sending the edit would replace is dimmed
+            if i >= start:
+                effect = QGraphicsOpacityEffect(bubble)
+                effect.setOpacity(0.45)
+                bubble.setGraphicsEffect(effect)
+            elif bubble.graphicsEffect() is not None:
+                bubble.setGraphicsEffect(None)  # type: ignore[arg-type]
 
     def _on_busy_changed(self, busy: bool) -> None:
         self.composer.set_busy(busy)

@@ -108,7 +108,9 @@ def test_edit_then_cancel_loses_nothing(qtbot: Any, window: Any, send: Any) -> N
     assert len(before) == 4
     qtbot.mouseClick(chat.view.bubbles[0].edit_button, Qt.MouseButton.LeftButton)  # Edit the first message
     assert chat.composer.edit.toPlainText() == "What is a balance sheet?"
+    assert [b.graphicsEffect() is not None for b in chat.view.bubbles] == [True] * 4  # what would be replaced
     qtbot.keyClick(chat.composer.edit, Qt.Key.Key_Escape)  # ...and change my mind
+    assert all(b.graphicsEffect() is None for b in chat.view.bubbles)
     assert chat.composer.edit.toPlainText() == "" and "Editing" not in chat.banner.text
     assert [(m.id, m.content) for m in chat.store.messages(first.conversation_id)] == before
     third = send("And an income statement?")  # a new message is added, nothing replaced
