@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import memory
+from tara_desktop.llm.llama_logs import quiet_llama_logs
 
 if TYPE_CHECKING:
     from tara_desktop.config import LlmSettings
@@ -155,11 +156,6 @@ def _ensure_std_fds() -> None:
                 os.close(null)
 
 
-def _quiet_llama_logs() -> None:
-    # llama-cpp-python routes llama.cpp's log through this logger; below ERROR nothing is printed.
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-
-
 @dataclass
 class _Adapter:
     path: Path
@@ -273,7 +269,7 @@ class Engine:
             state.check()
         import llama_cpp
 
-        _quiet_llama_logs()
+        quiet_llama_logs()
         _ensure_std_fds()
         try:
             llm = llama_cpp.Llama(

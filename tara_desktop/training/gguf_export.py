@@ -38,6 +38,7 @@ import numpy as np
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
+from tara_desktop.llm.llama_logs import quiet_llama_logs
 
 log = logging.getLogger(__name__)
 
@@ -718,13 +719,6 @@ def atomic_output(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             partial.unlink()
         raise
-
-
-def quiet_llama_logs() -> None:
-    """Keep llama.cpp's per-tensor info/warning lines off the terminal unless someone chose a log level."""
-    llama_log = logging.getLogger("llama-cpp-python")
-    if llama_log.level == logging.NOTSET:
-        llama_log.setLevel(logging.ERROR)
 
 
 def _contract_validate(path: Path) -> None:

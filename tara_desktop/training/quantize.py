@@ -90,7 +90,7 @@ def find_fallbacks(path: Path, quant: str) -> list[tuple[str, str]]:
 def _run_quantize(src: Path, dst: Path, ftype: int, threads: int) -> int:
     import llama_cpp
 
-    from tara_desktop.training.gguf_export import quiet_llama_logs
+    from tara_desktop.llm.llama_logs import quiet_llama_logs
 
     quiet_llama_logs()  # llama.cpp prints a line per tensor otherwise
     params = llama_cpp.llama_model_quantize_default_params()
@@ -167,7 +167,7 @@ def perplexity(
     """
     import llama_cpp
 
-    from tara_desktop.training.gguf_export import quiet_llama_logs
+    from tara_desktop.llm.llama_logs import quiet_llama_logs
 
     quiet_llama_logs()
     llm = llama_cpp.Llama(
