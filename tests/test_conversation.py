@@ -175,6 +175,18 @@ def test_withdrawing_history_consent_with_delete_collected_leaves_none_of_it(tmp
         assert profile.store.get_summary(cid) is None
 
 
+def test_tara_profile_consent_withdrawal_with_delete_collected_leaves_none_of_it(tmp_path: Path) -> None:
+    home = tmp_path / "profile"
+    with _profile(tmp_path) as profile:
+        _fill(profile)
+        profile.store.delete_blob(profile.store.list_blobs("voice")[0].id)  # recordings: their own consent
+    done = _tara(home, "profile", "consent", "store_history", "no", "--delete-collected")
+    assert done.returncode == 0, done.stderr
+    with _profile(tmp_path) as profile:
+        export = _export(profile, tmp_path, "after-cli-withdraw")
+    assert _leaks(home, CANARY, export) == []
+
+
 def _tara(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
