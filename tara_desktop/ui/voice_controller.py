@@ -44,6 +44,7 @@ class VoiceController(QObject):
         self.mic: Any = None
         self.job: JobThread | None = None
         self._engines: dict[str, Any] = {}
+        self._told_fallback = False
         self._meter = QTimer(self)
         self._meter.setInterval(50)
         self._meter.timeout.connect(self._show_level)
@@ -185,6 +186,10 @@ class VoiceController(QObject):
             text = str(getattr(data, "text", "")).strip()
             if text:
                 model.show_user_message(text)
+            reason = getattr(data, "fallback_reason", None)
+            if reason and text and not self._told_fallback:  # say once which recogniser is in use, and why
+                self._told_fallback = True
+                pane.banner.show_info(f"Speech recognition is using {getattr(data, 'engine', '?')}: {reason}")
         elif kind == "token":
             model.apply_token(str(data))
         elif kind == "error":
