@@ -6,21 +6,20 @@ kept), a key whose name is not UTF-8 (dropped), and a wrong ``general.alignment`
 shows the real one. Anything else (a truncated file, a corrupt tensor table, bad tensor types...) means
 the tensor data cannot be trusted: the file must be downloaded again or re-exported.
 
-The copy is written to a temporary file beside ``out``, validated, and only then moved into place, so an
-interrupted repair leaves nothing at ``out`` and the original file is never touched.
+The copy is written to a temporary file beside ``out`` (:func:`tara_desktop.files.atomic_file`), validated,
+and only then moved into place, so an interrupted repair leaves nothing at ``out`` and the original file is never touched.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from tara_desktop.errors import TaraError
+from tara_desktop.files import atomic_file
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
 from tara_desktop.llm.gguf_file import GgufInfo, InvalidGguf, ValueType
@@ -115,10 +114,8 @@ def repair(src: Path, out: Path, *, state: JobState | None = None) -> RepairRepo
 
     alignment = info.alignment
     total = sum(t.n_bytes for t in info.tensors) or 1
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    tmp = Path(tmp_name)
-    try:
-        with open(src, "rb") as f, os.fdopen(fd, "wb") as w:
+    with atomic_file(out) as tmp:
+        with open(src, "rb") as f, open(tmp, "wb") as w:
             entries, fixes = plan_metadata(info, f)
             w.write(b"GGUF" + struct.pack("<IQQ", 3, len(info.tensors), len(entries)))
             for raw in entries:
@@ -144,14 +141,8 @@ def repair(src: Path, out: Path, *, state: JobState | None = None) -> RepairRepo
                     done += len(chunk)
                     state.report(done / total, "copying tensor data")
                 w.write(b"\0" * (-t.n_bytes % alignment))
-            w.flush()
-            os.fsync(w.fileno())
         fixed = gguf_file.validate(tmp)
         if fixed.tensor_count != info.tensor_count:  # pragma: no cover - guarded by construction
             raise InvalidGguf("the repaired copy lost tensors: the file cannot be repaired, download it again")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("repaired a GGUF file: %d fixes", len(fixes))
     return RepairReport(out=out, fixes=fixes)
