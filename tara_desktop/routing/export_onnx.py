@@ -174,11 +174,44 @@ def _verify(source: Path, folder: Path) -> float:
     return float(np.min(np.sum(expected * got, axis=1)))
 
 
+def _shipped_router() -> Any:
+    from tara_desktop.config import load_configs
+    from tara_desktop.routing.router import DomainRouter
+
+    return DomainRouter.from_configs(load_configs(), embedding_model=None)
+
+
+def examples_up_to_date(out: Path) -> bool:
+    import numpy as np
+
+    from tara_desktop.routing.router import EXAMPLES_FILE
+
+    try:
+        with np.load(out / EXAMPLES_FILE, allow_pickle=False) as data:
+            return set(data["keys"].tolist()) >= set(_shipped_router().example_keys())
+    except (OSError, ValueError, KeyError, EOFError):
+        return False
+
+
+def embed_examples(out: Path) -> None:
+    """Embed the shipped domains' examples with the exported model into the model folder, so the first
+    start of the app embeds nothing (a config edited later re-embeds only what changed, in the user's cache)."""
+    from tara_desktop.routing.router import EXAMPLES_FILE, OnnxEmbedder
+
+    started = time.perf_counter()
+    _shipped_router().write_example_embeddings(OnnxEmbedder(out), out / EXAMPLES_FILE)
+    (out / EXAMPLES_FILE).chmod(0o644)  # installed for every user of the machine, like the model
+    print(f"router model: embedded the shipped examples in {time.perf_counter() - started:.0f} s")
+
+
 def export(source: Path, out: Path, *, force: bool = False) -> bool:
     """Build the export into ``out``; False when it was already up to date."""
     fingerprint = source_fingerprint(source)
     if not force and up_to_date(out, fingerprint):
-        return False
+        if examples_up_to_date(out):
+            return False
+        embed_examples(out)  # the examples changed (a config edit): no torch needed for that
+        return True
     _check_pooling(source)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -212,6 +245,7 @@ def export(source: Path, out: Path, *, force: bool = False) -> bool:
             raise SystemExit(f"error: the ONNX export does not match the model (cosine {cosine:.3f} < {MIN_COSINE})")
         manifest["min_probe_cosine"] = round(cosine, 4)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        embed_examples(stage)
         old = work / "previous"
         if out.exists():
             out.rename(old)

@@ -144,6 +144,8 @@ def resolve_embedding_source(name: str) -> Path:
 
 
 ROUTER_MODEL_MANIFEST: Final = "manifest.json"
+#: In a router model folder: hashes and vectors of the shipped config's examples (content-free).
+EXAMPLES_FILE: Final = "examples.npz"
 _BUILD_HINT: Final = "build it with `python -m tara_desktop.routing.export_onnx` (scripts/setup does this)"
 
 
@@ -204,6 +206,8 @@ class OnnxEmbedder:
         self._session = session
         self._inputs = {i.name for i in session.get_inputs()}
         self.max_seq_length = max_seq_length
+        #: the shipped domains' examples embedded at export time (so even a first start embeds nothing)
+        self.bundled_examples = folder / EXAMPLES_FILE
         # names the cached example embeddings: another model (or another export) gets its own cache
         self.name = f"{manifest.get('name', folder.name)}:onnx:{manifest.get('onnx_sha256', '')[:16]}:{max_seq_length}"
 
@@ -584,6 +588,15 @@ class DomainRouter:
         if state is not None:
             state.report(1.0, "router ready" + (" (degraded: keyword routing)" if self.degraded else ""))
 
+    def example_keys(self) -> list[str]:
+        """SHA-256 of every example text, in order (what the example-embedding caches are keyed by)."""
+        return [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in self._texts]
+
+    def write_example_embeddings(self, embedder: Embedder, path: Path) -> None:
+        """Embed every example with ``embedder`` into ``path`` (hashes and vectors, no text)."""
+        _atomic_npz(path, keys=np.array(self.example_keys()), vectors=embedder.embed(self._texts),
+                    name=np.array(embedder.name))
+
     def _example_embeddings(self, embedder: Embedder) -> np.ndarray:
         """Embeddings of the example texts, from the cache where possible.
 
@@ -592,7 +605,7 @@ class DomainRouter:
         cache_dir = self._cache_dir or default_cache_dir()
         model_key = hashlib.sha256(f"{_CACHE_VERSION}|{embedder.name}".encode()).hexdigest()[:20]
         path = cache_dir / f"examples-{model_key}.npz"
-        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in self._texts]
+        keys = self.example_keys()
         known: dict[str, np.ndarray] = {}
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -600,6 +613,19 @@ class DomainRouter:
         except (OSError, ValueError, KeyError, EOFError):
             pass  # missing or unreadable: recompute
         missing = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
+        bundled = getattr(embedder, "bundled_examples", None)
+        if missing and isinstance(bundled, Path):
+            # the shipped examples, embedded by the export step with this very model (read-only)
+            try:
+                with np.load(bundled, allow_pickle=False) as data:
+                    if str(data["name"]) == embedder.name:
+                        shipped = dict(zip(data["keys"].tolist(), data["vectors"].astype(np.float32), strict=True))
+                        known.update({keys[i]: shipped[keys[i]] for i in missing if keys[i] in shipped})
+            except (OSError, ValueError, KeyError, EOFError):
+                pass
+            missing = [i for i in missing if keys[i] not in known]
+            if not missing:
+                self._save_cache(path, known)
         if missing:
             fresh = embedder.embed([self._texts[i] for i in missing])
             for i, vector in zip(missing, fresh, strict=True):

@@ -389,3 +389,26 @@ def test_keyword_index_is_cached_and_loads_the_same(configs: Configs, tmp_path: 
     cached[0].write_bytes(b"not an npz")  # a damaged cache is rebuilt, not trusted
     third = DomainRouter.from_configs(configs, embedding_model=None, cache_dir=tmp_path)
     assert third.scores(text) == pytest.approx(built)
+
+
+def test_a_first_start_embeds_no_shipped_example(configs: Configs, tmp_path: Path, router_model: Path) -> None:
+    """The export step embedded the shipped examples with the same model: a fresh user cache starts from
+    them, and only the message itself goes through the model."""
+    calls: list[int] = []
+
+    def factory(name: str) -> OnnxEmbedder:
+        embedder = OnnxEmbedder.load(name)
+        inner = embedder.embed
+
+        def counting(texts: Any) -> np.ndarray:
+            calls.append(len(texts))
+            return inner(texts)
+
+        embedder.embed = counting  # type: ignore[method-assign]
+        return embedder
+
+    r = DomainRouter.from_configs(configs, embedding_model=str(router_model), cache_dir=tmp_path,
+                                  embedder_factory=factory)
+    assert r.route("my laptop will not boot after the update").domain == "technical"
+    assert calls == [1]
+    assert list(tmp_path.glob("examples-*.npz"))  # and the user's cache now holds them
