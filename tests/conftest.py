@@ -22,6 +22,10 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """Point TARA_HOME at a fresh folder so no test touches the real profile."""
     monkeypatch.setenv("TARA_HOME", str(tmp_path / "tara-home"))
     monkeypatch.setenv("TARA_PASSPHRASE", "test passphrase")
+    # New passphrase keys use scrypt N=2^17 (~0.5-2 s each); tests make hundreds of profiles, so they
+    # use the old cost (tests/profile checks the real one), and keep rollback anchors in their own folder.
+    monkeypatch.setenv("TARA_SCRYPT_N", "16384")
+    monkeypatch.setenv("TARA_ANCHOR_DIR", str(tmp_path / "anchors"))
     yield
 
 
