@@ -78,7 +78,14 @@ def finish(error=None):
     if error:
         marks["error"] = error
     marks["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    marks["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # children that ended
+    running = 0.0
+    for child in psutil.Process().children(recursive=True):  # a voice process still running
+        try:
+            running += child.memory_info().rss / 2**20
+        except psutil.Error:
+            pass
+    marks["children_peak_rss_mb"] = max(waited, running)
     print(json.dumps(marks), flush=True)
     window.close(); app.quit()
 def voice():
