@@ -68,6 +68,14 @@ def _chat(args: argparse.Namespace) -> int:
         cid = args.conversation
         if args.continue_last and cid is None:
             cid = assistant.conversations.most_recent()
+        if cid is not None:
+            damaged: list[str] = []
+            assistant.profile.store.messages(cid, on_damaged="skip", damaged=damaged)
+            if damaged:
+                sys.stderr.write(
+                    f"warning: {len(damaged)} damaged message(s) of conversation {cid} skipped "
+                    "(run `tara profile audit-verify`)\n"
+                )
         state = JobState()
 
         def stop(_sig: int, _frame: FrameType | None) -> None:

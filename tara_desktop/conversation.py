@@ -63,6 +63,8 @@ class Conversation:
         self.title = ""
         self.pinned_domain: str | None = None
         self.messages: list[Any] = []
+        self.damaged: list[str] = []
+        """Messages that could not be read (a damaged or tampered record): left out, named here."""
         self._summary: Summary | None = None
         if cid is not None:
             self.reload()
@@ -75,7 +77,8 @@ class Conversation:
         info = self.store.conversation(self.id)
         self.title = info.title
         self.pinned_domain = info.pinned_domain
-        self.messages = list(self.store.messages(self.id))
+        self.damaged = []
+        self.messages = list(self.store.messages(self.id, on_damaged="skip", damaged=self.damaged))
         stored = self.store.get_summary(self.id)
         self._summary = None if stored is None else Summary(stored.text, stored.covers)
 

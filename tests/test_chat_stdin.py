@@ -38,3 +38,26 @@ def test_chat_stdin_errors_are_one_line(tiny_gguf: Path, tmp_path: Path) -> None
         bad = _chat(tmp_path / "h", tiny_gguf, data)
         assert bad.returncode == 2 and bad.stderr.startswith("error: ") and expected in bad.stderr, bad.stderr
         assert len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_a_damaged_message_is_skipped_and_named_not_fatal(tiny_gguf: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    home = tmp_path / "h"
+    first = _chat(home, tiny_gguf, b"first question about pricing\n")
+    assert first.returncode == 0, first.stderr
+    details = json.loads(first.stderr.strip().splitlines()[-1])
+    cid, bad = details["conversation_id"], details["user_message_id"]
+    conn = sqlite3.connect(home / "profile.db")
+    with conn:
+        conn.execute("UPDATE messages SET data = substr(data, 1, length(data) - 1) || x'00' WHERE id = ?", (bad,))
+    conn.close()
+    env = {**os.environ, "TARA_HOME": str(home), "TARA_PASSPHRASE": "pw", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tara_desktop.cli", "chat", "--model", str(tiny_gguf), "--domain", "business",
+         "--conversation", str(cid), "and a follow-up"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: 1 damaged message(s) of conversation {cid} skipped" in proc.stderr
+    assert "Traceback" not in proc.stderr
