@@ -263,13 +263,17 @@ class PrivacyPage(QWidget):
         if self.profile is None:
             return
         try:
-            result = self.profile.audit.verify()
+            # everything the profile can check about itself, as `tara profile audit-verify` does: the audit
+            # chain, consent against the signed trail, per-conversation message ledgers, the rollback anchor
+            result = self.profile.verify_integrity()
         except TaraError as exc:
             self.verify_result.setText(f"✗ {exc}")
             return
-        if getattr(result, "ok", False):
-            entries = getattr(result, "entries", "?")
-            self.verify_result.setText(f"✓ The audit log is intact: {entries} entries, none changed or removed.")
+        if result.ok:
+            entries = getattr(result.audit, "entries", "?")
+            self.verify_result.setText(
+                f"✓ Intact: the audit log's {entries} entries, none changed or removed; " + "; ".join(result.checked)
+            )
         else:
             self.verify_result.setText(f"✗ {result}")
 

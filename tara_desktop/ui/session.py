@@ -28,12 +28,12 @@ def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Any:
     return Assistant.open(profile_dir, passphrase=passphrase)
 
 
-def needs_passphrase(exc: BaseException | None, message: str) -> bool:
-    """True when the profile could open with a (different) passphrase."""
-    if exc is not None and type(exc).__name__ in ("ProfileLocked", "WrongPassphrase"):
-        return True
-    text = message.lower()
-    return "passphrase" in text and ("wrong" in text or "locked" in text or "needed" in text)
+def needs_passphrase(exc: BaseException | None) -> bool:
+    """True when the profile could open with a (different) passphrase: it is locked, the passphrase was
+    wrong, or another TARA process changed it (:class:`PassphraseChanged` is a :class:`WrongPassphrase`)."""
+    from tara_desktop.profile.errors import ProfileLocked, WrongPassphrase
+
+    return isinstance(exc, ProfileLocked | WrongPassphrase)
 
 
 class Session(QObject):
@@ -89,11 +89,14 @@ class Session(QObject):
     def _on_failed(self, message: str) -> None:
         exc = self._job.exception if self._job is not None else None
         self._job = None
-        if needs_passphrase(exc, message) and self.passphrase_tries < 5:
+        if needs_passphrase(exc) and self.passphrase_tries < 5:
+            from tara_desktop.profile.errors import PassphraseChanged, ProfileLocked
             from tara_desktop.ui.unlock_dialog import ask_passphrase
 
             self.passphrase_tries += 1
-            first = self.passphrase_tries == 1
+            first = self.passphrase_tries == 1 and isinstance(exc, ProfileLocked)
+            if isinstance(exc, PassphraseChanged):
+                message = "Your passphrase was changed in another TARA window or command; enter the new one."
             phrase = ask_passphrase(self._window, None if first else message)
             if phrase is not None:
                 self.open(phrase)

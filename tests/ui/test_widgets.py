@@ -137,3 +137,16 @@ def test_holding_the_hotkey_presses_push_to_talk(qtbot: Any) -> None:
     assert events == ["down"] and button.held
     qtbot.keyRelease(window, Qt.Key.Key_Space, Qt.KeyboardModifier.ControlModifier)
     assert events == ["down", "up"]
+
+
+def test_the_passphrase_prompt_follows_the_error_type_not_its_wording() -> None:
+    from tara_desktop.errors import TaraError
+    from tara_desktop.profile.errors import PassphraseChanged, ProfileLocked, WrongPassphrase
+    from tara_desktop.ui.session import needs_passphrase
+
+    assert needs_passphrase(ProfileLocked("locked"))
+    assert needs_passphrase(WrongPassphrase("no"))
+    assert needs_passphrase(PassphraseChanged("changed elsewhere"))
+    # a message that merely mentions a wrong passphrase is not a reason to ask for one
+    assert not needs_passphrase(TaraError("the wrong passphrase file name was given"))
+    assert not needs_passphrase(None)
