@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tara_desktop.files import fsync_path
+from tara_desktop.files import atomic_dir, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,8 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (:func:`tara_desktop.files.atomic_write`: temp file, fsync, os.replace)."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def write_checkpoint(
@@ -67,37 +61,20 @@ def write_checkpoint(
     info: dict[str, Any],
 ) -> Checkpoint:
     """Create ``root/step-NNNNNN`` atomically. ``write_files(tmp_dir)`` writes the payload; the manifest
-    (``info`` plus checksums) is written last, then the folder is renamed into place."""
+    (``info`` plus checksums) is written last, then the folder is fsynced and renamed into place
+    (:func:`tara_desktop.files.atomic_dir`; the same step saved again, e.g. a cancel right after a periodic
+    save, replaces the old one through ``step-NNNNNN.old``)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = root / f"{checkpoint_name(step)}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    write_files(tmp)
-    files: dict[str, dict[str, Any]] = {}
-    for p in sorted(tmp.rglob("*")):
-        if p.is_file():
-            fsync_path(p)
-            rel = p.relative_to(tmp).as_posix()
-            files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-    manifest = {"format": FORMAT_VERSION, "step": step, "created_at": time.time(), "files": files, **info}
-    with (tmp / MANIFEST).open("w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_path(tmp)
-    if final.exists():
-        # Same step saved again (e.g. a cancel right after a periodic save): move the old one aside first.
-        old = root / f"{checkpoint_name(step)}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_path(root)
+    with atomic_dir(final, temp=root / f"{checkpoint_name(step)}.tmp") as tmp:
+        write_files(tmp)
+        files: dict[str, dict[str, Any]] = {}
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(tmp).as_posix()
+                files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+        manifest = {"format": FORMAT_VERSION, "step": step, "created_at": time.time(), "files": files, **info}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     return Checkpoint(step, final, manifest)
 
 

@@ -24,43 +24,53 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled
 from tara_desktop.training import checkpoints as ck
 from tara_desktop.training import datasets as ds
 from tara_desktop.training import recovery
+from tara_desktop.training.base_model import TARGET_MODULES, attach_lora, load_base, resolve_base
+from tara_desktop.training.job_checkpointing import (
+    restore_checkpoint,
+    save_adapter,
+    save_checkpoint,
+    truncate_metrics,
+)
+from tara_desktop.training.job_data import (
+    StateLike,
+    collate,
+    epoch_order,
+    evaluate,
+    generate,
+    perplexity,
+    sample_prompts,
+)
 from tara_desktop.training.spec import TrainingSpec
 
-if TYPE_CHECKING:
-    import torch
+__all__ = [
+    "TARGET_MODULES",
+    "EventSink",
+    "StateLike",
+    "TrainingResult",
+    "attach_lora",
+    "epoch_order",
+    "evaluate",
+    "load_base",
+    "resolve_base",
+    "run",
+]
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
-
-TARGET_MODULES = {
-    "llama": ["q_proj", "v_proj"],
-    "mistral": ["q_proj", "v_proj"],
-    "qwen2": ["q_proj", "v_proj"],
-    "qwen3": ["q_proj", "v_proj"],
-    "gemma": ["q_proj", "v_proj"],
-    "phi3": ["qkv_proj"],
-    "gpt2": ["c_attn"],
-    "gpt_neox": ["query_key_value"],
-}
-
-
-class StateLike(Protocol):
-    def report(self, fraction: float | None, message: str = "") -> None: ...
-    def check(self) -> None: ...
+_collate = collate  # the name benchmarks/bench_training.py uses
 
 
 @dataclass
@@ -86,261 +96,11 @@ class TrainingResult:
         return d
 
 
-# ------------------------------------------------------------------------------------------------
-# Loading
-
-
-def resolve_base(base: str) -> tuple[str, str | None]:
-    p = Path(base)
-    if p.is_file() and p.suffix.lower() == ".gguf":
-        return str(p.parent), p.name
-    if p.is_dir() and (p / "config.json").is_file():
-        return str(p), None
-    if not p.exists():
-        raise TaraError(f"base model {base} not found; give a Hugging Face model folder or a .gguf file")
-    raise TaraError(
-        f"{base} is not a base model; give a Hugging Face model folder (with config.json) or a .gguf file"
-    )
-
-
-def load_base(base: str) -> tuple[Any, Any]:
-    """(tokenizer, model) in float32 from a Hugging Face folder or a GGUF file."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder, gguf_file = resolve_base(base)
-    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
-    except Exception as exc:
-        raise TaraError(
-            f"cannot load base model {base} ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-            "check that it is a complete causal language model"
-        ) from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, model
-
-
-def attach_lora(model: Any, spec: TrainingSpec) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    model_type = str(getattr(model.config, "model_type", ""))
-    targets = spec.target_modules or TARGET_MODULES.get(model_type)
-    config = LoraConfig(
-        r=spec.lora_rank,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=spec.lora_dropout,
-        target_modules=targets,
-        fan_in_fan_out=model_type == "gpt2",
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as exc:
-        raise TaraError(
-            f"cannot attach LoRA to this {model_type or 'unknown'} model ({str(exc).splitlines()[0][:160]}); "
-            "set the target modules for it"
-        ) from None
 
 
 # ------------------------------------------------------------------------------------------------
-# Batches and evaluation
-
-
-def _collate(items: list[ds.Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    import torch
-
-    width = max(len(e.input_ids) for e in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for i, e in enumerate(items):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids, dtype=torch.long)
-        labels[i, :n] = torch.tensor(e.labels, dtype=torch.long)
-        mask[i, :n] = 1
-    return ids, mask, labels
-
-
-def _token_loss(model: Any, ids: Any, mask: Any, labels: Any) -> tuple[torch.Tensor, int]:
-    """(sum of next-token cross-entropy over labelled positions, number of those positions)."""
-    import torch.nn.functional as F
-
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    shift_logits = logits[:, :-1, :].reshape(-1, logits.size(-1))
-    shift_labels = labels[:, 1:].reshape(-1)
-    n = int((shift_labels != -100).sum())
-    loss = F.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100, reduction="sum")
-    return loss, n
-
-
-def evaluate(model: Any, encoded: list[ds.Encoded], pad_id: int, batch_size: int, state: StateLike) -> float:
-    """Mean validation loss per predicted token."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(encoded), batch_size):
-            state.check()
-            ids, mask, labels = _collate(encoded[i : i + batch_size], pad_id)
-            loss, n = _token_loss(model, ids, mask, labels)
-            total += float(loss)
-            count += n
-    if was_training:
-        model.train()
-    return total / max(1, count)
-
-
-def _perplexity(loss: float | None) -> float | None:
-    if loss is None:
-        return None
-    return math.exp(min(loss, 50.0))
-
-
-def _sample_prompts(tokenizer: Any, examples: list[ds.Example], n: int) -> list[str]:
-    prompts: list[str] = []
-    for ex in examples[:n]:
-        if ex.text is not None:
-            prompts.append(" ".join(ex.text.split()[:8]))
-        else:
-            msgs = ex.as_messages()
-            last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-            prompts.append(ds.render_chat(tokenizer, msgs[:last], add_generation_prompt=True))
-    return prompts
-
-
-def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
-    import torch
-
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        out = model.generate(
-            **ids,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    return str(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The order of the training samples in ``epoch``: fixed by (seed, epoch), so a step number alone
-    says which samples it trains on — what makes a resumed run continue the same curve."""
-    order = list(range(n))
-    random.Random(f"{seed}:{epoch}").shuffle(order)
-    return order
-
-
-# ------------------------------------------------------------------------------------------------
-# Checkpoint payloads
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
-
-
-def _set_rng_state(saved: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_rng_state(saved["torch"])
-    random.setstate(_to_tuple(saved["python"]))
-
-
-def _to_tuple(x: Any) -> Any:
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, list | tuple) else x
-
-
-def _save(
-    spec: TrainingSpec, step: int, model: Any, *, optimizer: Any, scheduler: Any, info: dict[str, Any]
-) -> ck.Checkpoint:
-    import torch
-
-    def write(tmp: Path) -> None:
-        # The adapter in PEFT's own layout (loadable with PeftModel.from_pretrained), minus its model card.
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
-
-        save_file(get_peft_model_state_dict(model), str(tmp / "adapter_model.safetensors"))
-        model.peft_config["default"].save_pretrained(str(tmp))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-            tmp / ck.STATE_FILE,
-        )
-
-    ckpt = ck.write_checkpoint(spec.checkpoints_dir, step, write, info)
-    ck.prune(spec.checkpoints_dir, spec.keep_checkpoints)
-    return ckpt
-
-
-def _restore(ckpt: ck.Checkpoint, model: Any, optimizer: Any, scheduler: Any) -> None:
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    weights = load_file(str(ckpt.path / "adapter_model.safetensors"))
-    set_peft_model_state_dict(model, weights)
-    saved = torch.load(ckpt.path / ck.STATE_FILE, weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_state(saved["rng"])
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past ``step`` (written after the checkpoint a resumed job starts from)."""
-    if not path.is_file():
-        return
-    kept: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line).get("step", 0)) <= step:
-                kept.append(line)
-        except (ValueError, AttributeError):
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _save_adapter(model: Any, spec: TrainingSpec, summary: dict[str, Any]) -> Path:
-    """Write ``DIR/adapter/`` (PEFT format; ``base_model_name_or_path`` names the base folder or .gguf
-    file) plus ``tara_training.json`` (domain, base, numbers), atomically."""
-    import shutil
-
-    final = spec.adapter_dir
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for cfg in model.peft_config.values():
-        cfg.base_model_name_or_path = str(Path(spec.base).resolve())
-    model.save_pretrained(str(tmp))
-    info = {"domain": spec.domain, "base": str(Path(spec.base).resolve()), "seed": spec.seed,
-            "lora_rank": spec.lora_rank, "lora_alpha": spec.lora_alpha, **summary}
-    (tmp / "tara_training.json").write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
-    for p in tmp.rglob("*"):
-        if p.is_file():
-            ck.fsync_path(p)
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    return final
-
-
-# ------------------------------------------------------------------------------------------------
-# The job
+# The job (loading: base_model.py; batches and evaluation: job_data.py; what goes to disk:
+# job_checkpointing.py)
 
 
 def run(
@@ -460,7 +220,7 @@ def _run(
         t_restore = time.perf_counter()
         ckpt = ck.newest_complete(spec.checkpoints_dir, on_skip=say)
         if ckpt is not None:
-            _restore(ckpt, model, optimizer, scheduler)
+            restore_checkpoint(ckpt, model, optimizer, scheduler)
             restore_seconds = time.perf_counter() - t_restore
             step = ckpt.step
             elapsed_before = float(ckpt.manifest.get("elapsed", 0.0))
@@ -469,7 +229,7 @@ def _run(
             if ckpt.manifest.get("dataset_fingerprint") not in (None, prepared.fingerprint):
                 say("the dataset changed since this checkpoint; the result will differ from the original run")
             say(f"resumed from the checkpoint at step {step}")
-    _truncate_metrics(spec.metrics_path, step)
+    truncate_metrics(spec.metrics_path, step)
     record.total_steps, record.step = total_steps, step
     recovery.write_job(record)
 
@@ -492,7 +252,7 @@ def _run(
         state.report(0.0, "measuring the validation loss before training")
         val_before = evaluate(model, val_enc, pad_id, spec.batch_size, state)
         emit({"type": "eval", "when": "before", "step": 0, "val_loss": val_before,
-              "perplexity": _perplexity(val_before)})
+              "perplexity": perplexity(val_before)})
 
     eval_every = spec.eval_every or spec.save_every
     proc = psutil.Process()
@@ -512,7 +272,7 @@ def _run(
 
     def checkpoint() -> ck.Checkpoint:
         t0 = time.perf_counter()
-        saved = _save(spec, step, model, optimizer=optimizer, scheduler=scheduler, info=info())
+        saved = save_checkpoint(spec, step, model, optimizer=optimizer, scheduler=scheduler, info=info())
         seconds = time.perf_counter() - t0
         recovery.update_job(spec.job_dir, step=step)
         emit({"type": "checkpoint", "step": step, "path": str(saved.path), "seconds": seconds})
@@ -533,7 +293,7 @@ def _run(
             if epoch != order_epoch:
                 order_epoch, order = epoch, epoch_order(len(train_enc), spec.seed, epoch)
             batch = [train_enc[i] for i in order[pos * spec.batch_size : (pos + 1) * spec.batch_size]]
-            ids, mask, labels = _collate(batch, pad_id)
+            ids, mask, labels = collate(batch, pad_id)
 
             t0 = time.perf_counter()
             # The model's own loss: mean next-token cross-entropy over the labelled positions.
@@ -578,17 +338,17 @@ def _run(
     state.report(1.0, "measuring the validation loss after training")
     val_after = evaluate(model, val_enc, pad_id, spec.batch_size, state)
     emit({"type": "eval", "when": "after", "step": step, "val_loss": val_after,
-          "perplexity": _perplexity(val_after)})
+          "perplexity": perplexity(val_after)})
 
     samples: list[dict[str, str]] = []
     if spec.sample_count > 0:
         state.report(1.0, "writing sample answers")
         model.eval()
-        for prompt in _sample_prompts(tokenizer, prepared.validation, spec.sample_count):
+        for prompt in sample_prompts(tokenizer, prepared.validation, spec.sample_count):
             state.check()
             with model.disable_adapter():
-                before = _generate(model, tokenizer, prompt, spec.sample_max_new_tokens)
-            after = _generate(model, tokenizer, prompt, spec.sample_max_new_tokens)
+                before = generate(model, tokenizer, prompt, spec.sample_max_new_tokens)
+            after = generate(model, tokenizer, prompt, spec.sample_max_new_tokens)
             samples.append({"prompt": prompt, "before": before, "after": after})
         emit({"type": "samples", "samples": samples})
 
@@ -599,15 +359,15 @@ def _run(
         adapter_dir=str(spec.adapter_dir),
         val_loss_before=val_before,
         val_loss_after=val_after,
-        perplexity_before=_perplexity(val_before),
-        perplexity_after=_perplexity(val_after),
+        perplexity_before=perplexity(val_before),
+        perplexity_after=perplexity(val_after),
         train_samples=len(train_enc),
         validation_samples=len(val_enc),
         elapsed_s=elapsed_before + time.perf_counter() - session_start,
         resumed_from=resumed_from,
         samples=samples,
     )
-    _save_adapter(model, spec, result.summary())
+    save_adapter(model, spec, result.summary())
     ck.write_json_atomic(spec.job_dir / "result.json", result.summary())
     recovery.update_job(spec.job_dir, status="done", message="", step=step)
     emit({"type": "done", "result": result.summary()})
