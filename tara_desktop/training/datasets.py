@@ -19,9 +19,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tara_desktop.errors import TaraError
+
+if TYPE_CHECKING:
+    from tara_desktop.profile.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ def _decode_lines(data: bytes) -> list[str]:
     return lines
 
 
-def _chat_from_object(obj: Any, number: int) -> Example:
+def _chat_from_object(obj: object, number: int) -> Example:
     expected = "expected a JSON object with 'messages' or 'prompt'/'response'"
     if not isinstance(obj, dict):
         raise DatasetError(f"line {number}: {expected}, got {type(obj).__name__}")
@@ -314,7 +317,7 @@ def encode_example(tokenizer: Any, example: Example, *, max_length: int = 256) -
 # Encrypted storage in the profile
 
 
-def import_dataset(profile: Any, name: str, data: bytes, *, fmt: DatasetFormat = "auto") -> int:
+def import_dataset(profile: Profile, name: str, data: bytes, *, fmt: DatasetFormat = "auto") -> int:
     """Validate ``data`` and store it encrypted in the profile; return the blob id for a training spec."""
     examples = parse_dataset(data, name=name, fmt=fmt)
     blob_id = int(profile.store.put_blob(DATASET_BLOB_KIND, name, data))
@@ -322,5 +325,5 @@ def import_dataset(profile: Any, name: str, data: bytes, *, fmt: DatasetFormat =
     return blob_id
 
 
-def load_dataset_blob(profile: Any, blob_id: int) -> bytes:
+def load_dataset_blob(profile: Profile, blob_id: int) -> bytes:
     return bytes(profile.store.get_blob(blob_id))

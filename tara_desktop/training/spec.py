@@ -10,9 +10,12 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
+
+if TYPE_CHECKING:
+    from tara_desktop.config import TrainingSettings
 
 
 def default_threads() -> int:
@@ -112,10 +115,10 @@ class TrainingSpec:
         return cls(**{k: v for k, v in raw.items() if k in names})
 
     @classmethod
-    def from_settings(cls, settings: Any, **fields: Any) -> TrainingSpec:
+    def from_settings(cls, settings: TrainingSettings, **fields: Any) -> TrainingSpec:
         """A spec with defaults from ``configs/config.yaml``'s ``training`` section (``TrainingSettings``);
         ``fields`` (domain, base, out_dir, data_path, ...) win."""
-        defaults = {
+        defaults: dict[str, Any] = {
             "max_samples": settings.max_samples,
             "lora_rank": settings.lora_rank,
             "lora_alpha": settings.lora_alpha,
