@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,11 +36,14 @@ from tara_desktop.training.gguf_tensors import (
     stream_tensors,
 )
 
+if TYPE_CHECKING:
+    from gguf import GGUFWriter
+
 _SKIP_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 _CONV1D_SUFFIXES = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")
 
 
-def _add_hparams(writer: Any, spec: ArchSpec, hp: dict[str, Any], n_layer: int, ftype: int) -> None:
+def _add_hparams(writer: GGUFWriter, spec: ArchSpec, hp: dict[str, Any], n_layer: int, ftype: int) -> None:
     import gguf
 
     writer.add_block_count(n_layer)
@@ -209,7 +212,7 @@ def write_model_gguf(
     return ExportInfo(Path(path), "model", spec.gguf_arch, dtype, len(plan), Path(path).stat().st_size, notes)
 
 
-def _copy_tokenizer(writer: Any, gguf_path: Path) -> None:
+def _copy_tokenizer(writer: GGUFWriter, gguf_path: Path) -> None:
     """Copy every ``tokenizer.*`` key of an existing GGUF into ``writer``."""
     import gguf
 

@@ -12,12 +12,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
+
+if TYPE_CHECKING:
+    from gguf import GGUFWriter
 
 FileDtype = Literal["f32", "f16"]
 
@@ -174,7 +177,7 @@ def permute_for_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
 # writing
 
 
-def add_general(writer: Any, name: str, description: str | None) -> None:
+def add_general(writer: GGUFWriter, name: str, description: str | None) -> None:
     """The ``general.name`` (and ``general.description``) keys every GGUF we write carries."""
     writer.add_name(name)
     if description:
@@ -191,7 +194,7 @@ class PlannedTensor:
     load: Callable[[], np.ndarray]
 
 
-def stream_tensors(writer: Any, path: Path, plan: list[PlannedTensor], state: JobState | None, span: tuple[float, float]) -> None:
+def stream_tensors(writer: GGUFWriter, path: Path, plan: list[PlannedTensor], state: JobState | None, span: tuple[float, float]) -> None:
     """Write the header and then each planned tensor's data to ``path``, reporting progress within ``span``
     and honouring a cancel between tensors; the file is fsynced before the writer closes."""
     lo, hi = span

@@ -17,9 +17,12 @@ import json
 import logging
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
+
+if TYPE_CHECKING:
+    from gguf import GGUFWriter
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ def _bpe_tokens(tok_json: dict[str, Any], vocab_size: int) -> tuple[list[str], l
     return tokens, types
 
 
-def add_tokenizer(writer: Any, model_dir: Path, vocab_size: int) -> dict[str, Any]:
+def add_tokenizer(writer: GGUFWriter, model_dir: Path, vocab_size: int) -> dict[str, Any]:
     """Write the tokenizer of ``model_dir`` into ``writer``; return a summary (model, pre, n_tokens)."""
     import gguf
 
