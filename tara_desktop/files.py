@@ -121,7 +121,11 @@ def atomic_dir(final_path: Path, *, temp: Path | None = None) -> Iterator[Path]:
             if old.exists():
                 shutil.rmtree(old)
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
