@@ -112,6 +112,7 @@ def voice():
     except Exception as exc:
         steps.append(f"tts failed: {exc.__class__.__name__}: {exc}")
     marks["voice"] = steps
+    marks["heavy_with_voice"] = sorted({"torch", "transformers", "speechbrain"} & set(sys.modules))
     marks["voice_loaded_s"] = now()
     finish()
 def status(text):
@@ -121,6 +122,7 @@ def status(text):
             marks["ready_s"] = now()
             marks["rss_ready_mb"] = psutil.Process().memory_info().rss / 2**20
             marks["ready_status"] = text
+            marks["heavy_at_ready"] = sorted({"torch", "transformers", "speechbrain"} & set(sys.modules))
             QTimer.singleShot(0, voice)
 window.session.model_status.connect(status)
 window.session.failed.connect(lambda m: finish(m))
@@ -179,6 +181,8 @@ def main() -> int:
     print(f"bench_ui ({RUNS} launches each, medians; {load_note()})")
     print(f"  default model: {model.name if model else '?'}; last launch: {app[-1].get('ready_status')}; "
           f"voice: {'; '.join(app[-1].get('voice', []))}")
+    print(f"  torch/transformers/speechbrain imported: at ready {app[-1].get('heavy_at_ready')}, "
+          f"with voice loaded {app[-1].get('heavy_with_voice')}")
     print(f"  bare PySide6 window shown:        {b_shown:6.2f} s   peak RSS {b_rss:6.0f} MB   (baseline)")
     if base_model:
         bm_ready = med(base_model, "ready_s")
