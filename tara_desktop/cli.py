@@ -1,7 +1,8 @@
 """The ``tara`` command: subcommands over the same services the GUI uses.
 
 Each area of the app contributes its subcommands through a ``commands`` module with a
-``register(subparsers)`` function; an area not built yet is simply absent from ``tara --help``.
+``register(subparsers)`` function, imported only when the command asked for needs it (``tara route``
+never imports the training code).
 Handlers raise :class:`~tara_desktop.errors.TaraError` for bad input: printed as one ``error:`` line,
 exit code 2, never a traceback.
 """
@@ -69,13 +70,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--profile", metavar="DIR", help="profile directory (default: TARA_HOME or the OS data dir)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # that area is not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
         if wanted is not None and wanted in subparsers.choices:
             break
     return parser
