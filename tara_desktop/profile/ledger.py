@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tara_desktop.files import atomic_write
 from tara_desktop.profile.errors import ProfileError, RecordDamaged
 from tara_desktop.profile.vault import Vault
 
@@ -342,10 +343,6 @@ def write_anchor(vault: Vault) -> None:
                            "mac": _anchor_mac(vault, gen, version, top)}).encode("ascii")
         path = anchor_path(vault)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-        os.replace(tmp, path)
+        atomic_write(path, body, private=True)
     except Exception as exc:  # the anchor must never break a write that already committed
         log.info("profile anchor not updated: %s", exc)

@@ -44,7 +44,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 import unicodedata
@@ -57,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 
 from tara_desktop.errors import TaraError
+from tara_desktop.files import atomic_file
 from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.routing.emotion_text import DISTRESS, normalize_emotion
 
@@ -409,17 +409,12 @@ def _term_key(term: str) -> int:
 
 
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Save ``arrays`` to ``path`` atomically. The temp name carries the thread too: two routers in one
+    process (the GUI's and a server's) may refresh the same cache at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with atomic_file(path, temp=temp) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------------------
