@@ -137,14 +137,19 @@ def render_dev_set(folder: Path, quick: bool) -> list[tuple[str, str, Path]]:
     return out
 
 
+CPU_SHARE: dict[str, float] = {}  # recogniser name -> CPU seconds per wall second while it ran
+
+
 def run_asr(name: str, recognizer: Any, items: list[tuple[str, str, Path]]) -> tuple[float, float, list[str]]:
-    """(WER, RTF, worst examples) of one recogniser over the dev set."""
+    """(WER, RTF, worst examples) of one recogniser over the dev set (wall-clock RTF; the CPU this process
+    got meanwhile is kept in CPU_SHARE, to tell a slow engine from a machine busy with other work)."""
     from tara_desktop.voice.asr import transcribe_file
     from tara_desktop.voice.audio import read_wav
 
     errors = words = 0
     audio_s = asr_s = 0.0
     worst: list[tuple[int, str]] = []
+    cpu0 = time.process_time()
     for ref, desc, path in items:
         audio, sr = read_wav(path)
         audio_s += audio.size / sr
@@ -157,6 +162,7 @@ def run_asr(name: str, recognizer: Any, items: list[tuple[str, str, Path]]) -> t
         if e:
             worst.append((e, f"[{desc}] {ref!r} -> {heard.text!r}"))
     worst.sort(key=lambda x: -x[0])
+    CPU_SHARE[name] = (time.process_time() - cpu0) / max(asr_s, 1e-9)
     return errors / max(1, words), asr_s / max(audio_s, 1e-9), [w for _, w in worst[:4]]
 
 
@@ -207,7 +213,9 @@ def main() -> int:
         sphinx = SpeechRecognizer([PocketSphinxAsr()], use_fallback=False)
         sphinx_wer, sphinx_rtf, _ = run_asr("pocketsphinx", sphinx, items)
         print(f"ASR Whisper tiny.en (faster-whisper int8, {threads} threads): WER {tiny_wer:.3f} -> "
-              f"{verdict(tiny_wer, 0.10)}; RTF {tiny_rtf:.3f} -> {verdict(tiny_rtf, 0.3)}")
+              f"{verdict(tiny_wer, 0.10)}; RTF {tiny_rtf:.3f} -> {verdict(tiny_rtf, 0.3)} (this process got "
+              f"{CPU_SHARE['tiny.en']:.2f} CPU-seconds per second of {threads} threads; load average "
+              f"{os.getloadavg()[0]:.1f})")
         print(f"  baseline pocketsphinx: WER {sphinx_wer:.3f}, RTF {sphinx_rtf:.3f} "
               f"(tiny.en makes {tiny_wer / max(sphinx_wer, 1e-9):.2f}x its word errors)")
         for w in tiny_worst:
