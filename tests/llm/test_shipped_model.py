@@ -110,3 +110,18 @@ def test_a_damaged_bundled_model_is_one_clear_error(tmp_path: Path) -> None:
     lines = _errors(r)
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert lines[0].startswith("error: the bundled chat model ") and "is damaged (4,096 bytes, expected 98,362,432)" in lines[0]
+
+
+def test_the_bundled_model_is_offered_first_as_a_training_base(tmp_path: Path) -> None:
+    from tara_desktop.llm.library import ModelLibrary, installed_model_files
+    from tara_desktop.profile import Profile
+
+    from .gguf_corpus import write_valid_gguf
+
+    mine = write_valid_gguf(tmp_path / "mine.gguf")
+    with Profile.open(tmp_path / "profile") as profile:
+        library = ModelLibrary(profile)
+        library.add(mine, name="mine")
+        found = installed_model_files(library, load_catalog())
+    assert [label for label, _ in found] == ["SmolLM2 135M Instruct (bundled)", "mine"]
+    assert found[0][1] == default_chat_model() and found[1][1] == mine.resolve()
