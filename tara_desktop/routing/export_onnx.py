@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from tara_desktop.files import atomic_dir
+
 #: Bumped when the export recipe (graph, quantization, files) changes: older exports are rebuilt.
 EXPORTER_VERSION: Final = "2"
 MODEL_NAME: Final = "all-MiniLM-L6-v2"
@@ -165,7 +167,7 @@ def _verify(source: Path, folder: Path) -> float:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from tara_desktop.routing.router import OnnxEmbedder
+    from tara_desktop.routing.embedding import OnnxEmbedder
 
     reference = SentenceTransformer(str(source), device="cpu", local_files_only=True)
     reference.max_seq_length = MAX_SEQ_LENGTH
@@ -184,7 +186,7 @@ def _shipped_router() -> Any:
 def examples_up_to_date(out: Path) -> bool:
     import numpy as np
 
-    from tara_desktop.routing.router import EXAMPLES_FILE
+    from tara_desktop.routing.embedding import EXAMPLES_FILE
 
     try:
         with np.load(out / EXAMPLES_FILE, allow_pickle=False) as data:
@@ -196,7 +198,7 @@ def examples_up_to_date(out: Path) -> bool:
 def embed_examples(out: Path) -> None:
     """Embed the shipped domains' examples with the exported model into the model folder, so the first
     start of the app embeds nothing (a config edited later re-embeds only what changed, in the user's cache)."""
-    from tara_desktop.routing.router import EXAMPLES_FILE, OnnxEmbedder
+    from tara_desktop.routing.embedding import EXAMPLES_FILE, OnnxEmbedder
 
     started = time.perf_counter()
     _shipped_router().write_example_embeddings(OnnxEmbedder(out), out / EXAMPLES_FILE)
@@ -217,10 +219,9 @@ def export(source: Path, out: Path, *, force: bool = False) -> bool:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".router-export-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".router-export-", dir=out.parent) as tmp, \
+            atomic_dir(out, temp=Path(tmp) / "model") as stage:
         work = Path(tmp)
-        stage = work / "model"
-        stage.mkdir()
         _export_float(source, work / "float.onnx")
         _quantize(work / "float.onnx", work / "int8.onnx")
         _optimize(work / "int8.onnx", stage / ONNX_FILE)
@@ -246,10 +247,6 @@ def export(source: Path, out: Path, *, force: bool = False) -> bool:
         manifest["min_probe_cosine"] = round(cosine, 4)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         embed_examples(stage)
-        old = work / "previous"
-        if out.exists():
-            out.rename(old)
-        stage.rename(out)
     print(f"router model: exported {MODEL_NAME} to {out} in {time.perf_counter() - started:.0f} s "
           f"({manifest['onnx_bytes'] / 1e6:.1f} MB, cosine with the original >= {cosine:.3f})")
     return True
@@ -262,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = ap.parse_args(argv)
     from tara_desktop.errors import TaraError
-    from tara_desktop.routing.router import resolve_embedding_source
+    from tara_desktop.routing.embedding import resolve_embedding_source
 
     try:
         source = resolve_embedding_source(MODEL_NAME)

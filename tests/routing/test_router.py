@@ -16,7 +16,7 @@ import pytest
 from tara_desktop.config import Configs, Domain, ModelChoice, ModelMapping
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled, JobState
-from tara_desktop.routing import router as router_module
+from tara_desktop.routing import embedding as embedding_module
 from tara_desktop.routing.router import (
     MAX_ROUTE_CHARS,
     NO_TOPIC_PROTOTYPES,
@@ -274,7 +274,7 @@ def test_router_model_resolves_to_an_onnx_export(router_model: Path) -> None:
 def test_a_missing_export_degrades_and_says_how_to_build_it(
     configs: Configs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(router_module, "router_models_dir", lambda: tmp_path / "nothing-here")
+    monkeypatch.setattr(embedding_module, "router_models_dir", lambda: tmp_path / "nothing-here")
     r = DomainRouter.from_configs(configs, embedding_model="all-MiniLM-L6-v2", cache_dir=tmp_path)
     assert r.route("my laptop will not boot after the update").domain == "technical"
     assert r.degraded and r.degraded_reason and "export_onnx" in r.degraded_reason
