@@ -49,13 +49,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tara_desktop import paths
 from tara_desktop.config import Configs, ModelChoice, ModelMapping, load_configs
 from tara_desktop.conversation import Conversation, Conversations
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled, JobState
+
+if TYPE_CHECKING:
+    from tara_desktop.llm.context_window import Summary
+    from tara_desktop.llm.pool import ModelPool
+    from tara_desktop.profile import Profile
+    from tara_desktop.routing.router import DomainRouter
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +232,7 @@ class Assistant:
     Build it with :meth:`open`; close it when done (it unloads models and stops the summariser).
     """
 
-    def __init__(self, configs: Configs, profile: Any, router: Any, pool: Any) -> None:
+    def __init__(self, configs: Configs, profile: Profile, router: DomainRouter, pool: ModelPool) -> None:
         from tara_desktop.llm.context_window import SummaryWorker
 
         self.configs = configs
@@ -266,7 +272,7 @@ class Assistant:
             raise
 
     @staticmethod
-    def _load_configs(profile: Any, folder: Path | None) -> Configs:
+    def _load_configs(profile: Profile, folder: Path | None) -> Configs:
         overrides = profile.store.get_setting(SETTINGS_KEY) or {}
         configs = load_configs(folder, overrides)
         configs.mapping = merge_mapping(configs.mapping, profile.store.get_setting(MAPPING_KEY))
@@ -399,7 +405,7 @@ class Assistant:
             self.summaries.forget(cid if kind == "deleted" else None)
             forget_texts()
 
-    def _on_summary(self, key: object, summary: Any) -> None:
+    def _on_summary(self, key: object, summary: Summary) -> None:
         """A background summary is done: keep it with its conversation (the worker's thread)."""
         if isinstance(key, int):
             try:

@@ -24,10 +24,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.llm.context_window import Summary
+
+if TYPE_CHECKING:
+    from tara_desktop.jobs import JobState
+    from tara_desktop.profile import Profile
+    from tara_desktop.profile.store import Message, ProfileStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ class Conversation:
     ``store`` False keeps it in memory only (history consent off, API requests that ask not to store).
     """
 
-    def __init__(self, store: Any, cid: int | None = None, *, keep: bool = True) -> None:
+    def __init__(self, store: ProfileStore, cid: int | None = None, *, keep: bool = True) -> None:
         self.store = store
         self.id = cid
         self.keep = keep
@@ -110,7 +115,7 @@ class Conversation:
             return None
         return s
 
-    def message(self, mid: int) -> Any:
+    def message(self, mid: int) -> Message:
         for m in self.messages:
             if m.id == mid:
                 return m
@@ -193,7 +198,7 @@ def _recording_ids(messages: list[Any]) -> list[int]:
     return out
 
 
-def _delete_recordings(store: Any, messages: list[Any]) -> None:
+def _delete_recordings(store: ProfileStore, messages: list[Message]) -> None:
     """Delete the voice recordings the messages were spoken in (kept only with consent)."""
     for bid in _recording_ids(messages):
         try:
@@ -221,7 +226,7 @@ class Conversations:
     GUI's evented model turns those into signals on the GUI thread.
     """
 
-    def __init__(self, profile: Any) -> None:
+    def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.store = profile.store
         self._listeners: list[Callable[[str, int | None], None]] = []
@@ -259,7 +264,7 @@ class Conversations:
             for c in self.store.list_conversations()
         ]
 
-    def search(self, query: str, state: Any = None) -> builtins.list[ConversationSummary]:
+    def search(self, query: str, state: JobState | None = None) -> builtins.list[ConversationSummary]:
         """Conversations whose title or any message contains ``query`` (case-insensitive), newest first.
         Decrypts every message in memory (no plaintext index on disk): run it off the GUI thread."""
         q = query.strip().casefold()

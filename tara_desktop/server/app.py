@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -43,6 +43,9 @@ from tara_desktop.server.log import RequestLog, RequestRecord
 from tara_desktop.server.pipeline import STORE_HEADER, ChatPipeline
 from tara_desktop.server.schema import ChatRequest, parse_chat_request, parse_speech_request
 from tara_desktop.server.token import token_matches
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant, RouteEvent, TurnEvent, TurnResult
 
 log = logging.getLogger("tara_desktop.server")
 # python-multipart logs bytes of a malformed upload at WARNING: none of a request's content goes to logs
@@ -84,7 +87,7 @@ class ApiService:
 
     def __init__(
         self,
-        assistant: Any,
+        assistant: Assistant,
         token: str,
         *,
         limits: Limits | None = None,
@@ -230,16 +233,15 @@ class ApiService:
                     return
                 count = 0
 
-                def on_event(event: Any) -> None:
+                def on_event(event: TurnEvent) -> None:
                     nonlocal count
-                    kind = getattr(event, "kind", "")
-                    if kind == "token":
+                    if event.kind == "token":
                         count += 1
                         put("token", event.text)
                         if self.token_hook is not None:
                             self.token_hook(count, state)
-                    elif kind in ("route", "window", "stored"):
-                        put(kind, event)
+                    else:
+                        put(event.kind, event)
 
                 put("done", self.pipeline.run(turn, state, on_event))
             except ApiError as exc:
@@ -254,7 +256,7 @@ class ApiService:
 
         threading.Thread(target=work, name="tara-api-turn", daemon=True).start()
         watcher = asyncio.create_task(self._cancel_on_disconnect(request, state))
-        route: Any = None
+        route: RouteEvent | None = None
         try:
             # wait until the model is loaded and about to answer: errors until then are a clean 4xx/5xx
             while True:
@@ -296,25 +298,25 @@ class ApiService:
                 return
 
     @staticmethod
-    def _routing(route: Any) -> dict[str, Any] | None:
+    def _routing(route: RouteEvent | None) -> dict[str, Any] | None:
         if route is None:
             return None
         return {"domain": route.domain, "confidence": round(float(route.confidence), 4), "model": route.model,
                 "adapter": route.adapter}
 
     @staticmethod
-    def _finish(result: Any) -> str:
+    def _finish(result: TurnResult) -> str:
         reason = str(getattr(result, "finish_reason", "stop"))
         return "length" if reason == "length" else "stop"
 
-    def _record(self, info: dict[str, Any], result: Any) -> None:
+    def _record(self, info: dict[str, Any], result: TurnResult) -> None:
         info["prompt_tokens"] = int(result.prompt_tokens)
         info["completion_tokens"] = int(result.completion_tokens)
         info["finish"] = str(result.finish_reason)
         info["stored"] = result.conversation_id is not None
 
     async def _complete(
-        self, chat: ChatRequest, route: Any, first: tuple[str, Any], queue: asyncio.Queue[tuple[str, Any]],
+        self, chat: ChatRequest, route: RouteEvent | None, first: tuple[str, Any], queue: asyncio.Queue[tuple[str, Any]],
         info: dict[str, Any],
     ) -> Response:
         kind, value = first
@@ -347,7 +349,7 @@ class ApiService:
         return JSONResponse(body)
 
     async def _sse(
-        self, chat: ChatRequest, route: Any, first: tuple[str, Any], *, queue: asyncio.Queue[tuple[str, Any]],
+        self, chat: ChatRequest, route: RouteEvent | None, first: tuple[str, Any], *, queue: asyncio.Queue[tuple[str, Any]],
         state: JobState, watcher: asyncio.Task[None], info: dict[str, Any],
     ) -> AsyncIterator[str]:
         cid = f"chatcmpl-{uuid.uuid4().hex}"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tara_desktop.jobs import JobState
 from tara_desktop.server.errors import busy, overloaded
@@ -26,7 +26,7 @@ class _Lane:
 class Ticket:
     """A place in one lane. :meth:`wait` until it is this request's turn, :meth:`release` when done."""
 
-    def __init__(self, lanes: Lanes, key: Any) -> None:
+    def __init__(self, lanes: Lanes, key: Hashable) -> None:
         self._lanes = lanes
         self.key = key
         self.state = "waiting"  # waiting | running | done
@@ -53,10 +53,10 @@ class Lanes:
         self.max_waiting = max_waiting
         self.max_total = max_total
         self._cond = threading.Condition()
-        self._lanes: dict[Any, _Lane] = {}
+        self._lanes: dict[Hashable, _Lane] = {}
         self._held = 0
 
-    def reserve(self, key: Any, what: str = "the model") -> Ticket:
+    def reserve(self, key: Hashable, what: str = "the model") -> Ticket:
         """A place in ``key``'s lane, or :class:`ApiError` 429 (lane full) / 503 (server full)."""
         with self._cond:
             lane = self._lanes.setdefault(key, _Lane())

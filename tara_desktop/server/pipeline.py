@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.server.errors import ApiError, model_not_found
 from tara_desktop.server.schema import ChatRequest
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant, TurnEvent, TurnRequest, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ STORE_HEADER = "x-tara-store"  # "1"/"true": keep this exchange in the profile (
 class ChatPipeline:
     """API turns over one :class:`~tara_desktop.assistant.Assistant`'s services (shared with the app)."""
 
-    def __init__(self, assistant: Any) -> None:
+    def __init__(self, assistant: Assistant) -> None:
         self.assistant = assistant
 
     # -- names ------------------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class ChatPipeline:
     # -- one turn ---------------------------------------------------------------------------------
     def turn_request(
         self, request: ChatRequest, pinned: str | None, model_path: Path | None, *, store: bool
-    ) -> Any:
+    ) -> TurnRequest:
         """The pipeline's request for a checked API request."""
         from tara_desktop.assistant import GenerationOverrides, TurnRequest
 
@@ -118,7 +121,7 @@ class ChatPipeline:
             store=True if store else False,
         )
 
-    def run(self, turn: Any, state: JobState, on_event: Callable[[Any], None]) -> Any:
+    def run(self, turn: TurnRequest, state: JobState, on_event: Callable[[TurnEvent], None]) -> TurnResult:
         """Run one turn; bad input and unavailable models become :class:`ApiError` (4xx/503)."""
         try:
             return self.assistant.turn(turn, state, on_event)

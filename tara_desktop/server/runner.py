@@ -12,10 +12,19 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.server.log import RequestLog
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import uvicorn
+
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.jobs import JobState
+    from tara_desktop.server.app import Limits
 
 log = logging.getLogger("tara_desktop.server")
 
@@ -53,14 +62,14 @@ class ApiServer:
 
     def __init__(
         self,
-        assistant: Any,
+        assistant: Assistant,
         *,
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         allow_remote: bool = False,
-        limits: Any = None,
+        limits: Limits | None = None,
         request_log: RequestLog | None = None,
-        token_hook: Any = None,
+        token_hook: Callable[[int, JobState], None] | None = None,
     ) -> None:
         from tara_desktop.server.app import ApiService, build_app
         from tara_desktop.server.token import api_token
@@ -74,7 +83,7 @@ class ApiServer:
                                   request_log=request_log, token_hook=token_hook)
         self.app = build_app(self.service)
         self.port: int | None = None
-        self._server: Any = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.error: str | None = None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tara_desktop.profile.store import ProfileStore
 
 TOKEN_KEY = "server.api_token"
 _PREFIX = "tara-"
 
 
-def api_token(store: Any) -> str:
+def api_token(store: ProfileStore) -> str:
     """The profile's token, created (``secrets.token_urlsafe``, 256 bits) and stored when there is none."""
     token = store.get_setting(TOKEN_KEY)
     if isinstance(token, str) and token.startswith(_PREFIX) and len(token) > 20:
@@ -18,7 +21,7 @@ def api_token(store: Any) -> str:
     return new_token(store)
 
 
-def new_token(store: Any) -> str:
+def new_token(store: ProfileStore) -> str:
     """Replace the token (clients using the old one are refused from now on)."""
     token = _PREFIX + secrets.token_urlsafe(32)
     store.set_setting(TOKEN_KEY, token)

@@ -7,14 +7,17 @@ Both run offline: transcription with TARA's configured recogniser, speech with t
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tara_desktop.config import VoiceSettings
 
 _lock = threading.Lock()
 _recognizers: dict[int, Any] = {}
 _synths: dict[int, Any] = {}
 
 
-def transcribe_wav(data: bytes, voice_settings: Any) -> tuple[str, str]:
+def transcribe_wav(data: bytes, voice_settings: VoiceSettings) -> tuple[str, str]:
     """Text heard in a WAV file's bytes, and the engine's name. Raises TaraError for audio it cannot read."""
     from tara_desktop.voice.asr import SpeechRecognizer
     from tara_desktop.voice.audio import prepare_speech, read_wav_bytes
@@ -29,7 +32,7 @@ def transcribe_wav(data: bytes, voice_settings: Any) -> tuple[str, str]:
     return str(heard.text), str(heard.engine)
 
 
-def speak_wav(text: str, voice_settings: Any, voice: str | None = None) -> tuple[bytes, str]:
+def speak_wav(text: str, voice_settings: VoiceSettings, voice: str | None = None) -> tuple[bytes, str]:
     """WAV bytes of ``text`` spoken by the offline voice, and the engine's name."""
     import numpy as np
 

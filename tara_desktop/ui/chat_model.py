@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from PySide6.QtCore import QObject, Signal
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.workers import JobHost, JobThread
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.conversation import Conversation, Conversations
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class ChatModel(QObject):
     def __init__(self, jobs: JobHost, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         self.conversation_id: int | None = None
         self.title = ""
         self.pinned_domain: str | None = None
@@ -111,7 +115,7 @@ class ChatModel(QObject):
             self._unsubscribe = None
 
     # ---- wiring --------------------------------------------------------------------------------------
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -121,7 +125,7 @@ class ChatModel(QObject):
         self.refresh_list()
 
     @property
-    def service(self) -> Any:
+    def service(self) -> Conversations | None:
         return None if self.assistant is None else self.assistant.conversations
 
     @property
@@ -195,6 +199,7 @@ class ChatModel(QObject):
             self.title_changed.emit("New chat")
             return
         service = self.service
+        assert service is not None and conversation_id is not None  # what ``loading`` means
 
         def run(state: JobState, _emit: Any) -> Any:
             return service.open(conversation_id)
@@ -400,10 +405,11 @@ class ChatModel(QObject):
             self._job.cancel()
 
     # ---- regenerate and edit ------------------------------------------------------------------------
-    def _conversation(self) -> Any:
+    def _conversation(self) -> Conversation:
         """The open conversation as the service sees it, built from what is shown (no store read)."""
         from tara_desktop.conversation import Conversation
 
+        assert self.assistant is not None, "regenerate and edit need an open profile"
         conv = Conversation(self.assistant.profile.store, None)
         conv.id = self.conversation_id
         conv.messages = [_Stored(m) for m in self.messages if m.id is not None]

@@ -9,7 +9,7 @@ conversation loads run off the GUI thread inside the model.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -21,6 +21,10 @@ from tara_desktop.ui.composer import Composer
 from tara_desktop.ui.message_view import MessageBubble, MessageView
 from tara_desktop.ui.push_to_talk import LevelMeter, PushToTalkButton, PushToTalkHotkey, VoiceStateIndicator
 from tara_desktop.ui.workers import JobHost
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.profile.store import ProfileStore
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class ChatPane(QWidget):
         super().__init__(parent)
         self.jobs = jobs
         self.model = model if model is not None else ChatModel(jobs, self)
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
@@ -123,7 +127,7 @@ class ChatPane(QWidget):
 
     # ---- wiring ---------------------------------------------------------------------------------------
     @property
-    def store(self) -> Any:
+    def store(self) -> ProfileStore | None:
         return None if self.assistant is None else self.assistant.profile.store
 
     @property
@@ -138,7 +142,7 @@ class ChatPane(QWidget):
     def model_override(self, path: Any) -> None:
         self.model.model_override = path
 
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant
         if self.model.assistant is not assistant:
             self.model.set_assistant(assistant)

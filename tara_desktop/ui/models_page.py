@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
@@ -33,6 +33,11 @@ from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
 from tara_desktop.ui.mapping_editor import MappingEditor
 from tara_desktop.ui.workers import JobHost, JobThread
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.llm.library import ModelLibrary
+    from tara_desktop.llm.pool import ModelPool
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,7 @@ class ModelsPage(QWidget):
     def __init__(self, jobs: JobHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         self.rows: list[Any] = []
         self.download_job: JobThread | None = None
         self.setAcceptDrops(True)
@@ -152,19 +157,25 @@ class ModelsPage(QWidget):
 
     # ---- data ----------------------------------------------------------------------------------------
     @property
-    def pool(self) -> Any:
+    def pool(self) -> ModelPool | None:
         return getattr(self.assistant, "pool", None)
 
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant
         self.setEnabled(assistant is not None)
         self.mapping.set_assistant(assistant)
         self.refresh()
 
-    def library(self) -> Any:
+    def services(self) -> Assistant:
+        """The open profile's services; TaraError before a profile is open."""
+        if self.assistant is None:
+            raise TaraError("no profile is open yet; unlock it first")
+        return self.assistant
+
+    def library(self) -> ModelLibrary:
         from tara_desktop.llm.library import ModelLibrary
 
-        return ModelLibrary(self.assistant.profile)
+        return ModelLibrary(self.services().profile)
 
     def refresh(self) -> None:
         self.table.setRowCount(0)
@@ -348,7 +359,7 @@ class ModelsPage(QWidget):
         if source is None:
             self.banner.show_error(f"{entry.id} has no download address in the catalog; add its file instead.")
             return
-        models_dir = paths.user_models_dir(Path(self.assistant.profile_dir))
+        models_dir = paths.user_models_dir(Path(self.services().profile_dir))
         library = self.library()
 
         def run(state: JobState, _emit: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -28,6 +28,10 @@ from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
 from tara_desktop.ui.workers import JobHost
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.profile import AuditEntry, Profile
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class PrivacyPage(QWidget):
     def __init__(self, jobs: JobHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
         title = QLabel("Privacy", self)
@@ -146,10 +150,10 @@ class PrivacyPage(QWidget):
         self.set_assistant(None)
 
     @property
-    def profile(self) -> Any:
+    def profile(self) -> Profile | None:
         return None if self.assistant is None else self.assistant.profile
 
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant
         self.setEnabled(assistant is not None)
         self.refresh()
@@ -176,9 +180,12 @@ class PrivacyPage(QWidget):
         self._load_audit()
 
     def _load_audit(self) -> None:
-        entries: list[Any] = []
+        profile = self.profile
+        if profile is None:
+            return
+        entries: list[AuditEntry] = []
         try:
-            entries = list(self.profile.audit.entries(on_damaged="skip"))
+            entries = list(profile.audit.entries(on_damaged="skip"))
         except TaraError as exc:
             self.verify_result.setText(str(exc))
         self.audit_table.setRowCount(0)
@@ -278,7 +285,7 @@ class PrivacyPage(QWidget):
             self.verify_result.setText(f"✗ {result}")
 
 
-def _audit_row(entry: Any) -> tuple[str, str]:
+def _audit_row(entry: AuditEntry) -> tuple[str, str]:
     when: Any = getattr(entry, "created_at", "")
     if isinstance(when, int | float):
         when = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")

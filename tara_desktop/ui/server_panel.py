@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -24,6 +24,10 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.server.runner import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +46,8 @@ class ServerPanel(QGroupBox):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Local API server", parent)
-        self.assistant: Any = None
-        self.server: Any = None
+        self.assistant: Assistant | None = None
+        self.server: ApiServer | None = None
         self.status = "stopped"
         self._worker: threading.Thread | None = None
         form = QFormLayout(self)
@@ -87,7 +91,7 @@ class ServerPanel(QGroupBox):
         self.set_assistant(None)
 
     # -- wiring ----------------------------------------------------------------------------------------
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         if assistant is not self.assistant and self.server is not None:
             self.shutdown()
         self.assistant = assistant
@@ -100,8 +104,11 @@ class ServerPanel(QGroupBox):
         self.port.setValue(saved if isinstance(saved, int) and 1024 <= saved <= 65535 else DEFAULT_PORT)
 
     def token(self) -> str:
+        from tara_desktop.errors import TaraError
         from tara_desktop.server.token import api_token
 
+        if self.assistant is None:
+            raise TaraError("no profile is open yet; unlock it first")
         return api_token(self.assistant.profile.store)
 
     def copy_token(self) -> None:
@@ -138,7 +145,7 @@ class ServerPanel(QGroupBox):
         self._worker = threading.Thread(target=target, args=args, name="tara-api-switch", daemon=True)
         self._worker.start()
 
-    def _start(self, assistant: Any, port: int) -> None:
+    def _start(self, assistant: Assistant, port: int) -> None:
         from tara_desktop.errors import TaraError
         from tara_desktop.server.runner import PORT_KEY, ApiServer
 
@@ -157,7 +164,7 @@ class ServerPanel(QGroupBox):
         self.server = server
         self._done.emit("running", f"Running on {server.url}")
 
-    def _stop(self, server: Any) -> None:
+    def _stop(self, server: ApiServer) -> None:
         try:
             server.stop()
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
@@ -17,12 +17,15 @@ from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.workers import JobHost, JobThread
 
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+
 log = logging.getLogger(__name__)
 
 WELCOME_KEY = "ui.welcome_done"
 
 
-def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Any:
+def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Assistant:
     from tara_desktop.assistant import Assistant
 
     return Assistant.open(profile_dir, passphrase=passphrase)
@@ -55,7 +58,7 @@ class Session(QObject):
         super().__init__(parent)
         self.jobs = jobs
         self.profile_dir = profile_dir
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         self._window = parent
         self._job: JobThread | None = None
         self.passphrase_tries = 0
@@ -78,7 +81,7 @@ class Session(QObject):
     def _on_cancelled(self) -> None:
         self._job = None
 
-    def _on_opened(self, assistant: Any) -> None:
+    def _on_opened(self, assistant: Assistant) -> None:
         self._job = None
         self.assistant = assistant
         self.status_changed.emit("Ready")
@@ -107,7 +110,7 @@ class Session(QObject):
     def warm_up(self) -> None:
         """Prepare the router and load the default model in the background, so the first reply does
         not wait for them; the status line says what is happening."""
-        assistant = self.assistant
+        assistant = self.services()
         name = self.default_model_name()
 
         def run(state: JobState, _emit: Any) -> Any:
@@ -127,12 +130,18 @@ class Session(QObject):
         job.succeeded.connect(lambda text: self.model_status.emit(str(text)))
         job.failed.connect(lambda m: self.model_status.emit(f"{name} did not load: {m}"))
 
+    def services(self) -> Assistant:
+        """The open profile's services; TaraError before a profile is open."""
+        if self.assistant is None:
+            raise TaraError("no profile is open yet; unlock it first")
+        return self.assistant
+
     def default_model_name(self) -> str:
-        return str(self.assistant.configs.mapping.default.model)
+        return str(self.services().configs.mapping.default.model)
 
     def welcome_done(self) -> bool:
         try:
-            return bool(self.assistant.profile.store.get_setting(WELCOME_KEY, False))
+            return bool(self.services().profile.store.get_setting(WELCOME_KEY, False))
         except Exception:
             return True
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QKeySequence
@@ -31,6 +31,9 @@ from tara_desktop.errors import TaraError
 from tara_desktop.ui import theme
 from tara_desktop.ui.banner import Banner
 from tara_desktop.ui.server_panel import ServerPanel
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class SettingsPage(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         page = QHBoxLayout(self)
         page.setContentsMargins(0, 0, 0, 0)
         body = QWidget(self)
@@ -138,7 +141,7 @@ class SettingsPage(QWidget):
         self.apply_button.clicked.connect(self.apply)
         self.set_assistant(None)
 
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant
         self.setEnabled(assistant is not None)
         self.server_panel.set_assistant(assistant)
