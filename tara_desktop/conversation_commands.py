@@ -9,9 +9,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
+
+if TYPE_CHECKING:
+    from tara_desktop.conversation import Conversations
 
 
 def register(subparsers: Any) -> None:
@@ -65,7 +68,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def _exists(conversations: Any, cid: int) -> None:
+def _exists(conversations: Conversations, cid: int) -> None:
     if not any(c.id == cid for c in conversations.list()):
         raise TaraError(f"there is no conversation {cid}; see `tara conversations list`")
 

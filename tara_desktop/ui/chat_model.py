@@ -21,8 +21,11 @@ from tara_desktop.jobs import JobState
 from tara_desktop.ui.workers import JobHost, JobThread
 
 if TYPE_CHECKING:
-    from tara_desktop.assistant import Assistant
-    from tara_desktop.conversation import Conversation, Conversations
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from tara_desktop.assistant import Assistant, TurnRequest, TurnResult
+    from tara_desktop.conversation import Conversation, Conversations, ConversationSummary
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class ShownMessage:
     id: int | None = None
 
 
-def result_meta(result: Any) -> dict[str, Any]:
+def result_meta(result: TurnResult) -> dict[str, Any]:
     """The meta line of a reply from a ``TurnResult``."""
     keys = ("domain", "confidence", "model", "adapter", "emotion", "ttft_s", "tokens_per_s", "cancelled")
     return {k: getattr(result, k, None) for k in keys}
@@ -96,12 +99,12 @@ class ChatModel(QObject):
         self.conversations: list[Any] = []
         self.query = ""
         self.editing: int | None = None
-        self.model_override: Any = None  # a model file that replaces the mapping's (smoke, tests)
+        self.model_override: Path | None = None  # a model file that replaces the mapping's (smoke, tests)
         self.loading = False
         self._job: JobThread | None = None
         self._view = 0  # bumps when another conversation is shown: late results for the old one are dropped
         self._list_seq = 0
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._list_job: JobThread | None = None
         self._closed = False
         self._store_changed.connect(self._on_store_changed)
@@ -165,7 +168,7 @@ class ChatModel(QObject):
         if self._list_job is job:
             self._list_job = None
 
-    def _apply_list(self, seq: int, found: Any) -> None:
+    def _apply_list(self, seq: int, found: list[ConversationSummary]) -> None:
         if seq != self._list_seq:  # a newer search or refresh was asked for meanwhile
             return
         self.conversations = list(found)
@@ -211,7 +214,7 @@ class ChatModel(QObject):
     def reload(self) -> None:
         self.open(self.conversation_id)
 
-    def _apply_conversation(self, view: int, conv: Any) -> None:
+    def _apply_conversation(self, view: int, conv: Conversation) -> None:
         if view != self._view:  # another conversation was opened meanwhile
             return
         self.loading = False
@@ -273,7 +276,7 @@ class ChatModel(QObject):
 
     # ---- a turn -----------------------------------------------------------------------------------------
     def request(self, text: str, *, emotion: str | None = None, emotion_confidence: float | None = None,
-                source: Literal["typed", "voice"] = "typed", model_path: Any = None) -> Any:
+                source: Literal["typed", "voice"] = "typed", model_path: Path | None = None) -> TurnRequest:
         """The ``TurnRequest`` for ``text`` in the open conversation (with the pin and an edit in progress)."""
         from tara_desktop.assistant import TurnRequest
 
@@ -283,7 +286,7 @@ class ChatModel(QObject):
                            replace_from=self.editing)
 
     def send(self, text: str, *, emotion: str | None = None, emotion_confidence: float | None = None,
-             source: Literal["typed", "voice"] = "typed", model_path: Any = None) -> bool:
+             source: Literal["typed", "voice"] = "typed", model_path: Path | None = None) -> bool:
         """Show ``text`` as the user's message and stream the reply below it; False when not sent."""
         text = text.strip()
         if not text or self.busy or self.assistant is None:
@@ -346,7 +349,7 @@ class ChatModel(QObject):
             reply.content += token
         self.reply_token.emit(token)
 
-    def _apply_ids(self, event: Any) -> None:
+    def _apply_ids(self, event: object) -> None:
         cid = getattr(event, "conversation_id", None)
         user_id, reply_id = getattr(event, "user_message_id", None), getattr(event, "message_id", None)
         if len(self.messages) >= 2 and self.messages[-1].role == "assistant":
@@ -370,7 +373,7 @@ class ChatModel(QObject):
                 self.list_changed.emit(self.conversations)
             self.conversation_created.emit(int(cid))
 
-    def finish_turn(self, result: Any) -> None:
+    def finish_turn(self, result: TurnResult) -> None:
         """The turn's ``TurnResult`` arrived: complete the reply and tell the views."""
         last = self.messages[-1] if self.messages and self.messages[-1].role == "assistant" else None
         if last is not None:
@@ -466,7 +469,7 @@ class _Stored:
         object.__setattr__(self, "meta", dict(m.meta))
 
 
-def _retitled(c: Any, title: str) -> Any:
+def _retitled(c: ConversationSummary, title: str) -> ConversationSummary:
     from dataclasses import replace
 
     return replace(c, title=title)

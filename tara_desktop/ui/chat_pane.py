@@ -9,7 +9,7 @@ conversation loads run off the GUI thread inside the model.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -23,6 +23,8 @@ from tara_desktop.ui.push_to_talk import LevelMeter, PushToTalkButton, PushToTal
 from tara_desktop.ui.workers import JobHost
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tara_desktop.assistant import Assistant
     from tara_desktop.profile.store import ProfileStore
 
@@ -135,11 +137,11 @@ class ChatPane(QWidget):
         return self.model.conversation_id
 
     @property
-    def model_override(self) -> Any:
+    def model_override(self) -> Path | None:
         return self.model.model_override
 
     @model_override.setter
-    def model_override(self, path: Any) -> None:
+    def model_override(self, path: Path | None) -> None:
         self.model.model_override = path
 
     def set_assistant(self, assistant: Assistant | None) -> None:
@@ -249,7 +251,7 @@ class ChatPane(QWidget):
 
     # ---- what the person does ------------------------------------------------------------------------
     def send(self, text: str, *, emotion: str | None = None, emotion_confidence: float | None = None,
-             source: Literal["typed", "voice"] = "typed", model_path: Any = None) -> None:
+             source: Literal["typed", "voice"] = "typed", model_path: Path | None = None) -> None:
         """Show ``text`` as the user's message and stream TARA's reply below it."""
         text = text.strip()
         if not text or self.busy:

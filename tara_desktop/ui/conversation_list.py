@@ -7,7 +7,7 @@ gives (the search runs off the GUI thread in the model) and selects the conversa
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -25,6 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+if TYPE_CHECKING:
+    from tara_desktop.conversation import ConversationSummary
+    from tara_desktop.ui.chat_model import ChatModel
+
 log = logging.getLogger(__name__)
 
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -41,10 +45,10 @@ class ConversationList(QWidget):
     conversation_selected = Signal(object)
     error = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None, model: Any = None) -> None:
+    def __init__(self, parent: QWidget | None = None, model: ChatModel | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("ConversationSidebar")
-        self.model: Any = None
+        self.model: ChatModel | None = None
         self._wanted: int | None = None  # a conversation to select when the list arrives
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 12, 10, 10)
@@ -100,7 +104,7 @@ class ConversationList(QWidget):
             self.set_model(model)
         self.set_enabled(False)
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: ChatModel) -> None:
         """Show ``model``'s list and follow the conversation it shows."""
         self.model = model
         model.list_changed.connect(self._on_list_changed)
@@ -129,7 +133,7 @@ class ConversationList(QWidget):
             self._wanted = select
         self.model.search(self.search.text())
 
-    def _on_list_changed(self, conversations: Any) -> None:
+    def _on_list_changed(self, conversations: list[ConversationSummary]) -> None:
         keep = self._wanted or (self.model.conversation_id if self.model is not None else None)
         self._wanted = None
         self._quiet = True

@@ -36,7 +36,8 @@ from tara_desktop.ui.workers import JobHost, JobThread
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
-    from tara_desktop.llm.library import ModelLibrary
+    from tara_desktop.llm.library import InstalledModel, ModelLibrary, ModelRow
+    from tara_desktop.llm.memory import Machine
     from tara_desktop.llm.pool import ModelPool
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def human_size(n: float | None) -> str:
     return f"{n:.1f} TB"  # pragma: no cover
 
 
-def machine_summary(machine: Any, budget_setting_mb: float, n_ctx: int, rows: Sequence[Any] = ()) -> str:
+def machine_summary(machine: Machine, budget_setting_mb: float, n_ctx: int, rows: Sequence[ModelRow] = ()) -> str:
     """One paragraph under the table: this computer's memory and disk, the budget, and what stops a model."""
     from tara_desktop.llm import memory
 
@@ -85,7 +86,7 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.jobs = jobs
         self.assistant: Assistant | None = None
-        self.rows: list[Any] = []
+        self.rows: list[ModelRow] = []
         self.download_job: JobThread | None = None
         self.setAcceptDrops(True)
         outer = QVBoxLayout(self)
@@ -212,7 +213,7 @@ class ModelsPage(QWidget):
         self.mapping.set_models([r.path for r in self.rows if r.path is not None])
         self._update_buttons()
 
-    def selected(self, *, quiet: bool = False) -> Any:
+    def selected(self, *, quiet: bool = False) -> ModelRow | None:
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             if not quiet:
@@ -230,7 +231,7 @@ class ModelsPage(QWidget):
         r = self.selected(quiet=True)
         on_disk = r is not None and r.path is not None and r.status in ("installed", "bundled")
         self.validate_button.setEnabled(on_disk)
-        self.load_button.setEnabled(on_disk and not r.loaded)
+        self.load_button.setEnabled(on_disk and r is not None and not r.loaded)
         self.unload_button.setEnabled(r is not None and r.loaded)
         self.download_button.setEnabled(r is not None and r.status == "available" and self.download_job is None)
         self.remove_button.setEnabled(r is not None and r.status in ("installed", "missing"))
@@ -260,7 +261,7 @@ class ModelsPage(QWidget):
         job.failed.connect(lambda msg: self.banner.show_error(f"{path.name} was not added: {msg}"))
         job.done.connect(lambda: self.add_button.setEnabled(True))
 
-    def _on_added(self, model: Any) -> None:
+    def _on_added(self, model: InstalledModel) -> None:
         self.banner.show_info(f"{model.name} is valid and was added.")
         self.refresh()
         self.select_name(model.name)
