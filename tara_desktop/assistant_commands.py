@@ -7,13 +7,12 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "chat",
         help="one turn: route, answer with the local model (streamed), store it in the profile",

@@ -17,10 +17,15 @@ if TYPE_CHECKING:
     from tara_desktop.conversation import Conversations
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     conv = subparsers.add_parser("conversations", help="list, show or delete your stored conversations")
     sub = conv.add_subparsers(dest="conversations_command", metavar="ACTION", parser_class=type(conv))
-    conv.set_defaults(handler=lambda _args: (conv.print_help(), 2)[1])
+
+    def show_help(_args: argparse.Namespace) -> int:
+        conv.print_help()
+        return 2
+
+    conv.set_defaults(handler=show_help)
 
     p = sub.add_parser("list", help="every conversation, newest activity first")
     p.add_argument("--json", action="store_true", help="one JSON array of {id, title, created_at, ...}")

@@ -7,10 +7,9 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from tara_desktop.server.runner import DEFAULT_HOST, DEFAULT_PORT
 
     p = subparsers.add_parser(
