@@ -32,11 +32,11 @@ when set): per model, the SHA-256 of each example text and its vector; no text, 
 
 The parts live beside this module: :mod:`~tara_desktop.routing.embedding` (the ONNX model and where it is
 found), :mod:`~tara_desktop.routing.lexical` (the TF-IDF index), :mod:`~tara_desktop.routing.text`
-(clean-up, language guess), :mod:`~tara_desktop.routing.cache` (the content-free caches). Their public
-names are re-exported here.
+(clean-up, language guess), :mod:`~tara_desktop.routing.scoring` (scores, softmax, tuned constants),
+:mod:`~tara_desktop.routing.cache` (the content-free caches). Their public names are re-exported here.
 
 Measured (benchmarks/bench_router.py, 245 held-out messages never used for tuning; the constants in
-``_Tuning`` and the config examples were chosen on benchmarks/data/router_dev*.jsonl): 94.7% with the
+``Tuning`` and the config examples were chosen on benchmarks/data/router_dev*.jsonl): 94.7% with the
 embedding model, 78.0% in degraded mode. One decision costs one MiniLM forward pass on one CPU thread
 plus ~2 ms of TF-IDF; see the benchmark for the whole-process cost of ``tara route``.
 """
@@ -69,6 +69,7 @@ from tara_desktop.routing.embedding import (
 )
 from tara_desktop.routing.emotion_text import DISTRESS, normalize_emotion
 from tara_desktop.routing.lexical import LexicalIndex
+from tara_desktop.routing.scoring import NO_TOPIC_PROTOTYPES, Tuning, domain_scores, softmax
 from tara_desktop.routing.text import MAX_ROUTE_CHARS, clean_for_routing, guess_language, looks_like_words
 
 if TYPE_CHECKING:
@@ -116,73 +117,6 @@ class RouteDecision:
         return asdict(self)
 
 
-
-def _domain_scores(sims: np.ndarray, owner: np.ndarray, n_domains: int, top_k: int) -> np.ndarray:
-    """Per domain: the mean of its ``top_k`` highest similarities."""
-    scores = np.zeros(n_domains, dtype=np.float32)
-    for d in range(n_domains):
-        s = sims[owner == d]
-        k = min(top_k, s.size)
-        scores[d] = float(np.mean(np.partition(s, s.size - k)[s.size - k :])) if k else 0.0
-    return scores
-
-
-def _softmax(x: np.ndarray, temperature: float) -> np.ndarray:
-    z = (x - x.max()) / temperature
-    e = np.exp(z)
-    return np.asarray(e / e.sum(), dtype=np.float32)
-
-
-#: Messages with no topic of their own: follow-ups, fillers, requests for help with nothing named.
-#: They form an extra "no clear domain" class, so such a message gets a low confidence and keeps the
-#: conversation's domain (or general) instead of landing on whichever domain happens to be closest.
-#: This is routing logic, not a domain: it never appears in a decision.
-NO_TOPIC_PROTOTYPES: Final[tuple[str, ...]] = (
-    "Can you help me?",
-    "I need some help with something.",
-    "I have a question.",
-    "Tell me more.",
-    "Can you explain that again?",
-    "What do you mean?",
-    "Why?",
-    "And then?",
-    "What about the other one?",
-    "Go on.",
-    "Can you give me an example?",
-    "Is that true?",
-    "Are you sure?",
-    "What do you think?",
-    "Hmm, I see.",
-    "Can you make it shorter?",
-    "Say that in simpler words.",
-    "What else?",
-    "Continue.",
-    "Yes please.",
-    "No.",
-    "Something else.",
-    "¿Me puedes ayudar?",
-    "¿Puedes explicarlo otra vez?",
-    "¿Y qué más?",
-    "Tengo una pregunta.",
-    "Tu peux m'aider ?",
-    "Tu peux expliquer encore ?",
-    "Et ensuite ?",
-    "J'ai une question.",
-)
-
-@dataclass(frozen=True)
-class _Tuning:
-    """Constants chosen on benchmarks/data/router_dev.jsonl (never on the held-out set)."""
-
-    top_k: int = 3  # examples averaged per domain
-    lexical_weight: float = 0.35  # TF-IDF similarity added to the embedding similarity
-    foreign_lexical_weight: float = 1.5  # the same for Spanish or French (the embedding knows less)
-    temperature: float = 0.05  # softmax over the combined scores
-    no_topic_floor: float = 0.25  # combined score of the "no clear domain" class at least this
-    lexical_temperature: float = 0.03  # degraded mode: softmax over TF-IDF scores only
-    lexical_floor: float = 0.05
-
-
 class DomainRouter:
     """Routes messages to domains. Cheap to build; the embedding model loads on first use (or
     :meth:`warm_up`) in the calling thread. Thread-safe after construction."""
@@ -196,7 +130,7 @@ class DomainRouter:
         embedding_model: str | None = "all-MiniLM-L6-v2",
         embedder_factory: Callable[[str], Embedder] | None = None,
         cache_dir: Path | None = None,
-        tuning: _Tuning | None = None,
+        tuning: Tuning | None = None,
     ) -> None:
         if FALLBACK_DOMAIN not in domains:
             raise TaraError(f"the domains need a {FALLBACK_DOMAIN!r} domain (the fallback); add it to the config")
@@ -206,7 +140,7 @@ class DomainRouter:
         self.embedding_model = embedding_model
         self._factory = embedder_factory or OnnxEmbedder.load
         self._cache_dir = cache_dir
-        self.tuning = tuning or _Tuning()
+        self.tuning = tuning or Tuning()
         self._names = list(self.domains)
         texts: list[str] = []
         owner: list[int] = []
@@ -339,16 +273,16 @@ class DomainRouter:
         self._ensure_loaded()
         t = self.tuning
         n = len(self._names) + 1
-        lexical = _domain_scores(self._lexical.similarities(cleaned), self._owner, n, t.top_k)
+        lexical = domain_scores(self._lexical.similarities(cleaned), self._owner, n, t.top_k)
         if self._embedder is None or self._example_vectors is None:
             lexical[-1] = max(lexical[-1], t.lexical_floor)
-            return _softmax(lexical, t.lexical_temperature)
+            return softmax(lexical, t.lexical_temperature)
         vector = self._embedder.embed([cleaned])[0]
-        semantic = _domain_scores(self._example_vectors @ vector, self._owner, n, t.top_k)
+        semantic = domain_scores(self._example_vectors @ vector, self._owner, n, t.top_k)
         weight = t.lexical_weight if guess_language(cleaned) == "en" else t.foreign_lexical_weight
         combined = semantic + weight * lexical
         combined[-1] = max(combined[-1], t.no_topic_floor)
-        return _softmax(combined, t.temperature)
+        return softmax(combined, t.temperature)
 
     def route(
         self, text: str, *, previous_domain: str | None = None, pinned: str | None = None
