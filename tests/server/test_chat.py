@@ -97,7 +97,11 @@ def test_a_conversation_history_and_system_message_are_used(client: Any) -> None
         {"role": "assistant", "content": "Hi"},
         {"role": "user", "content": [{"type": "text", "text": "What is a budget forecast?"}]},
     ]
-    short = client.chat.completions.create(model="tara", messages=_user("Hello"), max_tokens=2)
-    longer = client.chat.completions.create(model="tara", messages=messages, max_tokens=2)
-    assert longer.usage.prompt_tokens > short.usage.prompt_tokens
-    assert longer.model_extra["tara"]["domain"] == "business"  # routed on the last user message
+    full = client.chat.completions.create(model="tara", messages=messages, max_tokens=2)
+    no_history = client.chat.completions.create(model="tara", messages=[messages[0], messages[3]], max_tokens=2)
+    no_system = client.chat.completions.create(model="tara", messages=messages[1:], max_tokens=2)
+    # the earlier turns are in the prompt ...
+    assert full.usage.prompt_tokens > no_history.usage.prompt_tokens
+    # ... and the client's system message replaces the domain's own prompt (which is of another length)
+    assert full.usage.prompt_tokens != no_system.usage.prompt_tokens
+    assert full.model_extra["tara"]["domain"] == "business"  # routed on the last user message
