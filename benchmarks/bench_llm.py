@@ -219,7 +219,7 @@ def bench_pipeline(model: Path, work: Path, reps: int, max_tokens: int, threads:
             ):
                 content = chunk["choices"][0]["delta"].get("content")  # type: ignore[index, union-attr]
                 if content:
-                    yield content
+                    yield str(content)
 
         return _stamps(pieces())
 

@@ -13,13 +13,17 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -43,6 +47,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("Name", "State", "Size", "Fits this computer?", "Quantization", "License")
+# the per-model generation settings a user can set on the page: (key, label, decimals, minimum, maximum, step);
+# decimals 0 is a whole number. The ranges are GenerationPreset's (tara_desktop/llm/catalog.py).
+PRESET_FIELDS = (
+    ("temperature", "Temperature", 2, 0.0, 5.0, 0.05),
+    ("top_p", "Top p", 2, 0.01, 1.0, 0.01),
+    ("top_k", "Top k", 0, 0, 1000, 1),
+    ("min_p", "Min p", 2, 0.0, 1.0, 0.01),
+    ("repeat_penalty", "Repeat penalty", 2, 0.5, 3.0, 0.01),
+    ("max_tokens", "Max tokens", 0, 1, 65_536, 16),
+)
 _STATE = {"installed": "added by you", "bundled": "comes with TARA", "available": "in the catalog",
           "missing": "file missing"}
 
@@ -134,6 +148,7 @@ class ModelsPage(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.hide()
         lay.addWidget(self.progress)
+        lay.addWidget(self._build_presets(models))
         self.tabs.addTab(models, "Models")
         self.mapping = MappingEditor(self)
         self.tabs.addTab(self.mapping, "Domains → models")
@@ -146,9 +161,44 @@ class ModelsPage(QWidget):
         self.cancel_button.clicked.connect(self.cancel_download)
         self.remove_button.clicked.connect(self.remove_selected)
         self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.itemSelectionChanged.connect(self.show_generation_settings)
+        self.preset_save_button.clicked.connect(self.save_generation_settings)
+        self.preset_reset_button.clicked.connect(self.reset_generation_settings)
         self.mapping.error.connect(self.banner.show_error)
         self.mapping.saved.connect(lambda: self.banner.show_info("The domain → model mapping was saved."))
         self.set_assistant(None)
+
+    def _build_presets(self, parent: QWidget) -> QGroupBox:
+        box = self.preset_box = QGroupBox("Generation settings of the selected model", parent)
+        box.setAccessibleName("Generation settings of the selected model")
+        form = QFormLayout(box)
+        self.preset_label = QLabel("Select a model to see the settings it answers with.", box)
+        self.preset_label.setObjectName("Muted")
+        self.preset_label.setWordWrap(True)
+        self.preset_label.setAccessibleName("Recommended settings")
+        form.addRow(self.preset_label)
+        self.preset_fields: dict[str, QDoubleSpinBox | QSpinBox] = {}
+        for key, label, decimals, lo, hi, step in PRESET_FIELDS:
+            field: QDoubleSpinBox | QSpinBox
+            if decimals:
+                field = QDoubleSpinBox(box)
+                field.setDecimals(decimals)
+                field.setRange(lo, hi)
+                field.setSingleStep(step)
+            else:
+                field = QSpinBox(box)
+                field.setRange(int(lo), int(hi))
+                field.setSingleStep(int(step))
+            field.setAccessibleName(label)
+            self.preset_fields[key] = field
+            form.addRow(label, field)
+        buttons = QHBoxLayout()
+        self.preset_save_button = self._button("Save for this model", buttons)
+        self.preset_reset_button = self._button("Reset to recommended", buttons)
+        buttons.addStretch(1)
+        form.addRow(buttons)
+        box.setEnabled(False)
+        return box
 
     def _button(self, text: str, row: QHBoxLayout) -> QPushButton:
         b = QPushButton(text, self)
@@ -212,6 +262,7 @@ class ModelsPage(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.mapping.set_models([r.path for r in self.rows if r.path is not None])
         self._update_buttons()
+        self.show_generation_settings()
 
     def selected(self, *, quiet: bool = False) -> ModelRow | None:
         rows = self.table.selectionModel().selectedRows()
@@ -235,6 +286,88 @@ class ModelsPage(QWidget):
         self.unload_button.setEnabled(r is not None and r.loaded)
         self.download_button.setEnabled(r is not None and r.status == "available" and self.download_job is None)
         self.remove_button.setEnabled(r is not None and r.status in ("installed", "missing"))
+
+    # ---- per-model generation settings ------------------------------------------------------------------
+    def _settings_file(self, r: ModelRow | None) -> Path | None:
+        """The file name a row's settings are looked up by (its file, or the catalog's file name when it
+        is not downloaded yet: presets and the user's settings are keyed by catalog id or file name)."""
+        if r is None:
+            return None
+        if r.path is not None:
+            return r.path
+        if r.catalog_id:
+            from tara_desktop.llm.catalog import load_catalog
+
+            entry = load_catalog().find(r.catalog_id)
+            if entry is not None:
+                return Path(entry.file)
+        return None
+
+    def show_generation_settings(self) -> None:
+        """Show the selected model's recommended settings (its catalog preset over the app's settings) and
+        the ones it answers with (the user's own for this model winning)."""
+        from tara_desktop.llm import presets
+
+        r = self.selected(quiet=True)
+        path = self._settings_file(r)
+        if self.assistant is None or r is None or path is None:
+            self.preset_box.setEnabled(False)
+            self.preset_label.setText("Select a model to see the settings it answers with.")
+            return
+        llm = self.assistant.configs.app.llm
+        store = self.assistant.profile.store
+        recommended = presets.generation_settings(path, llm)
+        effective = presets.generation_settings(path, llm, store)
+        rec = ", ".join(f"{label.lower()} {getattr(recommended, key)}" for key, label, *_ in PRESET_FIELDS)
+        if recommended.stop:
+            rec += ", stop " + " ".join(recommended.stop)
+        source = ("its catalog preset" if presets.preset_for(path) is not None
+                  else "no catalog preset: TARA's own settings")
+        mine = presets.user_settings(store, presets.model_key(path)) is not None
+        self.preset_label.setText(
+            f"Recommended for {r.name} ({source}): {rec}. "
+            + ("Your own settings for this model are in use." if mine else "The recommended settings are in use."))
+        for key, field in self.preset_fields.items():
+            value = getattr(effective, key)
+            if isinstance(field, QSpinBox):
+                field.setValue(int(value))
+            else:
+                field.setValue(float(value))
+        self.preset_reset_button.setEnabled(mine)
+        self.preset_box.setEnabled(True)
+
+    def save_generation_settings(self) -> None:
+        """Store the fields as the user's own settings for the selected model (they win over its preset)."""
+        from tara_desktop.llm import presets
+
+        r = self.selected()
+        path = self._settings_file(r)
+        if self.assistant is None or r is None or path is None:
+            return
+        values = {key: field.value() for key, field in self.preset_fields.items()}
+        try:
+            presets.save_user_settings(self.assistant.profile.store, presets.model_key(path), values)
+        except TaraError as exc:
+            self.banner.show_error(str(exc))
+            return
+        self.banner.show_info(f"{r.name} now answers with your own settings.")
+        self.show_generation_settings()
+
+    def reset_generation_settings(self) -> None:
+        """Forget the user's own settings for the selected model: it answers with its recommended ones."""
+        from tara_desktop.llm import presets
+
+        r = self.selected()
+        path = self._settings_file(r)
+        if self.assistant is None or r is None or path is None:
+            return
+        try:
+            presets.save_user_settings(self.assistant.profile.store, presets.model_key(path), None)
+        except TaraError as exc:
+            self.banner.show_error(str(exc))
+            return
+        self.banner.show_info(f"{r.name} answers with its recommended settings again.")
+        self.show_generation_settings()
 
     # ---- add --------------------------------------------------------------------------------------------
     def add_model_dialog(self) -> None:

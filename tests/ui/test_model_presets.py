@@ -1,0 +1,51 @@
+"""The Models page shows a model's recommended generation settings and lets the user override them per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+TIMEOUT = 120_000
+BUNDLED = "smollm2-135m-instruct"
+
+
+def test_override_a_models_settings_and_reset_them(qtbot: Any, window: Any) -> None:
+    from tara_desktop.llm import presets
+    from tara_desktop.llm.catalog import load_catalog
+
+    page = window.show_page("Models")
+    qtbot.waitUntil(lambda: any(r.catalog_id == BUNDLED for r in page.rows), timeout=TIMEOUT)
+    row = next(i for i, r in enumerate(page.rows) if r.catalog_id == BUNDLED)
+    page.table.selectRow(row)
+    entry = load_catalog().get(BUNDLED)
+    assert entry.preset is not None and entry.preset.temperature is not None
+    model = page.rows[row].path or Path(entry.file)
+    assistant = window.session.assistant
+    store, llm = assistant.profile.store, assistant.configs.app.llm
+
+    # the recommended settings are the catalog preset, shown and filled in
+    assert page.preset_box.isEnabled()
+    assert f"temperature {entry.preset.temperature}" in page.preset_label.text()
+    assert "The recommended settings are in use." in page.preset_label.text()
+    assert page.preset_fields["temperature"].value() == entry.preset.temperature
+    assert not page.preset_reset_button.isEnabled()
+
+    page.preset_fields["temperature"].setValue(1.25)
+    page.preset_fields["top_k"].setValue(7)
+    page.preset_fields["max_tokens"].setValue(123)
+    qtbot.mouseClick(page.preset_save_button, Qt.MouseButton.LeftButton)
+    mine = presets.generation_settings(model, llm, store)
+    assert (mine.temperature, mine.top_k, mine.max_tokens) == (1.25, 7, 123)
+    assert mine.top_p == entry.preset.top_p  # the fields not changed keep the recommended values
+    assert presets.user_settings(store, presets.model_key(model)) is not None
+    assert "Your own settings for this model are in use." in page.preset_label.text()
+    assert page.preset_reset_button.isEnabled()
+
+    qtbot.mouseClick(page.preset_reset_button, Qt.MouseButton.LeftButton)
+    back = presets.generation_settings(model, llm, store)
+    assert back == presets.generation_settings(model, llm)
+    assert back.temperature == entry.preset.temperature and back.max_tokens == entry.preset.max_tokens
+    assert presets.user_settings(store, presets.model_key(model)) is None
+    assert page.preset_fields["temperature"].value() == entry.preset.temperature
