@@ -91,10 +91,12 @@ def machine_summary(machine: Machine, budget_setting_mb: float, n_ctx: int, rows
 
 class ModelsPage(QWidget):
     """Signals:
-        models_changed(): a model was added, downloaded or removed.
+        models_changed(): a model was added, downloaded or removed (emitted once the list shows it).
+        refreshed(): the newest listing of the models is shown.
     """
 
     models_changed = Signal()
+    refreshed = Signal()
 
     def __init__(self, jobs: JobHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -102,6 +104,10 @@ class ModelsPage(QWidget):
         self.assistant: Assistant | None = None
         self.rows: list[ModelRow] = []
         self.download_job: JobThread | None = None
+        self._refresh_job: JobThread | None = None
+        self._refresh_seq = 0
+        self._pending_select: str | None = None
+        self._pending_changed = False
         self.setAcceptDrops(True)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
@@ -228,25 +234,70 @@ class ModelsPage(QWidget):
 
         return ModelLibrary(self.services().profile)
 
-    def refresh(self) -> None:
-        self.table.setRowCount(0)
-        self.rows = []
+    def refresh(self, *, select: str | None = None, changed: bool = False) -> None:
+        """List the models again off the GUI thread (every GGUF header is parsed; a slow disk or many files
+        must not freeze the window); the table is updated when the listing arrives, and a listing a newer
+        refresh has overtaken is dropped. ``select``: the model to select then (else the selection is kept);
+        ``changed``: emit models_changed then (the page shows the change when listeners hear of it)."""
+        self._refresh_seq += 1
+        seq = self._refresh_seq
+        if select is not None:
+            self._pending_select = select
+        self._pending_changed = self._pending_changed or changed
+        if self._refresh_job is not None:
+            self._refresh_job.cancel()  # its result would be dropped anyway
+            self._refresh_job = None
         if self.assistant is None:
+            self.table.setRowCount(0)
+            self.rows = []
+            self._pending_select, self._pending_changed = None, False
+            self.show_generation_settings()
             return
-        from tara_desktop.llm import memory
-        from tara_desktop.llm.catalog import load_catalog
-        from tara_desktop.llm.library import list_models
-
         llm = self.assistant.configs.app.llm
-        try:
-            loaded = [m.path for m in self.pool.loaded()] if self.pool is not None else []
-            machine = memory.Machine.now(paths.user_models_dir(Path(self.assistant.profile_dir)))
-            self.rows = list_models(self.library(), load_catalog(), n_ctx=llm.context_size,
-                                    budget_mb=llm.memory_budget_mb, n_batch=llm.batch_size, loaded=loaded,
-                                    memory=machine)
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
+        pool = self.pool
+        library = self.library()
+        models_dir = paths.user_models_dir(Path(self.assistant.profile_dir))
+
+        def run(_state: JobState, _emit: Any) -> Any:
+            from tara_desktop.llm import memory
+            from tara_desktop.llm.catalog import load_catalog
+            from tara_desktop.llm.library import list_models
+
+            loaded = [m.path for m in pool.loaded()] if pool is not None else []
+            machine = memory.Machine.now(models_dir)
+            rows = list_models(library, load_catalog(), n_ctx=llm.context_size, budget_mb=llm.memory_budget_mb,
+                               n_batch=llm.batch_size, loaded=loaded, memory=machine)
+            return machine, rows
+
+        job = self._refresh_job = self.jobs.start(run, "list-models")
+        job.done.connect(lambda: self._refresh_done(job))
+        job.succeeded.connect(lambda result: self._apply_refresh(seq, llm, result))
+        job.failed.connect(lambda msg: self._refresh_failed(seq, msg))
+
+    def _refresh_done(self, job: JobThread) -> None:
+        if self._refresh_job is job:
+            self._refresh_job = None
+
+    def _refresh_failed(self, seq: int, message: str) -> None:
+        if seq == self._refresh_seq:
+            self.banner.show_error(f"The list of models could not be read: {message}")
+            self._finish_refresh()
+
+    def _finish_refresh(self) -> None:
+        changed, self._pending_changed = self._pending_changed, False
+        self._pending_select = None
+        self.refreshed.emit()
+        if changed:
+            self.models_changed.emit()
+
+    def _apply_refresh(self, seq: int, llm: Any, result: tuple[Machine, list[ModelRow]]) -> None:
+        if seq != self._refresh_seq or self.assistant is None:  # overtaken by a newer refresh
             return
+        machine, rows = result
+        current = self.selected(quiet=True)
+        keep = self._pending_select or (current.name if current is not None else None)
+        self.table.setRowCount(0)
+        self.rows = list(rows)
         for r in self.rows:
             i = self.table.rowCount()
             self.table.insertRow(i)
@@ -261,8 +312,11 @@ class ModelsPage(QWidget):
         self.table.resizeColumnsToContents()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.mapping.set_models([r.path for r in self.rows if r.path is not None])
+        if keep is not None:
+            self.select_name(keep)
         self._update_buttons()
         self.show_generation_settings()
+        self._finish_refresh()
 
     def selected(self, *, quiet: bool = False) -> ModelRow | None:
         rows = self.table.selectionModel().selectedRows()
@@ -396,9 +450,7 @@ class ModelsPage(QWidget):
 
     def _on_added(self, model: InstalledModel) -> None:
         self.banner.show_info(f"{model.name} is valid and was added.")
-        self.refresh()
-        self.select_name(model.name)
-        self.models_changed.emit()
+        self.refresh(select=model.name, changed=True)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         urls = event.mimeData().urls()
@@ -449,8 +501,7 @@ class ModelsPage(QWidget):
 
     def _on_loaded(self, name: str) -> None:
         self.banner.show_info(f"{name} is loaded.")
-        self.refresh()
-        self.select_name(name)
+        self.refresh(select=name)
 
     def unload_selected(self) -> None:
         r = self.selected()
@@ -458,8 +509,7 @@ class ModelsPage(QWidget):
             return
         self.pool.unload(r.path)
         self.banner.show_info(f"{r.name} was unloaded.")
-        self.refresh()
-        self.select_name(r.name)
+        self.refresh(select=r.name)
 
     def remove_selected(self) -> None:
         r = self.selected()
@@ -478,8 +528,7 @@ class ModelsPage(QWidget):
         except TaraError as exc:
             self.banner.show_error(str(exc))
             return
-        self.refresh()
-        self.models_changed.emit()
+        self.refresh(changed=True)
 
     # ---- download ---------------------------------------------------------------------------------------
     def download_selected(self) -> None:

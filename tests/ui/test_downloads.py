@@ -89,7 +89,8 @@ def catalog_server(tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_download_shows_progress_can_be_cancelled_and_resumes(qtbot: Any, window: Any,
                                                                catalog_server: bytes) -> None:
     page = window.show_page("Models")
-    page.refresh()
+    with qtbot.waitSignal(page.refreshed, timeout=TIMEOUT):
+        page.refresh()
     row = next(i for i, r in enumerate(page.rows) if r.name == "tiny-chat")
     assert page.rows[row].status == "available"
     assert page.table.item(row, 1).text() == "in the catalog"

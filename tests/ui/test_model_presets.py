@@ -16,7 +16,8 @@ def test_override_a_models_settings_and_reset_them(qtbot: Any, window: Any) -> N
     from tara_desktop.llm.catalog import load_catalog
 
     page = window.show_page("Models")
-    qtbot.waitUntil(lambda: any(r.catalog_id == BUNDLED for r in page.rows), timeout=TIMEOUT)
+    with qtbot.waitSignal(page.refreshed, timeout=TIMEOUT):  # the list is read off the GUI thread
+        page.refresh()
     row = next(i for i, r in enumerate(page.rows) if r.catalog_id == BUNDLED)
     page.table.selectRow(row)
     entry = load_catalog().get(BUNDLED)

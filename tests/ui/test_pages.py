@@ -44,7 +44,8 @@ def test_add_validate_and_load_a_real_gguf(qtbot: Any, window: Any, tiny_gguf: P
     qtbot.mouseClick(page.load_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.table.item(row, 1).text().endswith("· loaded"), timeout=TIMEOUT)
     assert window.session.assistant.pool.is_loaded(tiny_gguf)
-    qtbot.mouseClick(page.unload_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(page.refreshed, timeout=TIMEOUT):  # the list is read again off the GUI thread
+        qtbot.mouseClick(page.unload_button, Qt.MouseButton.LeftButton)
     assert page.table.item(row, 1).text() == "added by you"
     assert not window.session.assistant.pool.is_loaded(tiny_gguf)
 
@@ -59,7 +60,8 @@ def test_fits_this_computer_names_the_budget_separately(qtbot: Any, window: Any,
     assistant = window.session.assistant
     assistant.save_settings({"llm": {"memory_budget_mb": 2048}})
     page = window.show_page("Models")
-    page.refresh()
+    with qtbot.waitSignal(page.refreshed, timeout=TIMEOUT):
+        page.refresh()
     qwen = next(i for i, r in enumerate(page.rows) if r.name == "qwen2.5-3b-instruct-q4_0")
     assert page.table.item(qwen, 3).text() == "fits this computer; over your 2.0 GB memory budget"
     assert "raise it in Settings" in page.table.item(qwen, 3).toolTip()
@@ -69,13 +71,15 @@ def test_fits_this_computer_names_the_budget_separately(qtbot: Any, window: Any,
     assert "20.0 GB of 24.0 GB memory free" in page.machine_label.text()
 
     assistant.save_settings({"llm": {"memory_budget_mb": 0}})  # automatic: half of the 24 GB
-    page.refresh()
+    with qtbot.waitSignal(page.refreshed, timeout=TIMEOUT):
+        page.refresh()
     assert page.table.item(qwen, 3).text() == "fits"
     assert "12.0 GB (automatic" in page.machine_label.text()
     huge = memory.Machine(available_ram_bytes=3 * memory.GB, total_ram_bytes=4 * memory.GB,
                           free_disk_bytes=200 * memory.GB)
     monkeypatch.setattr(memory.Machine, "now", classmethod(lambda cls, models_dir=None: huge))
-    page.refresh()
+    with qtbot.waitSignal(page.refreshed, timeout=TIMEOUT):
+        page.refresh()
     big = next(i for i, r in enumerate(page.rows) if r.name == "llama-3.1-8b-instruct-q4_k_m")
     assert page.table.item(big, 3).text() == "won't fit this computer"
 
