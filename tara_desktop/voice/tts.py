@@ -380,12 +380,25 @@ class Pyttsx3Tts:
                     engine.runAndWait()
             except Exception as exc:  # no driver (espeak-ng/SAPI5 missing), driver errors
                 raise TtsUnavailable(f"pyttsx3 failed ({exc.__class__.__name__})") from None
+            _wait_until_written(out, 5.0)  # the espeak driver may return before it has written the file
             if not out.exists() or out.stat().st_size <= 44:
                 raise TtsUnavailable("pyttsx3 wrote no audio")
             try:
                 return read_wav_bytes(out.read_bytes())
             except AudioError as exc:
                 raise TtsUnavailable("pyttsx3 wrote unreadable audio") from exc
+
+
+def _wait_until_written(path: Path, timeout_s: float) -> None:
+    """Wait until ``path`` exists and its size has not changed for 0.1 s (at most ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else -1
+        if size > 44 and size == last:
+            return
+        last = size
+        time.sleep(0.1)
 
 
 class EspeakTts:
