@@ -41,6 +41,7 @@ from tara_desktop.llm.llama_logs import quiet_llama_logs
 
 if TYPE_CHECKING:
     from tara_desktop.config import LlmSettings
+    from tara_desktop.llm.gguf_file import GgufInfo
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,40 @@ class GenerationStats:
     stop_reason: str = ""  # "eos" | "length" | "stop" | "cancelled" | "preempted" | "closed"
 
 
-_VALIDATED: dict[Path, tuple[int, int, int]] = {}
+_VALIDATED: dict[Path, tuple[tuple[int, int, int], str | None]] = {}
 _VALIDATED_LOCK = threading.Lock()
 
+CHAT_ARCHITECTURES = frozenset({
+    "llama", "llama4", "mistral3", "qwen", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "phi2", "phi3", "phimoe",
+    "gemma", "gemma2", "gemma3", "starcoder2", "stablelm", "internlm2", "olmo", "olmo2", "olmoe", "granite",
+    "granitemoe", "deepseek", "deepseek2", "command-r", "cohere2", "exaone", "falcon", "smollm3", "minicpm",
+    "minicpm3", "nemotron", "chatglm", "glm4", "baichuan", "orion", "openelm", "arctic", "dbrx", "gptneox",
+    "mpt", "bloom", "gpt2", "starcoder", "refact", "codeshell", "xverse", "plamo", "mamba", "rwkv6",
+})
+"""Decoder architectures TARA chats with when the file carries no chat template (with ChatML, below)."""
 
-def validate_gguf(path: Path) -> None:
-    """Validate a GGUF before llama.cpp opens it (the validator gives one clear line on a bad file).
+
+def _not_a_chat_model(info: GgufInfo) -> str | None:
+    """Why a GGUF that parses is still no chat model TARA can answer with (one line, naming the file and
+    what to do), or None."""
+    name = info.path.name
+    if info.model_type == "adapter":
+        return (f"{name} is a LoRA adapter, not a model: choose a model file as the model and use the adapter "
+                "with it (--adapter, or the Domains → models mapping)")
+    if info.tensor_count == 0:
+        return (f"{name} holds only metadata and no weights (0 tensors), so it is not a model TARA can run: "
+                "download the complete model file again, or choose another model (`tara models list`)")
+    if not info.chat_template and info.architecture not in CHAT_ARCHITECTURES:
+        arch = info.architecture or "none given"
+        return (f"{name} is not a chat model: it has no chat template and its architecture ({arch}) has no "
+                "known chat format; choose an instruction-tuned chat GGUF (`tara models list`)")
+    return None
+
+
+def validate_gguf(path: Path, *, chat_model: bool = True) -> None:
+    """Validate a GGUF before llama.cpp opens it (the validator gives one clear line on a bad file), and
+    with ``chat_model`` (not for an adapter) that it is a chat model: weights, and a chat template or an
+    architecture with a known chat format (raises ModelLoadError naming the file otherwise).
 
     A file that passed and has not changed since (same size, modification time and inode) is not
     parsed again, so reloading a model or switching back to an adapter stays cheap."""
@@ -122,15 +151,21 @@ def validate_gguf(path: Path) -> None:
         stamp = None
     if stamp is not None:
         with _VALIDATED_LOCK:
-            if _VALIDATED.get(key) == stamp:
-                return
+            hit = _VALIDATED.get(key)
+        if hit is not None and hit[0] == stamp:
+            if chat_model and hit[1] is not None:
+                raise ModelLoadError(hit[1])
+            return
     info = gguf_file.validate(key)
     memory.remember(info)  # the load's memory estimate needs no second parse
+    problem = _not_a_chat_model(info)
     if stamp is not None:
         with _VALIDATED_LOCK:
             if len(_VALIDATED) > 256:
                 _VALIDATED.clear()
-            _VALIDATED[key] = stamp
+            _VALIDATED[key] = (stamp, problem)
+    if chat_model and problem is not None:
+        raise ModelLoadError(problem)
 
 
 def _physical_cores() -> int:
@@ -626,7 +661,7 @@ class Engine:
             return cached
         if not p.is_file():
             raise AdapterError(f"adapter file {p} does not exist; check the path in model_mapping.json")
-        validate_gguf(p)
+        validate_gguf(p, chat_model=False)
         handle = llama_cpp.llama_adapter_lora_init(self._llm.model, str(p).encode("utf-8"))
         if not handle:
             raise AdapterError(

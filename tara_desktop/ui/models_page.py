@@ -440,7 +440,10 @@ class ModelsPage(QWidget):
 
         def run(state: JobState, _emit: Any) -> Any:
             from tara_desktop.llm.catalog import load_catalog
+            from tara_desktop.llm.engine import validate_gguf
 
+            if path.is_file():  # a file that parses but is no chat model (no weights, no template): say so
+                validate_gguf(path)
             return library.add(path, catalog=load_catalog(), state=state)
 
         job = self.jobs.start(run, "add-model")

@@ -50,3 +50,17 @@ def test_override_a_models_settings_and_reset_them(qtbot: Any, window: Any) -> N
     assert back.temperature == entry.preset.temperature and back.max_tokens == entry.preset.max_tokens
     assert presets.user_settings(store, presets.model_key(model)) is None
     assert page.preset_fields["temperature"].value() == entry.preset.temperature
+
+
+def test_adding_a_gguf_without_weights_says_it_is_no_model(qtbot: Any, window: Any, tmp_path: Path) -> None:
+    """(#13 bad input) A GGUF with only metadata is refused with the file's name and what to do."""
+    from tests.llm.test_not_a_chat_model import GOOD_TEMPLATE, _gguf
+
+    page = window.show_page("Models")
+    path = _gguf(tmp_path / "header-only.gguf", "llama", tensors=False, chat_template=GOOD_TEMPLATE)
+    page.add_model(path)
+    qtbot.waitUntil(lambda: page.banner.kind == "error", timeout=TIMEOUT)
+    qtbot.waitUntil(page.add_button.isEnabled, timeout=TIMEOUT)
+    assert page.banner.text.startswith("header-only.gguf was not added: header-only.gguf holds only metadata")
+    assert "Traceback" not in page.banner.text
+    assert page.library().models() == []
