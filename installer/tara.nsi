@@ -6,7 +6,8 @@
 ;            [-DEXTRA_MODELS_DIR=build\models\extra] -DOUTFILE=dist\TARA-0.1.0-Setup.exe installer\tara.nsi
 ;
 ;   BUNDLE_DIR        the app: tara.exe, tara-desktop.exe and _internal\ (Python, torch, Qt, llama.cpp, configs)
-;   MODELS_DIR        the bundled models: SmolLM2-135M-Instruct.Q4_1.gguf, voice\ (component "Models")
+;   MODELS_DIR        the bundled models: SmolLM2-135M-Instruct.Q4_1.gguf, router\all-MiniLM-L6-v2\,
+;                     voice\whisper-tiny.en\, voice\piper\ (component "Models")
 ;   EXTRA_MODELS_DIR  optional: larger GGUF models present at build time (component "Larger models",
 ;                     off by default). NSIS keeps everything in one file of at most 2 GB: larger sets
 ;                     must be shipped beside the installer instead (see scripts/build-installer).
@@ -109,6 +110,8 @@ Section "TARA (required)" SecCore
   ; a reinstall (or update) replaces the program files but keeps the models installed before
   Call ClearOldProgramFiles
   File /r "${BUNDLE_DIR}\*.*"
+  ; the third-party notices and licences (also in _internal\), next to the programs where users look
+  File "/oname=NOTICES.txt" "${BUNDLE_DIR}\_internal\NOTICES.txt"
 
   WriteUninstaller "$INSTDIR\Uninstall TARA.exe"
   WriteRegStr HKCU "Software\TARA" "InstallDir" "$INSTDIR"
@@ -179,6 +182,7 @@ No: delete it now. This cannot be undone." /SD IDYES IDYES profile_decided
 
   ; program files, shortcuts, registry
   RMDir /r "$INSTDIR\_internal"
+  Delete "$INSTDIR\NOTICES.txt"
   Delete "$INSTDIR\tara.exe"
   Delete "$INSTDIR\tara-desktop.exe"
   Delete "$INSTDIR\Uninstall TARA.exe"

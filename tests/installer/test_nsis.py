@@ -24,11 +24,15 @@ def _placeholder_tree(base: Path) -> tuple[Path, Path, Path]:
     for rel in ("tara.exe", "tara-desktop.exe", "_internal/python311.dll", "_internal/base_library.zip",
                 "_internal/configs/config.yaml", "_internal/models/catalog.yaml",
                 "_internal/llama_cpp/lib/llama.dll", "_internal/PySide6/plugins/platforms/qwindows.dll",
-                "_internal/transformers/models/bert/modeling_bert.py"):
+                "_internal/transformers/models/bert/modeling_bert.py", "_internal/NOTICES.txt"):
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         (app / rel).write_bytes(b"placeholder")
-    for rel in ("SmolLM2-135M-Instruct.Q4_1.gguf", "voice/asr/hyperparams.yaml",
-                "voice/emotion/hyperparams.yaml"):
+    for rel in ("SmolLM2-135M-Instruct.Q4_1.gguf", "router/all-MiniLM-L6-v2/manifest.json",
+                "router/all-MiniLM-L6-v2/model.int8.opt.onnx", "router/all-MiniLM-L6-v2/tokenizer.json",
+                "router/all-MiniLM-L6-v2/examples.npz", "voice/whisper-tiny.en/model.bin",
+                "voice/whisper-tiny.en/config.json", "voice/whisper-tiny.en/tokenizer.json",
+                "voice/whisper-tiny.en/vocabulary.txt", "voice/piper/en_US-joe-medium.onnx",
+                "voice/piper/en_US-joe-medium.onnx.json", "voice/piper/MODEL_CARD"):
         (models / rel).parent.mkdir(parents=True, exist_ok=True)
         (models / rel).write_bytes(b"placeholder")
     extra.mkdir()
@@ -68,3 +72,16 @@ def test_nsis_script_fails_on_an_empty_models_folder(tmp_path: Path) -> None:
     r = _makensis("-DVERSION=0.1.0", f"-DBUNDLE_DIR={app}", f"-DMODELS_DIR={empty}",
                   f"-DOUTFILE={tmp_path / 'x.exe'}")
     assert r.returncode != 0
+
+
+def test_nsis_script_installs_the_third_party_notices(tmp_path: Path) -> None:
+    """NOTICES.txt (licences of Piper, Whisper, Qt, ...) is installed next to the programs: a bundle
+    without it does not compile into an installer."""
+    app, models, _extra = _placeholder_tree(tmp_path)
+    defines = ["-DVERSION=0.1.0", f"-DBUNDLE_DIR={app}", f"-DMODELS_DIR={models}"]
+    ok = _makensis(*defines, f"-DOUTFILE={tmp_path / 'ok.exe'}")
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    (app / "_internal" / "NOTICES.txt").unlink()
+    r = _makensis(*defines, f"-DOUTFILE={tmp_path / 'x.exe'}")
+    assert r.returncode != 0
+    assert "NOTICES.txt" in r.stdout + r.stderr
