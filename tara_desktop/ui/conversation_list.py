@@ -7,7 +7,7 @@ gives (the search runs off the GUI thread in the model) and selects the conversa
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
-    QListWidgetItem,
     QMessageBox,
     QPushButton,
     QToolButton,
@@ -92,7 +91,7 @@ class ConversationList(QWidget):
         self.new_button.clicked.connect(self.new_conversation)
         self.rename_button.clicked.connect(self.rename_current)
         self.delete_button.clicked.connect(self.delete_current)
-        self.list.currentItemChanged.connect(self._on_current_changed)
+        self.list.currentRowChanged.connect(self._on_current_row_changed)
         self._quiet = False
         for key, slot in ((Qt.Key.Key_F2, self.rename_current), (Qt.Key.Key_Delete, self.delete_current)):
             shortcut = QShortcut(QKeySequence(key), self.list)
@@ -121,8 +120,12 @@ class ConversationList(QWidget):
             self.hint.setText("Opening your profile…")
 
     def current_id(self) -> int | None:
-        item = self.list.currentItem()
-        return None if item is None else item.data(ID_ROLE)
+        row = self.list.currentRow()
+        return None if row < 0 else self._row_id(row)
+
+    def _row_id(self, row: int) -> int | None:
+        value = self.list.model().index(row, 0).data(ID_ROLE)
+        return None if value is None else int(value)
 
     def refresh(self, select: int | None = None) -> None:
         """Ask the model for the list (or the search results for the text in the search box); the list
@@ -137,21 +140,29 @@ class ConversationList(QWidget):
         keep = self._wanted or (self.model.conversation_id if self.model is not None else None)
         self._wanted = None
         self._quiet = True
+        # Rows are made by Qt from strings and addressed by index: no Python wrapper of a QListWidgetItem
+        # ever exists on this path. Python-made items, deleted by clear() when the list was rebuilt on a
+        # new conversation, crashed PySide 6.11 (a segfault in Shiboken's releaseWrapper within a few
+        # dozen new conversations; tests/ui/test_soak.py found it). No row signals while it is rebuilt.
+        blocked = self.list.blockSignals(True)
         try:
             self.list.clear()
             query = self.model.query if self.model is not None else ""
-            for conv in conversations:
-                item = QListWidgetItem(conv.title or "Untitled")
-                item.setData(ID_ROLE, conv.id)
-                item.setToolTip(conv.title or "Untitled")
-                self.list.addItem(item)
+            model = self.list.model()
+            for row, conv in enumerate(conversations):
+                title = conv.title or "Untitled"
+                self.list.addItem(title)
+                index = model.index(row, 0)
+                model.setData(index, conv.id, ID_ROLE)
+                model.setData(index, title, Qt.ItemDataRole.ToolTipRole)
                 if conv.id == keep:
-                    self.list.setCurrentItem(item)
+                    self.list.setCurrentRow(row)
             if query:
                 self.hint.setText(f"{len(conversations)} conversation(s) mention “{query}”.")
             else:
                 self.hint.setText("" if conversations else "No conversations yet.")
         finally:
+            self.list.blockSignals(blocked)
             self._quiet = False
 
     def _select_quietly(self, conversation_id: object) -> None:
@@ -161,17 +172,16 @@ class ConversationList(QWidget):
                 self.list.setCurrentRow(-1)
                 self.list.clearSelection()
                 return
-            for i in range(self.list.count()):
-                item = self.list.item(i)
-                if item.data(ID_ROLE) == conversation_id:
-                    self.list.setCurrentItem(item)
+            for row in range(self.list.count()):
+                if self._row_id(row) == conversation_id:
+                    self.list.setCurrentRow(row)
                     return
         finally:
             self._quiet = False
 
-    def _on_current_changed(self, current: QListWidgetItem | None, _previous: Any) -> None:
-        if not self._quiet and current is not None:
-            self.conversation_selected.emit(current.data(ID_ROLE))
+    def _on_current_row_changed(self, row: int) -> None:
+        if not self._quiet and row >= 0:
+            self.conversation_selected.emit(self._row_id(row))
 
     def select(self, conversation_id: int | None) -> None:
         """Select a conversation (and emit) — None clears the selection for a new chat."""
@@ -185,7 +195,7 @@ class ConversationList(QWidget):
         cid = self.current_id()
         if cid is None or self.model is None:
             return
-        old = self.list.currentItem().text()
+        old = str(self.list.model().index(self.list.currentRow(), 0).data() or "")
         title, ok = QInputDialog.getText(self, "Rename conversation", "New name:", text=old)
         if ok and title.strip():
             self.model.rename(cid, title.strip())
@@ -194,7 +204,7 @@ class ConversationList(QWidget):
         cid = self.current_id()
         if cid is None or self.model is None:
             return
-        name = self.list.currentItem().text()
+        name = str(self.list.model().index(self.list.currentRow(), 0).data() or "")
         answer = QMessageBox.question(
             self, "Delete conversation",
             f"Delete “{name}” and all its messages? This cannot be undone.",

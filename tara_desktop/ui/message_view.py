@@ -193,6 +193,7 @@ class MessageView(QScrollArea):
         self._layout.addStretch(1)
         self.setWidget(self._column)
         self.bubbles: list[MessageBubble] = []
+        self._rows: list[QWidget] = []
         self._empty = QLabel("Start a conversation: type below, or hold Ctrl+Space to talk.", self._column)
         self._empty.setObjectName("Muted")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -218,32 +219,36 @@ class MessageView(QScrollArea):
             self.verticalScrollBar().setValue(high)
 
     def clear(self) -> None:
-        for b in self.bubbles:
-            b.setParent(None)
-            b.deleteLater()
+        # Each bubble sits in a row widget Qt owns; Qt deletes the rows (and the bubbles in them) on the next
+        # event-loop turn. Never setParent(None) or takeAt() here: handing a widget or a nested layout to
+        # Python while Qt also deletes it left a dangling wrapper that crashed PySide (a segfault in
+        # Shiboken's releaseWrapper after a few dozen conversation switches; tests/ui/test_soak.py).
+        for row in self._rows:
+            self._layout.removeWidget(row)
+            row.hide()
+            row.deleteLater()
+        self._rows.clear()
         self.bubbles.clear()
-        while self._layout.count() > 2:  # remove the row layouts left behind
-            item = self._layout.takeAt(1)
-            row = item.layout() if item is not None else None
-            if row is not None:
-                row.deleteLater()
         self._empty.show()
 
     def add_message(self, role: str, content: str, meta: Mapping[str, Any] | None = None,
                     message_id: int | None = None) -> MessageBubble:
         self._empty.hide()
-        bubble = MessageBubble(role, content, meta, message_id, self._column)
+        holder = QWidget(self._column)
+        row = QHBoxLayout(holder)
+        row.setContentsMargins(0, 0, 0, 0)
+        bubble = MessageBubble(role, content, meta, message_id, holder)
         bubble.setMaximumWidth(max(320, int(self.viewport().width() * 0.82)))
         bubble.edit_requested.connect(self.edit_requested)
         bubble.regenerate_requested.connect(self.regenerate_requested)
-        row = QHBoxLayout()
         if role == "user":
             row.addStretch(1)
             row.addWidget(bubble, 0)
         else:
             row.addWidget(bubble, 0)
             row.addStretch(1)
-        self._layout.insertLayout(self._layout.count() - 1, row)
+        self._layout.insertWidget(self._layout.count() - 1, holder)
+        self._rows.append(holder)
         self.bubbles.append(bubble)
         self._stick_to_bottom = True
         QTimer.singleShot(0, self._scroll_to_bottom)

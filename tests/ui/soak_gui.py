@@ -8,6 +8,7 @@ summary: turns finished, failures, RSS (MB) after the warm-up and at the end.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+TURN_LIMIT_S = 120.0
 QUESTIONS = [
     "How do I write a short business plan?",
     "Give me three tips to sleep better.",
@@ -76,6 +78,9 @@ def main() -> int:
     started = time.perf_counter()
 
     def send_next() -> None:
+        # a turn that neither finishes nor fails within TURN_LIMIT_S is a hang: dump every thread and exit
+        faulthandler.cancel_dump_traceback_later()
+        faulthandler.dump_traceback_later(TURN_LIMIT_S, exit=True)
         n = summary["turns"]
         if n >= args.turns:
             summary["rss_end_mb"] = process.memory_info().rss / 2**20
@@ -110,6 +115,7 @@ def main() -> int:
     window.chat.turn_failed.connect(on_failed)
     window.open_session()
     loop.exec()
+    faulthandler.cancel_dump_traceback_later()
     window.close()
     app.processEvents()
     args.out.write_text(json.dumps(summary), encoding="utf-8")
