@@ -25,6 +25,7 @@ def test_hundreds_of_gui_turns_do_not_crash_or_grow(tmp_path: Path) -> None:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     proc = subprocess.run(
         [sys.executable, str(HERE / "soak_gui.py"), "--turns", str(TURNS), "--warmup", str(WARMUP),
+         "--per-conversation", "5",
          "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=900,
     )
