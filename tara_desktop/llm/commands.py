@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tara_desktop.llm import gguf_file
+from tara_desktop.progress import ProgressBar
 
 if TYPE_CHECKING:
     from tara_desktop.profile import Profile
@@ -164,27 +165,6 @@ def _open_profile() -> Profile:
     return Profile.open()
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr; ``end()`` finishes the line only if something was drawn."""
-
-    def __init__(self) -> None:
-        self.drawn = False
-
-    def __call__(self, fraction: float | None, message: str) -> None:
-        if fraction is None:
-            sys.stderr.write(f"\r{message[:70]:<70}")
-        else:
-            filled = int(fraction * 30)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:5.1f}% {message[:60]:<60}")
-        sys.stderr.flush()
-        self.drawn = True
-
-    def end(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\n")
-            self.drawn = False
-
-
 def _models_list(args: argparse.Namespace) -> int:
     from tara_desktop import paths
     from tara_desktop.config import load_configs
@@ -242,7 +222,7 @@ def _models_add(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     profile = _open_profile()
     try:
-        bar = _ProgressBar()
+        bar = ProgressBar()
         state = JobState(bar if sys.stderr.isatty() else None)
         try:
             model = ModelLibrary(profile).add(args.path, name=args.name, catalog=catalog, state=state)
@@ -281,7 +261,7 @@ def _models_download(args: argparse.Namespace) -> int:
     profile = _open_profile()
     try:
         models_dir = paths.user_models_dir(Path(profile.dir))
-        bar = _ProgressBar()
+        bar = ProgressBar()
         try:
             model, status = download_catalog_model(entry, models_dir, ModelLibrary(profile), state=JobState(bar),
                                                    catalog=catalog)

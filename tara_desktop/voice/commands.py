@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tara_desktop.errors import TaraError
+from tara_desktop.progress import ProgressBar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,23 +63,6 @@ def _configs() -> Any:
     return load_configs()
 
 
-class _Progress:
-    """Progress on stderr for long jobs (only when something takes a while; nothing the user said)."""
-
-    def __init__(self) -> None:
-        self.drawn = False
-
-    def __call__(self, fraction: float | None, message: str) -> None:
-        pct = "" if fraction is None else f"{fraction * 100:3.0f}% "
-        sys.stderr.write(f"\r{pct}{message[:70]:<70}")
-        sys.stderr.flush()
-        self.drawn = True
-
-    def end(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\n")
-
-
 def _seconds(path: Path) -> float:
     """The length of an audio file from its header (0 when unknown)."""
     try:
@@ -102,7 +86,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     voice_settings = _configs().app.voice
     recognizer = SpeechRecognizer.from_config(voice_settings)
-    bar = _Progress()
+    bar = ProgressBar()
     state = JobState(bar if _seconds(args.wav) > FILE_CHUNK_SECONDS else None)  # progress for long files only
     try:
         heard = transcribe_file(args.wav, recognizer=recognizer, state=state)
@@ -157,9 +141,9 @@ def cmd_download(args: argparse.Namespace) -> int:
     from tara_desktop.jobs import JobState
     from tara_desktop.voice.models import download_voice_model
 
-    bar = _Progress()
+    bar = ProgressBar()
     try:
-        folder = download_voice_model(args.model_id, state=JobState(bar))
+        folder = download_voice_model(args.model_id, state=JobState(bar.on_terminal()))
     except KeyboardInterrupt:
         raise TaraError("download cancelled; run the same command again to resume") from None
     finally:
@@ -172,9 +156,9 @@ def cmd_install_base(args: argparse.Namespace) -> int:
     from tara_desktop.jobs import JobState
     from tara_desktop.voice.models import install_whisper_base
 
-    bar = _Progress()
+    bar = ProgressBar()
     try:
-        folder = install_whisper_base(state=JobState(bar))
+        folder = install_whisper_base(state=JobState(bar.on_terminal()))
     except KeyboardInterrupt:
         raise TaraError("installation cancelled; nothing was kept, run the command again") from None
     finally:
