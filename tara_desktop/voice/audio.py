@@ -14,7 +14,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -264,17 +263,9 @@ def write_wav(path: str | os.PathLike[str], audio: npt.ArrayLike, sr: int) -> Pa
         raise AudioError(f"{p}: is a folder; give a file name ending in .wav")
     if not p.parent.exists():
         raise AudioError(f"{p.parent}: folder not found; create it or choose another output path")
-    data = wav_bytes(audio, sr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from tara_desktop.files import atomic_write
+
+    atomic_write(p, wav_bytes(audio, sr))
     return p
 
 
