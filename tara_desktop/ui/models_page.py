@@ -391,36 +391,27 @@ class ModelsPage(QWidget):
         self.preset_box.setEnabled(True)
 
     def save_generation_settings(self) -> None:
-        """Store the fields as the user's own settings for the selected model (they win over its preset)."""
+        """Keep the values in the fields as the user's own settings for the selected model."""
+        values = {key: field.value() for key, field in self.preset_fields.items()}
+        self._store_generation_settings(values, "now answers with your own settings.")
+
+    def reset_generation_settings(self) -> None:
+        """Forget the user's own settings for the selected model: it answers with its recommended ones."""
+        self._store_generation_settings(None, "answers with its recommended settings again.")
+
+    def _store_generation_settings(self, values: dict[str, Any] | None, done: str) -> None:
         from tara_desktop.llm import presets
 
         r = self.selected()
         path = self._settings_file(r)
         if self.assistant is None or r is None or path is None:
             return
-        values = {key: field.value() for key, field in self.preset_fields.items()}
         try:
             presets.save_user_settings(self.assistant.profile.store, presets.model_key(path), values)
         except TaraError as exc:
             self.banner.show_error(str(exc))
             return
-        self.banner.show_info(f"{r.name} now answers with your own settings.")
-        self.show_generation_settings()
-
-    def reset_generation_settings(self) -> None:
-        """Forget the user's own settings for the selected model: it answers with its recommended ones."""
-        from tara_desktop.llm import presets
-
-        r = self.selected()
-        path = self._settings_file(r)
-        if self.assistant is None or r is None or path is None:
-            return
-        try:
-            presets.save_user_settings(self.assistant.profile.store, presets.model_key(path), None)
-        except TaraError as exc:
-            self.banner.show_error(str(exc))
-            return
-        self.banner.show_info(f"{r.name} answers with its recommended settings again.")
+        self.banner.show_info(f"{r.name} {done}")
         self.show_generation_settings()
 
     # ---- add --------------------------------------------------------------------------------------------
