@@ -96,9 +96,13 @@ def _report_startup(app: Any, window: Any) -> None:
         print(json.dumps(marks), flush=True)
         app.quit()
 
+    def failed(message: str) -> None:
+        print(json.dumps({"error": message}))
+        app.quit()
+
     QTimer.singleShot(0, shown)  # runs once the event loop has painted the first frame
     window.assistant_ready.connect(ready)
-    window.session.failed.connect(lambda m: (print(json.dumps({"error": m})), app.quit()))
+    window.session.failed.connect(failed)
 
 
 def check_chat_model(window: Any, assistant: Any) -> str | None:
@@ -174,7 +178,7 @@ def smoke(args: argparse.Namespace) -> int:
         window.session.failed.connect(on_failed)
         window.chat.turn_finished.connect(on_done)
         window.chat.turn_failed.connect(on_failed)
-        QTimer.singleShot(300_000, lambda: on_failed("the smoke turn took longer than 5 minutes"))
+        QTimer.singleShot(300_000, functools.partial(on_failed, "the smoke turn took longer than 5 minutes"))
         window.open_session()
         loop.exec()
         window.close()

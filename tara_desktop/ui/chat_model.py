@@ -10,6 +10,7 @@ that arrives after a newer request (another conversation opened, the search text
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -160,9 +161,9 @@ class ChatModel(QObject):
         if self._list_job is not None:
             self._list_job.cancel()  # its result would be dropped anyway: stop decrypting for it
         job = self._list_job = self.jobs.start(run, "search" if query else "list-conversations")
-        job.done.connect(lambda: self._list_done(job))
-        job.succeeded.connect(lambda found: self._apply_list(seq, found))
-        job.failed.connect(self.error.emit)
+        job.done.connect(functools.partial(self._list_done, job))
+        job.succeeded.connect(functools.partial(self._apply_list, seq))
+        job.failed.connect(self.error)
 
     def _list_done(self, job: JobThread) -> None:
         if self._list_job is job:
@@ -208,8 +209,8 @@ class ChatModel(QObject):
             return service.open(conversation_id)
 
         job = self.jobs.start(run, "open-conversation")
-        job.succeeded.connect(lambda conv: self._apply_conversation(view, conv))
-        job.failed.connect(lambda message: self._load_failed(view, message))
+        job.succeeded.connect(functools.partial(self._apply_conversation, view))
+        job.failed.connect(functools.partial(self._load_failed, view))
 
     def reload(self) -> None:
         self.open(self.conversation_id)

@@ -87,7 +87,7 @@ class ConversationList(QWidget):
         self._search_timer.setSingleShot(True)
         self._search_timer.setInterval(200)
         self._search_timer.timeout.connect(self.refresh)
-        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        self.search.textChanged.connect(self._on_search_edited)
         self.new_button.clicked.connect(self.new_conversation)
         self.rename_button.clicked.connect(self.rename_current)
         self.delete_button.clicked.connect(self.delete_current)
@@ -107,9 +107,15 @@ class ConversationList(QWidget):
         """Show ``model``'s list and follow the conversation it shows."""
         self.model = model
         model.list_changed.connect(self._on_list_changed)
-        model.conversation_shown.connect(lambda _m: self._select_quietly(model.conversation_id))
+        model.conversation_shown.connect(self._on_conversation_shown)
         model.conversation_created.connect(self._select_quietly)
-        model.error.connect(self.error.emit)
+        model.error.connect(self.error)
+
+    def _on_search_edited(self, _text: str) -> None:
+        self._search_timer.start()  # searched when the typing pauses
+
+    def _on_conversation_shown(self, model: ChatModel) -> None:
+        self._select_quietly(model.conversation_id)
 
     def set_enabled(self, enabled: bool) -> None:
         """Enable the controls once the profile is open."""

@@ -17,9 +17,21 @@ log = logging.getLogger(__name__)
 
 
 class _Relay(QObject):
-    """Carries an error message from any thread to the GUI thread."""
+    """Carries an error message from any thread to the GUI thread (it lives there: its slot runs there).
+
+    Signals:
+        error(str): one sentence for the user, emitted from any thread.
+    """
 
     error = Signal(str)
+
+    def __init__(self, parent: Callable[[], QWidget | None]) -> None:
+        super().__init__()
+        self._parent = parent
+        self.error.connect(self._on_error)
+
+    def _on_error(self, message: str) -> None:
+        show_error(self._parent(), message)
 
 
 _relay: _Relay | None = None
@@ -42,8 +54,7 @@ def show_error(parent: QWidget | None, message: str, title: str = "TARA") -> Non
 def install(parent: Callable[[], QWidget | None]) -> None:
     """Route uncaught exceptions (GUI thread and other threads) to a dialog over ``parent()``."""
     global _relay
-    _relay = _Relay()
-    _relay.error.connect(lambda m: show_error(parent(), m))
+    _relay = _Relay(parent)
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if issubclass(kind, KeyboardInterrupt):

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -34,7 +34,11 @@ from tara_desktop.ui.chat_model import ChatModel
 from tara_desktop.ui.chat_pane import ChatPane
 from tara_desktop.ui.conversation_list import ConversationList
 from tara_desktop.ui.session import Session
-from tara_desktop.ui.workers import JobHost
+from tara_desktop.ui.workers import Emit, JobHost, JobThread
+
+if TYPE_CHECKING:
+    from tara_desktop.jobs import JobState
+    from tara_desktop.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +135,7 @@ class MainWindow(QMainWindow):
             from tara_desktop.ui.settings_page import SettingsPage
 
             page = SettingsPage(self)
-            page.settings_saved.connect(lambda _o: self.chat.set_assistant(self.session.assistant))
+            page.settings_saved.connect(self._on_settings_saved)
         elif name == "Models":
             from tara_desktop.ui.models_page import ModelsPage
 
@@ -148,6 +152,9 @@ class MainWindow(QMainWindow):
         if self.session.assistant is not None:
             page.set_assistant(self.session.assistant)
         return page
+
+    def _on_settings_saved(self, _overrides: dict[str, object]) -> None:
+        self.chat.set_assistant(self.session.assistant)
 
     def page(self, name: str) -> Any:
         """The page called ``name``, built if needed (tests and menus use this)."""
@@ -173,12 +180,12 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "&New chat", "Ctrl+N", self.conversations.new_conversation)
-        self._action(file_menu, "&Add a model file…", "Ctrl+O", lambda: self.show_page("Models").add_model_dialog())
+        self._action(file_menu, "&Add a model file…", "Ctrl+O", self._on_add_model_file)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
         view = bar.addMenu("&View")
         for i, name in enumerate(PAGES):
-            self._action(view, f"&{name}", f"Ctrl+{i + 1}", functools.partial(self.show_page, name))
+            self._action(view, f"&{name}", f"Ctrl+{i + 1}", functools.partial(self._on_view_page, name))
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&Welcome and setup…", None, self.show_welcome)
         self._action(help_menu, "&About TARA", None, self._about)
@@ -187,9 +194,15 @@ class MainWindow(QMainWindow):
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(lambda _checked=False: slot())
+        action.triggered.connect(slot)
         menu.addAction(action)
         return action
+
+    def _on_add_model_file(self) -> None:
+        self.show_page("Models").add_model_dialog()
+
+    def _on_view_page(self, name: str, _checked: bool = False) -> None:
+        self.show_page(name)
 
     def _about(self) -> None:
         from tara_desktop import __version__
@@ -244,6 +257,21 @@ class MainWindow(QMainWindow):
         wizard = WelcomeWizard(self.session, self)
         wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         wizard.open()
+
+    def change_protection(self, profile: Profile, *, key_source: str, new_passphrase: str | None = None) -> JobThread:
+        """Re-encrypt the profile under a new key (keyring or passphrase) off the GUI thread; the chat banner
+        says how it went (the welcome that asked for it has closed by then)."""
+
+        def run(state: JobState, _emit: Emit) -> int:
+            return profile.rotate_key(state, key_source=key_source, new_passphrase=new_passphrase)
+
+        job = self.jobs.start(run, "rotate-key")
+        job.succeeded.connect(self._on_protection_changed)
+        job.failed.connect(self.chat.banner.show_error)
+        return job
+
+    def _on_protection_changed(self, _generation: int) -> None:
+        self.chat.banner.show_info("Your profile's protection was changed.")
 
     def _on_everything_deleted(self) -> None:
         self.conversations.set_enabled(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ class MappingEditor(QWidget):
         browse = QPushButton("…", cell)
         browse.setAccessibleName(f"Choose an adapter file for {domain}")
         browse.setMaximumWidth(32)
-        browse.clicked.connect(lambda: self._browse(box))
+        browse.clicked.connect(functools.partial(self._browse, box))
         spin = QDoubleSpinBox(cell)
         spin.setRange(0.0, 4.0)
         spin.setSingleStep(0.1)
@@ -115,7 +116,7 @@ class MappingEditor(QWidget):
         row.addWidget(spin)
         return cell
 
-    def _browse(self, box: QComboBox) -> None:
+    def _browse(self, box: QComboBox, _checked: bool = False) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a LoRA adapter", str(Path.home()),
                                               "GGUF adapters (*.gguf);;All files (*)")
         if path:
@@ -164,6 +165,12 @@ class MappingEditor(QWidget):
             return
         self.save_button.setEnabled(False)  # a message is being routed: swap right after, off the GUI thread
         job = jobs.start(lambda _state, _emit: assistant.set_mapping(values), "save-mapping")
-        job.succeeded.connect(lambda _m: self.saved.emit())
-        job.failed.connect(self.error.emit)
-        job.done.connect(lambda: self.save_button.setEnabled(True))
+        job.succeeded.connect(self._on_saved_later)
+        job.failed.connect(self.error)
+        job.done.connect(self._on_save_done)
+
+    def _on_saved_later(self, _result: object) -> None:
+        self.saved.emit()
+
+    def _on_save_done(self) -> None:
+        self.save_button.setEnabled(True)

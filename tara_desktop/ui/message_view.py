@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -121,18 +121,17 @@ class MessageBubble(QFrame):
         self.edit_button: QToolButton | None = None
         self.regenerate_button: QToolButton | None = None
         if is_user:
-            self.edit_button = self._action("Edit", "Edit this message and send it again",
-                                            lambda: self._emit_id(self.edit_requested))
+            self.edit_button = self._action("Edit", "Edit this message and send it again", self._on_edit_clicked)
             row.addWidget(self.edit_button)
         else:
             self.regenerate_button = self._action("Regenerate", "Write this reply again",
-                                                  lambda: self._emit_id(self.regenerate_requested))
+                                                  self._on_regenerate_clicked)
             row.addWidget(self.regenerate_button)
         layout.addLayout(row)
         self.set_content(content)
         self.set_meta(self.meta)
 
-    def _action(self, text: str, tip: str, slot: Any) -> QToolButton:
+    def _action(self, text: str, tip: str, slot: Callable[[], None]) -> QToolButton:
         button = QToolButton(self)
         button.setObjectName("BubbleAction")
         button.setText(text)
@@ -142,9 +141,13 @@ class MessageBubble(QFrame):
         button.clicked.connect(slot)
         return button
 
-    def _emit_id(self, signal: Any) -> None:
+    def _on_edit_clicked(self) -> None:
         if self.message_id is not None:
-            signal.emit(self.message_id)
+            self.edit_requested.emit(self.message_id)
+
+    def _on_regenerate_clicked(self) -> None:
+        if self.message_id is not None:
+            self.regenerate_requested.emit(self.message_id)
 
     def _copy(self) -> None:
         QGuiApplication.clipboard().setText(self.content)

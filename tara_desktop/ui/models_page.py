@@ -4,6 +4,7 @@ the domain → model/adapter mapping."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from tara_desktop.ui.workers import JobHost, JobThread
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
+    from tara_desktop.llm.gguf_file import GgufInfo
     from tara_desktop.llm.library import InstalledModel, ModelLibrary, ModelRow
     from tara_desktop.llm.memory import Machine
     from tara_desktop.llm.pool import ModelPool
@@ -171,8 +173,15 @@ class ModelsPage(QWidget):
         self.preset_save_button.clicked.connect(self.save_generation_settings)
         self.preset_reset_button.clicked.connect(self.reset_generation_settings)
         self.mapping.error.connect(self.banner.show_error)
-        self.mapping.saved.connect(lambda: self.banner.show_info("The domain → model mapping was saved."))
+        self.mapping.saved.connect(self._on_mapping_saved)
         self.set_assistant(None)
+
+    def _on_mapping_saved(self) -> None:
+        self.banner.show_info("The domain → model mapping was saved.")
+
+    def _on_job_failed(self, prefix: str, message: str) -> None:
+        """A job's failure in the banner, after what it was (the prefix names the model)."""
+        self.banner.show_error(f"{prefix}{message}")
 
     def _build_presets(self, parent: QWidget) -> QGroupBox:
         box = self.preset_box = QGroupBox("Generation settings of the selected model", parent)
@@ -270,9 +279,9 @@ class ModelsPage(QWidget):
             return machine, rows
 
         job = self._refresh_job = self.jobs.start(run, "list-models")
-        job.done.connect(lambda: self._refresh_done(job))
-        job.succeeded.connect(lambda result: self._apply_refresh(seq, llm, result))
-        job.failed.connect(lambda msg: self._refresh_failed(seq, msg))
+        job.done.connect(functools.partial(self._refresh_done, job))
+        job.succeeded.connect(functools.partial(self._apply_refresh, seq, llm))
+        job.failed.connect(functools.partial(self._refresh_failed, seq))
 
     def _refresh_done(self, job: JobThread) -> None:
         if self._refresh_job is job:
@@ -431,7 +440,7 @@ class ModelsPage(QWidget):
 
         def run(state: JobState, _emit: Any) -> Any:
             from tara_desktop.llm.catalog import load_catalog
-            from tara_desktop.llm.engine import validate_gguf
+            from tara_desktop.llm.model_check import validate_gguf
 
             if path.is_file():  # a file that parses but is no chat model (no weights, no template): say so
                 validate_gguf(path)
@@ -439,8 +448,11 @@ class ModelsPage(QWidget):
 
         job = self.jobs.start(run, "add-model")
         job.succeeded.connect(self._on_added)
-        job.failed.connect(lambda msg: self.banner.show_error(f"{path.name} was not added: {msg}"))
-        job.done.connect(lambda: self.add_button.setEnabled(True))
+        job.failed.connect(functools.partial(self._on_job_failed, f"{path.name} was not added: "))
+        job.done.connect(self._on_add_done)
+
+    def _on_add_done(self) -> None:
+        self.add_button.setEnabled(True)
 
     def _on_added(self, model: InstalledModel) -> None:
         self.banner.show_info(f"{model.name} is valid and was added.")
@@ -472,10 +484,12 @@ class ModelsPage(QWidget):
 
         self.banner.show_info(f"Validating {name}…")
         job = self.jobs.start(run, "validate-model")
-        job.succeeded.connect(lambda info: self.banner.show_info(
-            f"{name} is valid: {info.architecture or 'unknown architecture'}, {info.quantization}, "
-            f"{info.tensor_count} tensors."))
-        job.failed.connect(lambda msg: self.banner.show_error(f"{name}: {msg}"))
+        job.succeeded.connect(functools.partial(self._on_validated, name))
+        job.failed.connect(functools.partial(self._on_job_failed, f"{name}: "))
+
+    def _on_validated(self, name: str, info: GgufInfo) -> None:
+        self.banner.show_info(f"{name} is valid: {info.architecture or 'unknown architecture'}, {info.quantization}, "
+                              f"{info.tensor_count} tensors.")
 
     def load_selected(self) -> None:
         r = self.selected()
@@ -491,7 +505,7 @@ class ModelsPage(QWidget):
         self.banner.show_info(f"Loading {name}…")
         job = self.jobs.start(run, "load-model")
         job.succeeded.connect(self._on_loaded)
-        job.failed.connect(lambda msg: self.banner.show_error(f"{name} did not load: {msg}"))
+        job.failed.connect(functools.partial(self._on_job_failed, f"{name} did not load: "))
 
     def _on_loaded(self, name: str) -> None:
         self.banner.show_info(f"{name} is loaded.")
@@ -551,9 +565,8 @@ class ModelsPage(QWidget):
         self.banner.show_info(f"Downloading {entry.name}…")
         job.progress.connect(self._on_download_progress)
         job.succeeded.connect(self._on_added)
-        job.failed.connect(lambda msg: self.banner.show_error(f"{entry.id} was not downloaded: {msg}"))
-        job.cancelled.connect(lambda: self.banner.show_info(
-            f"The download of {entry.id} is paused; Download again to resume where it stopped."))
+        job.failed.connect(functools.partial(self._on_job_failed, f"{entry.id} was not downloaded: "))
+        job.cancelled.connect(functools.partial(self._on_download_paused, entry.id))
         job.done.connect(self._on_download_done)
         self._update_buttons()
 
@@ -565,6 +578,9 @@ class ModelsPage(QWidget):
             self.progress.setValue(int(fraction * 1000))
         if message:
             self.progress.setFormat(f"{message}  %p%")
+
+    def _on_download_paused(self, model_id: str) -> None:
+        self.banner.show_info(f"The download of {model_id} is paused; Download again to resume where it stopped.")
 
     def cancel_download(self) -> None:
         if self.download_job is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -108,7 +109,7 @@ class PrivacyPage(QWidget):
             box = QCheckBox(label, consent)
             box.setToolTip(hint)
             box.setAccessibleName(label)
-            box.toggled.connect(lambda on, k=kind: self._set_consent(k, on))
+            box.toggled.connect(functools.partial(self._set_consent, kind))
             consent_layout.addWidget(box)
             self.consent_boxes[kind] = box
         outer.addWidget(consent)
@@ -225,11 +226,14 @@ class PrivacyPage(QWidget):
             return profile.export(out, state)
 
         job = self.jobs.start(run, "export-profile")
-        job.succeeded.connect(lambda r: self._on_exported(r, out))
+        job.succeeded.connect(functools.partial(self._on_exported, out))
         job.failed.connect(self.banner.show_error)
-        job.done.connect(lambda: self.export_button.setEnabled(True))
+        job.done.connect(self._on_export_done)
 
-    def _on_exported(self, result: Any, out: Path) -> None:
+    def _on_export_done(self) -> None:
+        self.export_button.setEnabled(True)
+
+    def _on_exported(self, out: Path, _result: object) -> None:
         where = str(out)
         self.banner.show_info(f"Exported to {where}. The export is not encrypted: keep it somewhere safe.")
         self._load_audit()

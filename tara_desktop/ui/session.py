@@ -6,6 +6,7 @@ background so the first reply does not pay for the load.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,9 +127,18 @@ class Session(QObject):
             return f"{name} ready"
 
         job = self.jobs.start(run, "warm-up")
-        job.progress.connect(lambda _f, m: self.model_status.emit(m))
-        job.succeeded.connect(lambda text: self.model_status.emit(str(text)))
-        job.failed.connect(lambda m: self.model_status.emit(f"{name} did not load: {m}"))
+        job.progress.connect(self._on_warm_up_progress)
+        job.succeeded.connect(self._on_warmed_up)
+        job.failed.connect(functools.partial(self._on_warm_up_failed, name))
+
+    def _on_warm_up_progress(self, _fraction: float | None, message: str) -> None:
+        self.model_status.emit(message)
+
+    def _on_warmed_up(self, text: str) -> None:
+        self.model_status.emit(str(text))
+
+    def _on_warm_up_failed(self, name: str, message: str) -> None:
+        self.model_status.emit(f"{name} did not load: {message}")
 
     def services(self) -> Assistant:
         """The open profile's services; TaraError before a profile is open."""

@@ -6,6 +6,7 @@ The job runs in a child process (``tara_desktop.training.supervisor.run_supervis
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -339,9 +340,12 @@ class TrainingTab(QWidget):
         self.job.partial.connect(self._on_event)
         self.job.succeeded.connect(self._on_outcome)
         self.job.failed.connect(self.banner.show_error)
-        self.job.cancelled.connect(lambda: self.banner.show_info("Training stopped; resume it any time."))
+        self.job.cancelled.connect(self._on_cancelled)
         self.job.done.connect(self._on_done)
         self._set_running(True)
+
+    def _on_cancelled(self) -> None:
+        self.banner.show_info("Training stopped; resume it any time.")
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -395,12 +399,19 @@ class TrainingTab(QWidget):
         self.banner.show_info("Exporting to GGUF…")
         self.export_button.setEnabled(False)
         job = self.jobs.start(run, "export-gguf")
-        job.progress.connect(lambda f, m: self.monitor.add_log(m) if m else None)
-        job.succeeded.connect(lambda result: self._on_exported(result, domain))
+        job.progress.connect(self._on_export_progress)
+        job.succeeded.connect(functools.partial(self._on_exported, domain))
         job.failed.connect(self.banner.show_error)
-        job.done.connect(lambda: self._set_running(self.job is not None))
+        job.done.connect(self._on_export_done)
 
-    def _on_exported(self, result: Any, domain: str | None) -> None:
+    def _on_export_progress(self, _fraction: float | None, message: str) -> None:
+        if message:
+            self.monitor.add_log(message)
+
+    def _on_export_done(self) -> None:
+        self._set_running(self.job is not None)
+
+    def _on_exported(self, domain: str | None, result: Any) -> None:
         path = Path(result.path)
         self.banner.show_info(f"Exported to {path} ({result.size_bytes / (1024 * 1024):.1f} MB).")
         if domain is None or self.assistant is None:

@@ -25,13 +25,16 @@ class UnlockDialog(QDialog):
         self.field.setPlaceholderText("Passphrase")
         layout.addWidget(self.field)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
-        ok.setText("Unlock")
-        ok.setEnabled(False)
-        self.field.textChanged.connect(lambda t: ok.setEnabled(bool(t)))
+        self._ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self._ok.setText("Unlock")
+        self._ok.setEnabled(False)
+        self.field.textChanged.connect(self._on_text_changed)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+    def _on_text_changed(self, text: str) -> None:
+        self._ok.setEnabled(bool(text))
 
     def passphrase(self) -> str:
         return self.field.text()

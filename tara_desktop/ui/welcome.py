@@ -416,20 +416,13 @@ class WelcomeWizard(QWizard):
         if window is None:
             return
         phrase = self.passphrase.text()
-        change: dict[str, Any] | None = None
+        change: dict[str, str] | None = None
         if self.use_passphrase.isChecked() and phrase:
             change = {"key_source": "passphrase", "new_passphrase": phrase}
         elif self.use_keyring.isChecked() and self.key_source != "keyring":
             change = {"key_source": "keyring"}
-        if change is not None:
-            kwargs = change
-
-            def run(state: JobState, _emit: Any) -> Any:
-                return profile.rotate_key(state, **kwargs)
-
-            job = window.jobs.start(run, "rotate-key")
-            job.succeeded.connect(lambda _g: window.chat.banner.show_info("Your profile's protection was changed."))
-            job.failed.connect(window.chat.banner.show_error)
+        if change is not None:  # runs on the window's jobs: this wizard closes before it ends
+            window.change_protection(profile, **change)
         if self.model_file.isChecked() and self.model_path.text().strip():
             window.show_page("Models").add_model(Path(self.model_path.text().strip()))
         elif self.model_catalog.isChecked():

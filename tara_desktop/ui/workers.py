@@ -10,6 +10,7 @@ A :class:`JobHost` keeps the jobs of one window so that closing the window cance
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,8 @@ from tara_desktop.jobs import Cancelled, JobState
 
 log = logging.getLogger(__name__)
 
-JobFunction = Callable[[JobState, Callable[[Any], None]], Any]
+Emit = Callable[[object], None]  # hands a partial result (a token, a metrics row) to the GUI thread
+JobFunction = Callable[[JobState, Emit], Any]
 
 
 def describe_error(exc: BaseException) -> str:
@@ -110,7 +112,7 @@ class JobHost(QObject):
         self._jobs.append(job)
         job.finished.connect(self._on_job_finished)  # queued: the host lives on the GUI thread
         self.created.emit(job)
-        QTimer.singleShot(0, self, lambda: self._launch(job))
+        QTimer.singleShot(0, self, functools.partial(self._launch, job))
         if not was_busy:
             self.busy_changed.emit(True)
         return job
