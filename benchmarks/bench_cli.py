@@ -85,7 +85,7 @@ def main() -> int:
         return 1
 
     from tara_desktop.config import load_configs
-    from tara_desktop.llm.engine import _physical_cores
+    from tara_desktop.llm.loader import physical_cores as _physical_cores
     from tara_desktop.routing.router import DomainRouter
 
     configs = load_configs()

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from tara_desktop.jobs import JobState  # noqa: E402
 from tara_desktop.llm.context_window import ContextWindow, SummaryWorker  # noqa: E402
-from tara_desktop.llm.engine import Engine, GenerationSettings  # noqa: E402
+from tara_desktop.llm.engine import Engine  # noqa: E402
+from tara_desktop.llm.generation import GenerationSettings  # noqa: E402
 
 SYSTEM = "You are TARA, a local assistant. Answer clearly and briefly, and ask when something is unclear."
 USER = (

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from tara_desktop.config import load_configs  # noqa: E402
 from tara_desktop.jobs import JobState  # noqa: E402
-from tara_desktop.llm.engine import Engine, GenerationSettings  # noqa: E402
+from tara_desktop.llm.engine import Engine  # noqa: E402
+from tara_desktop.llm.generation import GenerationSettings  # noqa: E402
 
 DEVSET = ROOT / "benchmarks" / "data" / "prompt_devset.jsonl"
 

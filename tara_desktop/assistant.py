@@ -419,7 +419,7 @@ class Assistant:
         """A missing or broken model file is bad input: say so before anything of the turn is stored."""
         if self.pool.is_loaded(path):
             return
-        from tara_desktop.llm.engine import validate_gguf
+        from tara_desktop.llm.model_check import validate_gguf
 
         if not path.is_file():
             raise TaraError(f"model file {path} does not exist; check the path or run `tara models list`")

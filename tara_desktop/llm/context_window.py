@@ -265,7 +265,8 @@ def summarize_turns(
     ``on_chunk(summary_so_far, n_turns_covered)`` reports each finished chunk, so work survives an
     interruption. Runs as a background generation: returns None when a foreground reply needed the
     engine (try again later) or when ``state`` was cancelled."""
-    from tara_desktop.llm.engine import Engine, GenerationSettings
+    from tara_desktop.llm.engine import Engine
+    from tara_desktop.llm.generation import GenerationSettings
 
     assert isinstance(engine, Engine)
     settings = GenerationSettings(max_tokens=max_tokens, temperature=0.0, seed=seed, repeat_penalty=1.1)

@@ -1,17 +1,15 @@
 """The local LLM engine: one GGUF model loaded through llama-cpp-python.
 
 What it does
-- Loads a GGUF memory-mapped, after validating the file (``tara_desktop.llm.gguf_file.validate``) and
-  checking that it fits in the free memory (:mod:`tara_desktop.llm.memory`: weights + KV cache at the
-  context actually used + compute buffers); any failure is one clear :class:`~tara_desktop.errors.TaraError`
-  line.
-- Formats chats with the model's own chat template from its metadata (the same Jinja2 formatter
-  llama-cpp-python uses); a ChatML template when the model has none.
-- Streams text token by token, polls the job state after every token so a cancel stops generation
-  within one token, and records time to first token and tokens per second in :attr:`Engine.last_stats`.
-- Applies GGUF LoRA adapters to the loaded base at run time (``llama_adapter_lora_init`` +
-  ``llama_set_adapters_lora``) with a scale, and swaps them without reloading the base. Loaded adapters
-  are cached per path and freed on :meth:`Engine.close`.
+- Loads a GGUF memory-mapped after validating it and checking that it fits in the free memory
+  (:mod:`tara_desktop.llm.loader`); any failure is one clear :class:`~tara_desktop.errors.TaraError` line.
+- Formats chats with the model's own chat template (:mod:`tara_desktop.llm.chat_template`), ChatML when it
+  has none.
+- Streams text token by token (settings and stop strings: :mod:`tara_desktop.llm.generation`), polls the job
+  state after every token so a cancel stops generation within one token, and records time to first token
+  and tokens per second in :attr:`Engine.last_stats`.
+- Applies GGUF LoRA adapters to the loaded base at run time and swaps them without reloading the base
+  (:mod:`tara_desktop.llm.lora`).
 - llama.cpp's own logging is silenced (it must never write user content anywhere).
 
 One engine serves one generation at a time (a lock serialises them). A generation started with
@@ -21,180 +19,32 @@ asks for the engine, so summaries never delay a reply.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import logging
 import os
 import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.llm import memory
-from tara_desktop.llm.llama_logs import quiet_llama_logs
+from tara_desktop.llm.chat_template import ChatTemplate
+from tara_desktop.llm.generation import GenerationSettings, GenerationStats, StopReason, StopStrings
+from tara_desktop.llm.loader import open_model
+from tara_desktop.llm.lora import LoraAdapters
 
 if TYPE_CHECKING:
+    from llama_cpp import Llama
+
     from tara_desktop.config import LlmSettings
-    from tara_desktop.llm.gguf_file import GgufInfo
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-"""ChatML: used when a model carries no ``tokenizer.chat_template``."""
-
-_MAX_CACHED_ADAPTERS = 8
-
-
-class ModelLoadError(TaraError):
-    """A model file could not be loaded (does not fit, unsupported, or llama.cpp refused it)."""
-
-
-class AdapterError(TaraError):
-    """A LoRA adapter could not be loaded or applied to the current model."""
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How to sample one reply. ``seed < 0`` means a fresh random seed; ``temperature == 0`` is greedy."""
-
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    seed: int = -1
-    stop: tuple[str, ...] = ()
-
-    @classmethod
-    def from_llm_settings(cls, s: LlmSettings, **overrides: Any) -> GenerationSettings:
-        values: dict[str, Any] = {
-            "max_tokens": s.max_tokens,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "seed": s.seed,
-        }
-        values.update(overrides)
-        return cls(**values)
-
-
-@dataclass
-class GenerationStats:
-    """Timings of the last generation. ``ttft_s``: call to first text; ``tokens_per_s``: generated tokens
-    after the first divided by the time after the first (the decode speed)."""
-
-    ttft_s: float = 0.0
-    tokens: int = 0
-    tokens_per_s: float = 0.0
-    prompt_tokens: int = 0
-    total_s: float = 0.0
-    stop_reason: str = ""  # "eos" | "length" | "stop" | "cancelled" | "preempted" | "closed"
-
-
-_VALIDATED: dict[Path, tuple[tuple[int, int, int], str | None]] = {}
-_VALIDATED_LOCK = threading.Lock()
-
-CHAT_ARCHITECTURES = frozenset({
-    "llama", "llama4", "mistral3", "qwen", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "phi2", "phi3", "phimoe",
-    "gemma", "gemma2", "gemma3", "starcoder2", "stablelm", "internlm2", "olmo", "olmo2", "olmoe", "granite",
-    "granitemoe", "deepseek", "deepseek2", "command-r", "cohere2", "exaone", "falcon", "smollm3", "minicpm",
-    "minicpm3", "nemotron", "chatglm", "glm4", "baichuan", "orion", "openelm", "arctic", "dbrx", "gptneox",
-    "mpt", "bloom", "gpt2", "starcoder", "refact", "codeshell", "xverse", "plamo", "mamba", "rwkv6",
-})
-"""Decoder architectures TARA chats with when the file carries no chat template (with ChatML, below)."""
-
-
-def _not_a_chat_model(info: GgufInfo) -> str | None:
-    """Why a GGUF that parses is still no chat model TARA can answer with (one line, naming the file and
-    what to do), or None."""
-    name = info.path.name
-    if info.model_type == "adapter":
-        return (f"{name} is a LoRA adapter, not a model: choose a model file as the model and use the adapter "
-                "with it (--adapter, or the Domains → models mapping)")
-    if info.tensor_count == 0:
-        return (f"{name} holds only metadata and no weights (0 tensors), so it is not a model TARA can run: "
-                "download the complete model file again, or choose another model (`tara models list`)")
-    if not info.chat_template and info.architecture not in CHAT_ARCHITECTURES:
-        arch = info.architecture or "none given"
-        return (f"{name} is not a chat model: it has no chat template and its architecture ({arch}) has no "
-                "known chat format; choose an instruction-tuned chat GGUF (`tara models list`)")
-    return None
-
-
-def validate_gguf(path: Path, *, chat_model: bool = True) -> None:
-    """Validate a GGUF before llama.cpp opens it (the validator gives one clear line on a bad file), and
-    with ``chat_model`` (not for an adapter) that it is a chat model: weights, and a chat template or an
-    architecture with a known chat format (raises ModelLoadError naming the file otherwise).
-
-    A file that passed and has not changed since (same size, modification time and inode) is not
-    parsed again, so reloading a model or switching back to an adapter stays cheap."""
-    try:
-        from tara_desktop.llm import gguf_file
-    except ImportError:  # the validator ships separately; without it llama.cpp still refuses bad files
-        return
-    key = Path(path).resolve()
-    try:
-        st = key.stat()
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
-    except OSError:
-        stamp = None
-    if stamp is not None:
-        with _VALIDATED_LOCK:
-            hit = _VALIDATED.get(key)
-        if hit is not None and hit[0] == stamp:
-            if chat_model and hit[1] is not None:
-                raise ModelLoadError(hit[1])
-            return
-    info = gguf_file.validate(key)
-    memory.remember(info)  # the load's memory estimate needs no second parse
-    problem = _not_a_chat_model(info)
-    if stamp is not None:
-        with _VALIDATED_LOCK:
-            if len(_VALIDATED) > 256:
-                _VALIDATED.clear()
-            _VALIDATED[key] = (stamp, problem)
-    if chat_model and problem is not None:
-        raise ModelLoadError(problem)
-
-
-def _physical_cores() -> int:
-    try:
-        import psutil
-
-        return max(1, int(psutil.cpu_count(logical=False) or os.cpu_count() or 1))
-    except Exception:
-        return max(1, os.cpu_count() or 1)
-
-
-def _ensure_std_fds() -> None:
-    """llama-cpp-python silences loading by duplicating file descriptors 1 and 2; in a windowed app
-    (pythonw, a frozen GUI on Windows) they may not exist, which would make every load fail. Point
-    missing ones at the null device."""
-    for fd in (1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_WRONLY)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
-@dataclass
-class _Adapter:
-    path: Path
-    handle: Any  # llama_adapter_lora_p
 
 
 @dataclass
@@ -206,7 +56,7 @@ class _Priority:
 class Engine:
     """One loaded GGUF model. Create with :meth:`Engine.load`; free with :meth:`close`."""
 
-    def __init__(self, llm: Any, path: Path, *, n_ctx: int, n_threads: int, n_batch: int, memory_mb: float) -> None:
+    def __init__(self, llm: Llama, path: Path, *, n_ctx: int, n_threads: int, n_batch: int, memory_mb: float) -> None:
         self._llm = llm
         self.path = path
         self.n_ctx = n_ctx
@@ -217,41 +67,24 @@ class Engine:
         self._lock = threading.Lock()
         self._priority = _Priority()
         self._closed = False
-        self._adapters: OrderedDict[Path, _Adapter] = OrderedDict()
-        self._active: tuple[Path, float] | None = None
+        self._adapters = LoraAdapters(llm, path.name)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._abort_state: JobState | None = None
-        self._abort_cb: Any = None
+        self._abort_cb: ctypes._CFunctionType | None = None
         import llama_cpp
 
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         meta = dict(getattr(llm, "metadata", {}) or {})
-        template = meta.get("tokenizer.chat_template")
-        self.has_chat_template = bool(template)
-        self.chat_template: str = template or DEFAULT_CHAT_TEMPLATE
         eos_id = int(llm.token_eos())
         bos_id = int(llm.token_bos())
         self.eos_token = llm._model.token_get_text(eos_id) if eos_id >= 0 else ""
         self.bos_token = llm._model.token_get_text(bos_id) if bos_id >= 0 else ""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        try:
-            self._formatter = Jinja2ChatFormatter(
-                template=self.chat_template, eos_token=self.eos_token, bos_token=self.bos_token
-            )
-        except Exception:  # a template this Jinja cannot parse: fall back to ChatML rather than fail the model
-            log.warning("model %s has a chat template that cannot be parsed; using ChatML", path.name)
-            self.has_chat_template = False
-            self.chat_template = DEFAULT_CHAT_TEMPLATE
-            self._formatter = Jinja2ChatFormatter(
-                template=DEFAULT_CHAT_TEMPLATE, eos_token=self.eos_token, bos_token=self.bos_token
-            )
-        self._formatter_no_gen = Jinja2ChatFormatter(
-            template=self.chat_template,
-            eos_token=self.eos_token,
-            bos_token=self.bos_token,
-            add_generation_prompt=False,
+        self._template = ChatTemplate(
+            meta.get("tokenizer.chat_template"), eos_token=self.eos_token, bos_token=self.bos_token,
+            model_name=path.name,
         )
+        self.has_chat_template = self._template.has_chat_template
+        self.chat_template: str = self._template.text
         # With its own template the model's special tokens are in the text; with the default we add BOS
         # the way the model asks for it.
         self._add_bos = (not self.has_chat_template) and bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
@@ -271,66 +104,24 @@ class Engine:
         available_mb: float | None = None,
         validated: bool = False,
     ) -> Engine:
-        """Validate, check the memory need, and load ``path``. ``n_threads=0`` uses the physical cores.
-        ``available_mb`` overrides the measured free memory; ``validated`` skips the file validation when the
-        caller (the pool) just did it."""
-        p = Path(path).expanduser()
-        if state is not None:
-            state.report(0.0, f"checking {p.name}")
-            state.check()
-        if not p.is_file():
-            raise ModelLoadError(f"model file {p} does not exist; check the path or run `tara models list`")
-        if not validated:
-            validate_gguf(p)
-        shape = memory.shape_of_file(p)
-        if not shape.is_text_model:
-            raise ModelLoadError(
-                f"model {p.name} has no layer/embedding sizes in its metadata; it is not a text model TARA can run"
-            )
-        estimate = memory.estimate(shape, n_ctx, n_batch)
-        if estimate.n_ctx < n_ctx:  # beyond what it was trained on a model only degrades
-            log.info("%s was trained on %d tokens of context; using that", p.name, estimate.n_ctx)
-        n_ctx, n_batch = estimate.n_ctx, estimate.n_batch
-        need = estimate.total_mb
-        free = memory.available_memory_bytes() / memory.MB if available_mb is None else available_mb
-        if need > free:
-            raise ModelLoadError(
-                f"model {p.name} needs about {need:,.0f} MB at a {n_ctx}-token context but only {free:,.0f} MB "
-                "are available; close other programs, lower llm.context_size, or choose a smaller model"
-            )
-        threads = n_threads if n_threads > 0 else _physical_cores()
-        if state is not None:
-            state.report(0.1, f"loading {p.name}")
-            state.check()
-        import llama_cpp
-
-        quiet_llama_logs()
-        _ensure_std_fds()
+        """Validate, check the memory need, and load ``path`` (see :func:`tara_desktop.llm.loader.open_model`).
+        ``n_threads=0`` uses the physical cores."""
+        opened = open_model(
+            path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, state=state, available_mb=available_mb,
+            validated=validated,
+        )
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(p),
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_ubatch=n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                use_mmap=True,
-                verbose=False,
+            engine = cls(
+                opened.llm, opened.path, n_ctx=opened.n_ctx, n_threads=opened.n_threads, n_batch=opened.n_batch,
+                memory_mb=opened.memory_mb,
             )
-        except (ValueError, RuntimeError, OSError) as exc:
-            log.info("llama.cpp refused %s: %s", p.name, type(exc).__name__)
-            raise ModelLoadError(
-                f"llama.cpp could not load {p.name} (unsupported architecture, damaged file or not enough memory); "
-                "run `tara gguf validate` on it or choose another model"
-            ) from None
-        try:
-            engine = cls(llm, p, n_ctx=n_ctx, n_threads=threads, n_batch=n_batch, memory_mb=need)
         except Exception:
-            llm.close()
+            opened.llm.close()
             raise
         if state is not None:
-            state.report(1.0, f"loaded {p.name}")
-        log.info("loaded %s (ctx %d, %d threads, ~%.0f MB)", p.name, n_ctx, threads, need)
+            state.report(1.0, f"loaded {opened.path.name}")
+        log.info("loaded %s (ctx %d, %d threads, ~%.0f MB)", opened.path.name, opened.n_ctx, opened.n_threads,
+                 opened.memory_mb)
         return engine
 
     @classmethod
@@ -371,22 +162,9 @@ class Engine:
         return len(self.tokenize(text))
 
     def format_chat(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
-        """The prompt text for ``messages`` with the model's chat template (or ChatML).
-
-        Many templates refuse a system message or two messages of the same role in a row (they call
-        ``raise_exception``); then the system text is folded into the first user message and
-        neighbouring messages of one role are joined, and the template is tried again."""
-        formatter = self._formatter if add_generation_prompt else self._formatter_no_gen
-        first_error: Exception | None = None
-        for attempt in (list(messages), _fold_for_strict_templates(messages)):
-            try:
-                return formatter(messages=attempt).prompt  # type: ignore[arg-type]
-            except Exception as exc:
-                first_error = first_error or exc
-        raise TaraError(
-            f"the chat template of {self.path.name} failed on this conversation "
-            f"({type(first_error).__name__}); try another model"
-        )
+        """The prompt text for ``messages`` with the model's chat template (or ChatML); a template that
+        refuses a system message or two messages of one role in a row gets the folded conversation."""
+        return self._template.format(messages, add_generation_prompt=add_generation_prompt)
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
         prompt = self.format_chat(messages)
@@ -431,7 +209,7 @@ class Engine:
             return
         if self._abort_cb is None:
 
-            def check(_data: Any) -> bool:
+            def check(_data: ctypes.c_void_p) -> bool:
                 st = self._abort_state
                 return st is not None and st.cancelled
 
@@ -465,6 +243,32 @@ class Engine:
         """
         return self._stream(list(messages), settings, state, background, GenerationStats())
 
+    def _prompt_tokens(self, messages: list[dict[str, str]], stats: GenerationStats) -> list[int]:
+        tokens = self.chat_tokens(messages)
+        stats.prompt_tokens = len(tokens)
+        if self.n_ctx - len(tokens) < 1:
+            raise TaraError(
+                f"the prompt is {len(tokens)} tokens but the model's context holds {self.n_ctx}; "
+                "shorten the message or raise llm.context_size"
+            )
+        return tokens
+
+    def _next_token(self, gen: Iterator[int], state: JobState) -> int | StopReason:
+        """The next sampled token, or why there is none: "eos" at the end of the reply, "cancelled" once
+        llama.cpp was aborted by a cancel."""
+        try:
+            return next(gen)
+        except StopIteration:
+            return "eos"
+        except RuntimeError as exc:  # llama_decode failed, or was aborted by the cancel
+            self._llm.reset()
+            if state.cancelled:
+                return "cancelled"
+            log.warning("generation failed in llama.cpp: %s", exc)
+            raise TaraError(
+                f"llama.cpp failed while generating with {self.path.name}; try again or reload the model"
+            ) from None
+
     def _stream(
         self,
         messages: list[dict[str, str]],
@@ -473,22 +277,13 @@ class Engine:
         background: bool,
         stats: GenerationStats,
     ) -> Iterator[str]:
-        import codecs
-
         import llama_cpp
 
         t0 = time.perf_counter()
         with self._generation(background):
             self.last_stats = stats
-            tokens = self.chat_tokens(messages)
-            stats.prompt_tokens = len(tokens)
-            room = self.n_ctx - len(tokens)
-            if room < 1:
-                raise TaraError(
-                    f"the prompt is {len(tokens)} tokens but the model's context holds {self.n_ctx}; "
-                    "shorten the message or raise llm.context_size"
-                )
-            max_new = max(1, min(settings.max_tokens, room))
+            tokens = self._prompt_tokens(messages, stats)
+            max_new = max(1, min(settings.max_tokens, self.n_ctx - len(tokens)))
             llm = self._llm
             llm.set_seed(settings.seed if settings.seed >= 0 else random.getrandbits(31))
             gen = llm.generate(
@@ -501,12 +296,11 @@ class Engine:
                 reset=True,
             )
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            stops = tuple(s for s in settings.stop if s)
-            held = ""  # text kept back while it may be the start of a stop string
+            stops = StopStrings(settings.stop)
             n = 0
             t_first = 0.0
             t_last = t0
-            reason = "closed"  # the consumer stopped reading before the reply ended
+            reason: StopReason = "closed"  # the consumer stopped reading before the reply ended
             vocab = self._vocab
             is_eog = llama_cpp.llama_vocab_is_eog
             prio = self._priority
@@ -516,20 +310,10 @@ class Engine:
                 self._set_abort(state)
             try:
                 while True:
-                    try:
-                        token = next(gen)
-                    except StopIteration:
-                        reason = "eos"
+                    token = self._next_token(gen, state)
+                    if isinstance(token, str):
+                        reason = token
                         break
-                    except RuntimeError as exc:  # llama_decode failed, or was aborted by the cancel
-                        llm.reset()
-                        if state.cancelled:
-                            reason = "cancelled"
-                            break
-                        log.warning("generation failed in llama.cpp: %s", exc)
-                        raise TaraError(
-                            f"llama.cpp failed while generating with {self.path.name}; try again or reload the model"
-                        ) from None
                     if abortable:
                         self._set_abort(None)
                         abortable = False
@@ -540,16 +324,9 @@ class Engine:
                         reason = "eos"
                         break
                     n += 1
-                    text = decoder.decode(self._piece(token))
-                    if stops:
-                        held += text
-                        cut = min((i for i in (held.find(s) for s in stops) if i >= 0), default=-1)
-                        if cut >= 0:
-                            text, reason = held[:cut], "stop"
-                        else:
-                            keep = max((len(s) - 1 for s in stops), default=0)
-                            keep = _partial_stop_len(held, stops, keep)
-                            text, held = held[: len(held) - keep], held[len(held) - keep :]
+                    text = stops.feed(decoder.decode(self._piece(token)))
+                    if stops.stopped:
+                        reason = "stop"
                     if text:
                         t_last = time.perf_counter()
                         if not t_first:
@@ -568,13 +345,13 @@ class Engine:
                         reason = "length"
                         break
                 if reason in ("length", "eos"):
-                    held += decoder.decode(b"", final=True)
-                if reason in ("length", "eos") and held:
-                    t_last = time.perf_counter()
-                    if not t_first:
-                        t_first = t_last
-                        stats.ttft_s = t_first - t0
-                    yield held
+                    held = stops.flush(decoder.decode(b"", final=True))
+                    if held:
+                        t_last = time.perf_counter()
+                        if not t_first:
+                            t_first = t_last
+                            stats.ttft_s = t_first - t0
+                        yield held
             finally:
                 if abortable:
                     self._set_abort(None)
@@ -622,83 +399,32 @@ class Engine:
     @property
     def adapter(self) -> tuple[Path, float] | None:
         """The active adapter (path, scale), or None."""
-        return self._active
+        return self._adapters.active
 
     def set_adapter(self, path: str | os.PathLike[str] | None, scale: float = 1.0) -> None:
         """Apply the GGUF LoRA adapter at ``path`` with ``scale`` on this model (None: no adapter).
 
         The base stays loaded; adapters already used are kept (up to 8) so switching back is instant.
-        The KV cache is cleared, so the next reply is computed with the new weights from the start."""
-        import llama_cpp
-
+        The KV cache is cleared, so the next reply is computed with the new weights from the start.
+        Raises :class:`~tara_desktop.llm.lora.AdapterError`."""
         with self._lock:
             self._check_open()
-            if path is None:
-                if self._active is None:
-                    return
-                if llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None) != 0:
-                    raise AdapterError("llama.cpp could not remove the adapter; reload the model")
-                self._active = None
+            if self._adapters.apply(path, scale):
                 self._llm.reset()
-                return
-            p = Path(path).expanduser().resolve()
-            if self._active == (p, float(scale)):
-                return
-            adapter = self._load_adapter(p)
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter.handle)
-            scales = (ctypes.c_float * 1)(float(scale))
-            if llama_cpp.llama_set_adapters_lora(self._llm.ctx, arr, 1, scales) != 0:
-                raise AdapterError(f"llama.cpp could not apply adapter {p.name} to {self.path.name}")
-            self._active = (p, float(scale))
-            self._llm.reset()
-
-    def _load_adapter(self, p: Path) -> _Adapter:
-        import llama_cpp
-
-        cached = self._adapters.get(p)
-        if cached is not None:
-            self._adapters.move_to_end(p)
-            return cached
-        if not p.is_file():
-            raise AdapterError(f"adapter file {p} does not exist; check the path in model_mapping.json")
-        validate_gguf(p, chat_model=False)
-        handle = llama_cpp.llama_adapter_lora_init(self._llm.model, str(p).encode("utf-8"))
-        if not handle:
-            raise AdapterError(
-                f"adapter {p.name} does not fit model {self.path.name} (wrong base model, architecture or "
-                "tensor shapes); export the adapter for this model"
-            )
-        adapter = _Adapter(p, handle)
-        self._adapters[p] = adapter
-        while len(self._adapters) > _MAX_CACHED_ADAPTERS:
-            old_path, old = next(iter(self._adapters.items()))
-            if self._active is not None and self._active[0] == old_path:
-                self._adapters.move_to_end(old_path)
-                continue
-            del self._adapters[old_path]
-            llama_cpp.llama_adapter_lora_free(old.handle)
-        return adapter
 
     # ------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Free adapters, context and model (waits for a running generation to finish)."""
-        import llama_cpp
-
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                if self._active is not None:
-                    llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
-                for adapter in self._adapters.values():
-                    llama_cpp.llama_adapter_lora_free(adapter.handle)
+                self._adapters.free()
             finally:
-                self._adapters.clear()
-                self._active = None
                 self._llm.close()
-                self._llm = None
+                del self._llm
             log.info("unloaded %s", self.path.name)
 
     def __enter__(self) -> Engine:
@@ -708,31 +434,4 @@ class Engine:
         self.close()
 
 
-def _fold_for_strict_templates(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    """System text moved into the first user message; consecutive messages of one role joined."""
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m["content"])
-    out: list[dict[str, str]] = []
-    for m in messages:
-        if m["role"] == "system":
-            continue
-        if out and out[-1]["role"] == m["role"]:
-            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
-        else:
-            out.append({"role": m["role"], "content": m["content"]})
-    if system:
-        if out and out[0]["role"] == "user":
-            out[0] = {"role": "user", "content": f"{system}\n\n{out[0]['content']}"}
-        else:
-            out.insert(0, {"role": "user", "content": system})
-    return out
-
-
-def _partial_stop_len(text: str, stops: tuple[str, ...], limit: int) -> int:
-    """Length of the longest end of ``text`` that is a proper start of one of ``stops``."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text), limit), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best
+__all__ = ["Engine"]

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import memory
-from tara_desktop.llm.engine import Engine, validate_gguf
+from tara_desktop.llm.engine import Engine
+from tara_desktop.llm.model_check import validate_gguf
 
 if TYPE_CHECKING:
     from tara_desktop.config import LlmSettings

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from tara_desktop.config import LlmSettings
 from tara_desktop.errors import TaraError
 from tara_desktop.llm.catalog import Catalog, CatalogModel, GenerationPreset, default_path, load_catalog
-from tara_desktop.llm.engine import GenerationSettings
+from tara_desktop.llm.generation import GenerationSettings
 
 log = logging.getLogger(__name__)
 

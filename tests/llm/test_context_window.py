@@ -15,7 +15,8 @@ from tara_desktop.llm.context_window import (
     SummaryWorker,
     summarize_turns,
 )
-from tara_desktop.llm.engine import Engine, GenerationSettings
+from tara_desktop.llm.engine import Engine
+from tara_desktop.llm.generation import GenerationSettings
 
 SYSTEM = "You are TARA, a helpful assistant."
 REPLY = 48

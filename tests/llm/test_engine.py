@@ -11,14 +11,12 @@ import pytest
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.llm.engine import (
-    DEFAULT_CHAT_TEMPLATE,
-    AdapterError,
-    Engine,
-    GenerationSettings,
-    ModelLoadError,
-)
+from tara_desktop.llm.chat_template import DEFAULT_CHAT_TEMPLATE
+from tara_desktop.llm.engine import Engine
+from tara_desktop.llm.generation import GenerationSettings
+from tara_desktop.llm.lora import AdapterError
 from tara_desktop.llm.memory import estimate_file
+from tara_desktop.llm.model_check import ModelLoadError
 from tests.support.tiny_model import build_tiny_gguf, build_tiny_lora
 
 GREEDY = GenerationSettings(max_tokens=24, temperature=0.0, seed=1)

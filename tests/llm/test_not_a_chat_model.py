@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tara_desktop.llm import gguf_file
-from tara_desktop.llm.engine import Engine, ModelLoadError, validate_gguf
+from tara_desktop.llm.engine import Engine
+from tara_desktop.llm.model_check import ModelLoadError, validate_gguf
 from tests.llm.gguf_corpus import GOOD_TEMPLATE, N_EMBD, VOCAB, write_valid_gguf
 
 

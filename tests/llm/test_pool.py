@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tara_desktop.llm.engine import GenerationSettings
+from tara_desktop.llm.generation import GenerationSettings
 from tara_desktop.llm.pool import BudgetError, ModelPool
 from tests.support.tiny_model import build_tiny_gguf
 

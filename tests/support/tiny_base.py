@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from tara_desktop.llm.engine import DEFAULT_CHAT_TEMPLATE
+from tara_desktop.llm.chat_template import DEFAULT_CHAT_TEMPLATE
 
 Arch = Literal["llama", "gpt2"]
 

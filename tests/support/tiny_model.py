@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tara_desktop.errors import TaraError
-from tara_desktop.llm.engine import DEFAULT_CHAT_TEMPLATE
+from tara_desktop.llm.chat_template import DEFAULT_CHAT_TEMPLATE
 
 CHATML_TEMPLATE = DEFAULT_CHAT_TEMPLATE  # ChatML, written once (tara_desktop.llm.engine)
 

@@ -34,7 +34,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 def llama_respond(engine: Any, state: JobState, max_tokens: int = 48,
                   calls: list[str] | None = None) -> Callable[..., str]:
-    from tara_desktop.llm.engine import GenerationSettings
+    from tara_desktop.llm.generation import GenerationSettings
 
     def respond(text: str, emotion: str, confidence: float, on_token: Callable[[str], None]) -> str:
         if calls is not None:
