@@ -54,7 +54,8 @@ def _chat(args: argparse.Namespace) -> int:
 
     args.text = _message(args.text)
 
-    from tara_desktop.assistant import Assistant, TurnRequest
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.turn import TurnRequest
 
     for flag, path in (("--model", args.model), ("--adapter", args.adapter)):
         if path is not None and not path.is_file():

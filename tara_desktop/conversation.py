@@ -1,6 +1,6 @@
 """A conversation: its history, summaries, title and pinned domain, and rewind / regenerate / edit.
 
-Plain Python over the encrypted profile store (no Qt). The turn pipeline (:mod:`tara_desktop.assistant`)
+Plain Python over the encrypted profile store (no Qt). The turn pipeline (:mod:`tara_desktop.turn`)
 reads a :class:`Conversation` for the window and writes each side of a turn through it; the GUI, the
 ``tara conversations`` command and the API use :class:`Conversations` for everything across a profile
 (list, search, delete, delete all).

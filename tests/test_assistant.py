@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tara_desktop.assistant import (
-    MAPPING_KEY,
-    Assistant,
+from tara_desktop.assistant import Assistant
+from tara_desktop.config import ModelMapping
+from tara_desktop.errors import TaraError
+from tara_desktop.jobs import JobState
+from tara_desktop.model_mapping import MAPPING_KEY, merge_mapping
+from tara_desktop.turn import (
     GenerationOverrides,
     RouteEvent,
     StoredEvent,
     TokenEvent,
     TurnRequest,
     WindowEvent,
-    merge_mapping,
 )
-from tara_desktop.config import ModelMapping
-from tara_desktop.errors import TaraError
-from tara_desktop.jobs import JobState
 
 
 def _map_all(a: Assistant, choice: dict[str, str]) -> None:

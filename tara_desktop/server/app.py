@@ -45,7 +45,8 @@ from tara_desktop.server.schema import ChatRequest, parse_chat_request, parse_sp
 from tara_desktop.server.token import token_matches
 
 if TYPE_CHECKING:
-    from tara_desktop.assistant import Assistant, RouteEvent, TurnEvent, TurnResult
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.turn import RouteEvent, TurnEvent, TurnResult
 
 log = logging.getLogger("tara_desktop.server")
 # python-multipart logs bytes of a malformed upload at WARNING: none of a request's content goes to logs

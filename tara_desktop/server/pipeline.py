@@ -1,6 +1,7 @@
-"""One API chat turn through the app's own pipeline, :meth:`tara_desktop.assistant.Assistant.turn`.
+"""One API chat turn through the app's own pipeline, :meth:`tara_desktop.assistant.Assistant.turn`
+(:mod:`tara_desktop.turn`).
 
-The request becomes a :class:`~tara_desktop.assistant.TurnRequest` with what an API turn needs: the last
+The request becomes a :class:`~tara_desktop.turn.TurnRequest` with what an API turn needs: the last
 user message is the new message and the earlier ones the history (OpenAI clients send the whole
 conversation each time); the client's system message, if any, replaces the domain's system prompt; the
 client's sampling settings (temperature, top_p, max_tokens, stop, seed) override the app's; and
@@ -25,7 +26,8 @@ from tara_desktop.server.errors import ApiError, model_not_found
 from tara_desktop.server.schema import ChatRequest
 
 if TYPE_CHECKING:
-    from tara_desktop.assistant import Assistant, TurnEvent, TurnRequest, TurnResult
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.turn import TurnEvent, TurnRequest, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ class ChatPipeline:
         self, request: ChatRequest, pinned: str | None, model_path: Path | None, *, store: bool
     ) -> TurnRequest:
         """The pipeline's request for a checked API request."""
-        from tara_desktop.assistant import GenerationOverrides, TurnRequest
+        from tara_desktop.turn import GenerationOverrides, TurnRequest
 
         systems = [m["content"].strip() for m in request.messages if m["role"] == "system" and m["content"].strip()]
         earlier = [m for m in request.messages[:-1] if m["role"] in ("user", "assistant")]
