@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,11 @@ import numpy.typing as npt
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.voice.audio import ASR_RATE, Speech, prepare_speech, trim_silence
+from tara_desktop.voice.engines import Engine, EngineChain, resolve_voice_settings
+from tara_desktop.voice.speechbrain_model import SpeechBrainModel, load_speechbrain
+
+if TYPE_CHECKING:
+    from tara_desktop.config import VoiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,101 +64,30 @@ class AsrResult:
 Transcript = AsrResult  # the public name used by the API server
 
 
-class AsrEngine(Protocol):
-    name: str
-    model: str
-
-    def load(self) -> Any: ...
+class AsrEngine(Engine, Protocol):
+    """A speech recogniser: :meth:`recognize` gives (text, confidence 0..1, language or None)."""
 
     def recognize(self, speech: Speech, state: JobState | None = None) -> tuple[str, float, str | None]: ...
 
 
-def resolve_model_dir(configured: str | Path, base: Path | None = None) -> Path:
-    """A model folder from config: absolute, or relative to the install's ``models/``."""
-    p = Path(configured).expanduser()
-    if p.is_absolute():
-        return p
-    from tara_desktop import paths
-
-    return (base or paths.bundled_models_dir()) / p
-
-
 # ---- SpeechBrain ------------------------------------------------------------------------------------------
-def load_speechbrain(model_cls: Any, folder: Path) -> Any:
-    """Load a SpeechBrain pretrained interface from a local folder (no hub access for the folder itself)."""
-    folder = Path(folder)
-    if not (folder / "hyperparams.yaml").is_file():
-        raise AsrError(f"{folder}: no hyperparams.yaml; the model folder is missing or incomplete")
-    from speechbrain.utils.fetching import LocalStrategy
-
-    model = model_cls.from_hparams(
-        source=str(folder), savedir=str(folder), run_opts={"device": "cpu"},
-        local_strategy=LocalStrategy.NO_LINK,
-    )
-    _quiet_label_encoders(model)
-    return model
-
-
-def load_speechbrain_foreign(folder: Path, module_file: str, class_name: str) -> Any:
-    """Load a SpeechBrain model that brings its own interface class (``custom_interface.py`` on the hub)
-    through ``speechbrain.inference.interfaces.foreign_class``."""
-    folder = Path(folder)
-    if not (folder / "hyperparams.yaml").is_file() or not (folder / module_file).is_file():
-        raise AsrError(f"{folder}: hyperparams.yaml or {module_file} is missing; download the model again")
-    from speechbrain.inference.interfaces import foreign_class
-    from speechbrain.utils.fetching import LocalStrategy
-
-    model = foreign_class(source=str(folder), savedir=str(folder), pymodule_file=module_file,
-                          classname=class_name, run_opts={"device": "cpu"},
-                          local_strategy=LocalStrategy.NO_LINK)
-    _quiet_label_encoders(model)
-    return model
-
-
-def _quiet_label_encoders(model: Any) -> None:
-    for name in ("tokenizer", "label_encoder"):
-        encoder: Any = getattr(model.hparams, name, None)
-        lab2ind = getattr(encoder, "lab2ind", None)
-        if lab2ind and hasattr(encoder, "expect_len"):
-            encoder.expect_len(len(lab2ind))  # the loaded labels are the model's: say so, no warning
-
-
-class SpeechBrainAsr:
+class SpeechBrainAsr(SpeechBrainModel):
     """A SpeechBrain ASR model folder through ``EncoderASR`` (CTC) or ``EncoderDecoderASR``."""
 
-    name = "speechbrain"
-
-    def __init__(self, model_dir: Path, *, interface: str | None = None, model: str | None = None) -> None:
-        self.model_dir = Path(model_dir)
-        self.model = model or self.model_dir.name
-        self.interface = interface
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    def _interface(self) -> str:
-        if self.interface:
-            return self.interface
-        from tara_desktop.voice.models import read_marker
-
-        marked = read_marker(self.model_dir).get("interface")
-        if marked:
-            return marked
+    def _guess_interface(self) -> str:
         try:
             text = (self.model_dir / "hyperparams.yaml").read_text(encoding="utf-8", errors="replace")
         except OSError:
             return "EncoderASR"
         return "EncoderDecoderASR" if "decoder:" in text and "decoding_function" not in text else "EncoderASR"
 
-    def load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                from speechbrain.inference import ASR
+    def _load(self, interface: str) -> Any:
+        from speechbrain.inference import ASR
 
-                cls = getattr(ASR, self._interface(), None)
-                if cls is None:
-                    raise AsrError(f"{self.model_dir}: unknown SpeechBrain interface {self._interface()!r}")
-                self._model = load_speechbrain(cls, self.model_dir)
-            return self._model
+        cls = getattr(ASR, interface, None)
+        if cls is None:
+            raise AsrError(f"{self.model_dir}: unknown SpeechBrain interface {interface!r}")
+        return load_speechbrain(cls, self.model_dir)
 
     def recognize(self, speech: Speech, state: JobState | None = None) -> tuple[str, float, str | None]:
         import torch
@@ -268,6 +202,7 @@ class PocketSphinxAsr:
 
     name = "pocketsphinx"
     model = "pocketsphinx-en-us"
+    model_dir: Path | None = None  # the model ships inside the wheel
 
     def __init__(self) -> None:
         self._decoder: Any = None
@@ -339,7 +274,7 @@ def _engine_for(choice: str, settings: Any, profile: Path | None) -> tuple[AsrEn
         if entry.engine == "faster-whisper":
             return WhisperAsr(where, model=entry.id, language=language, threads=threads, beam_size=beam), None
         return SpeechBrainAsr(where, interface=entry.interface, model=entry.id), None
-    folder = resolve_model_dir(choice)
+    folder = vm.resolve_model_dir(choice)
     if vm.is_whisper_dir(folder):
         return WhisperAsr(folder, model=folder.name, language=language, threads=threads, beam_size=beam), None
     if (folder / "hyperparams.yaml").is_file():
@@ -352,29 +287,27 @@ class SpeechRecognizer:
 
     def __init__(self, engines: list[AsrEngine] | None = None, *, reasons: list[str] | None = None,
                  fallback: AsrEngine | None = None, use_fallback: bool = True) -> None:
-        self.engines: list[AsrEngine] = list(engines or [])
+        chain: list[AsrEngine] = list(engines or [])
         if use_fallback:
-            self.engines.append(fallback or PocketSphinxAsr())
-        self._reasons: list[str] = list(reasons or [])
-        self._lock = threading.Lock()
+            chain.append(fallback or PocketSphinxAsr())
+        self._chain = EngineChain(chain, reasons=reasons or (), what="speech engine", then="the next one",
+                                  logger=log)
 
     @classmethod
-    def from_config(cls, voice_settings: Any | None = None, *, profile: Path | None = None) -> SpeechRecognizer:
-        if voice_settings is None:
-            from tara_desktop.config import load_configs
-
-            voice_settings = load_configs().app.voice
-        choice = str(getattr(voice_settings, "asr_model", "auto") or "auto")
+    def from_config(cls, voice_settings: VoiceSettings | None = None, *,
+                    profile: Path | None = None) -> SpeechRecognizer:
+        settings = resolve_voice_settings(voice_settings)
+        choice = settings.asr_model or "auto"
         engines: list[AsrEngine] = []
         reasons: list[str] = []
-        primary, why = _engine_for(choice, voice_settings, profile)
+        primary, why = _engine_for(choice, settings, profile)
         if primary is not None:
             engines.append(primary)
         elif why:
             reasons.append(why)
             log.warning("speech model unavailable, using the next one: %s", why)
-        if primary is None or getattr(primary, "model", "") != "whisper-tiny.en":
-            tiny, why = _engine_for("whisper-tiny.en", voice_settings, profile)
+        if primary is None or primary.model != "whisper-tiny.en":
+            tiny, why = _engine_for("whisper-tiny.en", settings, profile)
             if tiny is not None:
                 engines.append(tiny)
             elif why:
@@ -382,33 +315,34 @@ class SpeechRecognizer:
         return cls(engines, reasons=reasons)
 
     @classmethod
-    def for_folder(cls, model_dir: Path, **kw: Any) -> SpeechRecognizer:
+    def for_folder(cls, model_dir: Path, *, reasons: list[str] | None = None, fallback: AsrEngine | None = None,
+                   use_fallback: bool = True) -> SpeechRecognizer:
         """A recogniser for one model folder (Whisper or SpeechBrain), then pocketsphinx."""
         from tara_desktop.voice.models import is_whisper_dir
 
         folder = Path(model_dir)
         engine: AsrEngine = WhisperAsr(folder, model=folder.name) if is_whisper_dir(folder) else SpeechBrainAsr(folder)
-        return cls([engine], **kw)
+        return cls([engine], reasons=reasons, fallback=fallback, use_fallback=use_fallback)
+
+    @property
+    def engines(self) -> list[AsrEngine]:
+        """The engines still in use, first choice first."""
+        return self._chain.engines
 
     @property
     def primary_error(self) -> str | None:
         """Why the first-choice engine is not in use (None while it works)."""
-        return "; ".join(self._reasons) if self._reasons else None
+        return self._chain.primary_error
 
     @property
     def engine(self) -> AsrEngine | None:
-        return self.engines[0] if self.engines else None
+        return self._chain.first
 
     def warm_up(self) -> str:
-        """Load the first working engine now (so the first push-to-talk is fast); return its name."""
-        while self.engines:
-            engine = self.engines[0]
-            try:
-                engine.load()
-                return engine.name
-            except Exception as exc:
-                self._drop(engine, exc)
-        return "none"
+        """Load the first working engine now (so the first push-to-talk is fast); return its name. The
+        model is loaded once: a second call returns at once."""
+        engine = self._chain.warm_up()
+        return engine.name if engine is not None else "none"
 
     def describe(self) -> str:
         """The engine in use, e.g. "faster-whisper (whisper-tiny.en)"."""
@@ -416,33 +350,16 @@ class SpeechRecognizer:
         engine = self.engine
         return f"{name} ({engine.model})" if engine is not None else name
 
-    def _drop(self, engine: AsrEngine, exc: BaseException) -> None:
-        where = getattr(engine, "model_dir", engine.model)
-        reason = str(exc) if isinstance(exc, TaraError) else f"{engine.name} failed ({exc.__class__.__name__}) with {where}"
-        with self._lock:
-            if engine in self.engines:
-                self.engines.remove(engine)
-                self._reasons.append(reason)
-        log.warning("speech engine %s unavailable, using the next one: %s", engine.name, reason)
-
     def transcribe(self, audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, *,
                    state: JobState | None = None) -> AsrResult:
         speech = audio if isinstance(audio, Speech) else prepare_speech(audio, sr)
         if speech.silent:
             return AsrResult("", "none", 0.0, speech.seconds, self.primary_error)
-        from tara_desktop.jobs import Cancelled
-
-        while self.engines:
-            engine = self.engines[0]
-            try:
-                text, conf, language = engine.recognize(speech, state)
-            except Cancelled:
-                raise
-            except Exception as exc:  # a broken model file must not cost the user their turn
-                self._drop(engine, exc)
-                continue
-            return AsrResult(text, engine.name, conf, speech.seconds, self.primary_error, engine.model, language)
-        raise AsrError(f"speech recognition is unavailable ({self.primary_error}); reinstall TARA's voice models")
+        done = self._chain.run(lambda engine: engine.recognize(speech, state))
+        if done is None:
+            raise AsrError(f"speech recognition is unavailable ({self.primary_error}); reinstall TARA's voice models")
+        engine, (text, conf, language) = done
+        return AsrResult(text, engine.name, conf, speech.seconds, self.primary_error, engine.model, language)
 
 
 def transcribe(audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, *,

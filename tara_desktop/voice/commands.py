@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from tara_desktop.jobs import JobState
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -137,32 +141,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_download(args: argparse.Namespace) -> int:
+def _with_progress(job: Callable[[JobState], Path], cancelled: str) -> Path:
+    """Run a long job with a progress bar on a terminal; Ctrl+C becomes one ``error:`` line (``cancelled``)."""
     from tara_desktop.jobs import JobState
-    from tara_desktop.voice.models import download_voice_model
 
     bar = ProgressBar()
     try:
-        folder = download_voice_model(args.model_id, state=JobState(bar.on_terminal()))
+        return job(JobState(bar.on_terminal()))
     except KeyboardInterrupt:
-        raise TaraError("download cancelled; run the same command again to resume") from None
+        raise TaraError(cancelled) from None
     finally:
         bar.end()
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from tara_desktop.voice.models import download_voice_model
+
+    folder = _with_progress(lambda state: download_voice_model(args.model_id, state=state),
+                            "download cancelled; run the same command again to resume")
     print(f"downloaded {args.model_id} to {folder}")
     return 0
 
 
 def cmd_install_base(args: argparse.Namespace) -> int:
-    from tara_desktop.jobs import JobState
     from tara_desktop.voice.models import install_whisper_base
 
-    bar = ProgressBar()
-    try:
-        folder = install_whisper_base(state=JobState(bar.on_terminal()))
-    except KeyboardInterrupt:
-        raise TaraError("installation cancelled; nothing was kept, run the command again") from None
-    finally:
-        bar.end()
+    folder = _with_progress(lambda state: install_whisper_base(state=state),
+                            "installation cancelled; nothing was kept, run the command again")
     print(f"Whisper base is installed in {folder}; voice.asr_model auto now uses it")
     return 0
 
@@ -201,25 +206,9 @@ def domain_voice(configs: Any, domain: str | None, emotion: str | None = None) -
         return str(configs.domains[domain].voice)
 
 
-def _speak_all(synth: Any, text: str, voice: str | None) -> tuple[Any, int, list[str]]:
-    import numpy as np
-
-    from tara_desktop.voice.audio import resample
-    from tara_desktop.voice.sentences import split_sentences
-
-    parts, engines, sr = [], [], 0
-    for sentence in split_sentences([text]):
-        spoken = synth.speak(sentence, voice)
-        sr = sr or spoken.sample_rate
-        parts.append(resample(spoken.audio, spoken.sample_rate, sr))
-        parts.append(np.zeros(int(sr * 0.15), dtype=np.float32))
-        engines.append(spoken.engine)
-    return np.concatenate(parts[:-1]), sr, engines
-
-
 def cmd_say(args: argparse.Namespace) -> int:
     from tara_desktop.voice.audio import write_wav
-    from tara_desktop.voice.tts import SpeechSynthesizer, TtsError
+    from tara_desktop.voice.tts import SpeechSynthesizer, TtsError, speak_text
 
     if not args.text.strip():
         raise TtsError("there is no text to speak; give some words")
@@ -228,10 +217,9 @@ def cmd_say(args: argparse.Namespace) -> int:
     voice = domain_voice(configs, args.domain)
     allowed = False if args.offline else online_voice_allowed(configs.app.voice)
     synth = SpeechSynthesizer.from_config(configs.app.voice, use_edge=allowed, online_allowed=lambda: allowed)
-    audio, sr, engines = _speak_all(synth, args.text, voice)
-    write_wav(args.out, audio, sr)
-    used = ", ".join(dict.fromkeys(engines))
-    sys.stderr.write(f"engine: {used} ({audio.size / sr:.1f} s of speech written to {args.out})\n")
+    spoken = speak_text(synth, args.text, voice)
+    write_wav(args.out, spoken.audio, spoken.sample_rate)
+    sys.stderr.write(f"engine: {spoken.engine} ({spoken.seconds:.1f} s of speech written to {args.out})\n")
     return 0
 
 

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from tara_desktop.errors import TaraError
-from tara_desktop.voice.asr import load_speechbrain, load_speechbrain_foreign, resolve_model_dir
 from tara_desktop.voice.audio import ASR_RATE, Speech, prepare_speech, rms_dbfs
+from tara_desktop.voice.engines import EngineChain, resolve_voice_settings
+from tara_desktop.voice.speechbrain_model import SpeechBrainModel, load_speechbrain, load_speechbrain_foreign
+
+if TYPE_CHECKING:
+    from tara_desktop.config import VoiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -137,45 +140,27 @@ def default_text_emotion() -> TextEmotion | None:
     return fn if callable(fn) else None
 
 
-class SpeechBrainEmotion:
+class SpeechBrainEmotion(SpeechBrainModel):
     """A SpeechBrain emotion model folder: its own ``custom_interface.py`` (as on the model hub, through
     ``foreign_class``) or SpeechBrain's ``EncoderClassifier``."""
 
-    name = "speechbrain"
-
     def __init__(self, model_dir: Path, *, interface: str | None = None, labels: dict[str, str] | None = None,
                  model: str | None = None) -> None:
-        self.model_dir = Path(model_dir)
-        self.model = model or self.model_dir.name
-        self.interface = interface
+        super().__init__(model_dir, interface=interface, model=model)
         self.labels = {**SPEECHBRAIN_LABELS, **(labels or {})}
-        self._model: Any = None
-        self._lock = threading.Lock()
 
-    def _interface(self) -> str:
-        if self.interface:
-            return self.interface
-        from tara_desktop.voice.models import read_marker
-
-        marked = read_marker(self.model_dir).get("interface")
-        if marked:
-            return marked
+    def _guess_interface(self) -> str:
         if (self.model_dir / "custom_interface.py").is_file():
             return "foreign:custom_interface.py:CustomEncoderWav2vec2Classifier"
         return "EncoderClassifier"
 
-    def load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                interface = self._interface()
-                if interface.startswith("foreign:"):
-                    _, module_file, class_name = interface.split(":", 2)
-                    self._model = load_speechbrain_foreign(self.model_dir, module_file, class_name)
-                else:
-                    from speechbrain.inference.classifiers import EncoderClassifier
+    def _load(self, interface: str) -> Any:
+        if interface.startswith("foreign:"):
+            _, module_file, class_name = interface.split(":", 2)
+            return load_speechbrain_foreign(self.model_dir, module_file, class_name)
+        from speechbrain.inference.classifiers import EncoderClassifier
 
-                    self._model = load_speechbrain(EncoderClassifier, self.model_dir)
-            return self._model
+        return load_speechbrain(EncoderClassifier, self.model_dir)
 
     def classify(self, speech: Speech) -> tuple[str, float, dict[str, float]]:
         import torch
@@ -208,8 +193,9 @@ class EmotionDetector:
         else:
             self.primary = SpeechBrainEmotion(model_dir) if model_dir is not None else None
         self.min_confidence = min_confidence
-        self._primary_error: str | None = (
-            None if self.primary is not None else (missing_reason or "no SpeechBrain emotion model is installed"))
+        missing = [] if self.primary is not None else [missing_reason or "no SpeechBrain emotion model is installed"]
+        self._chain = EngineChain([self.primary] if self.primary is not None else [], reasons=missing,
+                                  what="emotion model", then="prosody+words", logger=log)
         if text_emotion is True:
             self.text_emotion: TextEmotion | None = default_text_emotion()
         elif text_emotion is False:
@@ -218,22 +204,19 @@ class EmotionDetector:
             self.text_emotion = text_emotion
 
     @classmethod
-    def from_config(cls, voice_settings: Any | None = None, *, profile: Path | None = None) -> EmotionDetector:
-        if voice_settings is None:
-            from tara_desktop.config import load_configs
-
-            voice_settings = load_configs().app.voice
-        from tara_desktop.errors import TaraError as _TaraError
+    def from_config(cls, voice_settings: VoiceSettings | None = None, *,
+                    profile: Path | None = None) -> EmotionDetector:
         from tara_desktop.voice import models as vm
 
-        choice = str(getattr(voice_settings, "emotion_model", "") or "")
-        threshold = float(getattr(voice_settings, "emotion_min_confidence", DEFAULT_MIN_CONFIDENCE))
+        settings = resolve_voice_settings(voice_settings)
+        choice = settings.emotion_model
+        threshold = settings.emotion_min_confidence
         if not choice or choice == "none":
             return cls(None, min_confidence=threshold, missing_reason="no emotion model configured")
         try:
             entry = vm.catalog_entry(choice)
-        except _TaraError:
-            folder = resolve_model_dir(choice)
+        except TaraError:
+            folder = vm.resolve_model_dir(choice)
             if not (folder / "hyperparams.yaml").is_file():
                 return cls(None, min_confidence=threshold, missing_reason=f"{folder}: no SpeechBrain model there")
             return cls(folder, min_confidence=threshold)
@@ -246,33 +229,22 @@ class EmotionDetector:
 
     @property
     def primary_error(self) -> str | None:
-        return self._primary_error
+        return self._chain.primary_error
 
     def warm_up(self) -> str:
-        if self.primary is not None and self._primary_error is None:
-            try:
-                self.primary.load()
-                return self.primary.name
-            except Exception as exc:
-                self._disable_primary(exc)
-        return "prosody+words"
-
-    def _disable_primary(self, exc: BaseException) -> None:
-        where = self.primary.model_dir if self.primary is not None else "?"
-        self._primary_error = str(exc) if isinstance(exc, TaraError) else f"{exc.__class__.__name__} loading {where}"
-        log.warning("SpeechBrain emotion model unavailable, using prosody+words: %s", self._primary_error)
+        """Load the SpeechBrain model now when there is one; return the engine that will be used. The model
+        is loaded once: a second call returns at once."""
+        engine = self._chain.warm_up()
+        return engine.name if engine is not None else "prosody+words"
 
     def detect(self, audio: npt.ArrayLike | Speech, sr: int = ASR_RATE, transcript: str = "") -> EmotionResult:
         speech = audio if isinstance(audio, Speech) else prepare_speech(audio, sr)
         if speech.silent:
             return self._fallback(None, transcript)
-        if self.primary is not None and self._primary_error is None:
-            try:
-                label, conf, scores = self.primary.classify(speech)
-                return EmotionResult(label, conf, self.primary.name, scores, None, self.min_confidence,
-                                     self.primary.model)
-            except Exception as exc:
-                self._disable_primary(exc)
+        done = self._chain.run(lambda engine: engine.classify(speech))
+        if done is not None:
+            engine, (label, conf, scores) = done
+            return EmotionResult(label, conf, engine.name, scores, None, self.min_confidence, engine.model)
         return self._fallback(speech, transcript)
 
     def _fallback(self, speech: Speech | None, transcript: str) -> EmotionResult:
@@ -295,6 +267,6 @@ class EmotionDetector:
                     else:
                         scores, engine = text_scores, "words"
         if not scores:
-            return EmotionResult("neutral", 0.0, "none", {}, self._primary_error, self.min_confidence)
+            return EmotionResult("neutral", 0.0, "none", {}, self.primary_error, self.min_confidence)
         label = max(scores, key=lambda k: scores[k])
-        return EmotionResult(label, float(scores[label]), engine, scores, self._primary_error, self.min_confidence)
+        return EmotionResult(label, float(scores[label]), engine, scores, self.primary_error, self.min_confidence)

@@ -115,6 +115,14 @@ def user_voice_dir(profile: Path | None = None) -> Path:
     return paths.user_models_dir(profile or paths.profile_dir()) / "voice"
 
 
+def resolve_model_dir(configured: str | Path, base: Path | None = None) -> Path:
+    """A model folder from config: absolute, or relative to the install's ``models/``."""
+    p = Path(configured).expanduser()
+    if p.is_absolute():
+        return p
+    return (base or paths.bundled_models_dir()) / p
+
+
 def is_whisper_dir(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("model.bin", "config.json"))
 

@@ -35,12 +35,16 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from tara_desktop.errors import TaraError
 from tara_desktop.voice.audio import Audio, AudioError, read_wav_bytes, wav_bytes
+from tara_desktop.voice.engines import resolve_voice_settings
+
+if TYPE_CHECKING:
+    from tara_desktop.config import VoiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -465,16 +469,13 @@ class SpeechSynthesizer:
         self.online_allowed: Callable[[], bool] = online_allowed or _never
 
     @classmethod
-    def from_config(cls, voice_settings: Any | None = None, *, clock: Callable[[], float] = time.monotonic,
+    def from_config(cls, voice_settings: VoiceSettings | None = None, *, clock: Callable[[], float] = time.monotonic,
                     online_allowed: Callable[[], bool] | None = None, use_edge: bool = True) -> SpeechSynthesizer:
         """Engines for ``voice.tts_engine``: ``auto``/``edge`` = Edge TTS while ``online_allowed()`` (the
         "online_voice" consent) is true, else Piper, then the system voice; ``piper`` = Piper, then the system
         voice, never online; ``system`` = the system voice only."""
-        if voice_settings is None:
-            from tara_desktop.config import load_configs
-
-            voice_settings = load_configs().app.voice
-        choice = str(getattr(voice_settings, "tts_engine", "auto") or "auto")
+        voice_settings = resolve_voice_settings(voice_settings)
+        choice = voice_settings.tts_engine or "auto"
         fallbacks: list[TtsEngine] = []
         if choice != "system":
             piper = PiperTts.default()
@@ -549,14 +550,33 @@ class SpeechSynthesizer:
         raise TtsError(f"no speech engine could speak ({reason}); install espeak-ng (Linux) or check SAPI5 voices")
 
 
-def synthesize_to_wav(text: str, path: str | os.PathLike[str], *, voice: str | None = None,
-                      synthesizer: SpeechSynthesizer | None = None) -> str:
-    """Speak ``text`` (any length: sentence by sentence) into a 16-bit WAV at ``path`` (written atomically);
-    return the engine name(s) used, e.g. "piper". Offline unless the given synthesizer allows otherwise."""
-    from tara_desktop.voice.audio import resample, write_wav
+SENTENCE_GAP_S = 0.15  # the pause between two spoken sentences
+
+
+@dataclass(frozen=True)
+class SpokenText:
+    """A text of any length spoken sentence by sentence: the joined audio and the engines that spoke."""
+
+    audio: Audio
+    sample_rate: int
+    engines: list[str]
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.size / float(self.sample_rate) if self.sample_rate else 0.0
+
+    @property
+    def engine(self) -> str:
+        """The engine name(s) used, e.g. "piper" or "edge-tts, piper"."""
+        return ", ".join(dict.fromkeys(self.engines))
+
+
+def speak_text(synth: SpeechSynthesizer, text: str, voice: str | None = None) -> SpokenText:
+    """Speak ``text`` (any length) sentence by sentence, resampled to the first sentence's rate and joined
+    with short pauses."""
+    from tara_desktop.voice.audio import resample
     from tara_desktop.voice.sentences import split_sentences
 
-    synth = synthesizer or SpeechSynthesizer.from_config()
     parts: list[Audio] = []
     engines: list[str] = []
     sr = 0
@@ -564,12 +584,22 @@ def synthesize_to_wav(text: str, path: str | os.PathLike[str], *, voice: str | N
         spoken = synth.speak(sentence, voice)
         sr = sr or spoken.sample_rate
         parts.append(resample(spoken.audio, spoken.sample_rate, sr))
-        parts.append(np.zeros(int(sr * 0.15), dtype=np.float32))
+        parts.append(np.zeros(int(sr * SENTENCE_GAP_S), dtype=np.float32))
         engines.append(spoken.engine)
     if not parts:
         raise TtsError("there is no text to speak; give some words")
-    write_wav(path, np.concatenate(parts[:-1]), sr)
-    return ", ".join(dict.fromkeys(engines))
+    return SpokenText(np.concatenate(parts[:-1]), sr, engines)
+
+
+def synthesize_to_wav(text: str, path: str | os.PathLike[str], *, voice: str | None = None,
+                      synthesizer: SpeechSynthesizer | None = None) -> str:
+    """Speak ``text`` (any length: sentence by sentence) into a 16-bit WAV at ``path`` (written atomically);
+    return the engine name(s) used, e.g. "piper". Offline unless the given synthesizer allows otherwise."""
+    from tara_desktop.voice.audio import write_wav
+
+    spoken = speak_text(synthesizer or SpeechSynthesizer.from_config(), text, voice)
+    write_wav(path, spoken.audio, spoken.sample_rate)
+    return spoken.engine
 
 
 def default_fallbacks() -> list[TtsEngine]:
