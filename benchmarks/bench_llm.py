@@ -181,7 +181,7 @@ def _stamps(pieces: Iterator[Any]) -> tuple[float, float, int]:
 def bench_pipeline(model: Path, work: Path, reps: int, max_tokens: int, threads: int) -> None:
     import llama_cpp
 
-    from tara_desktop.assistant import GenerationOverrides, TokenEvent, TurnRequest
+    from tara_desktop.turn import GenerationOverrides, TokenEvent, TurnRequest
 
     reps = min(reps, len(PROMPTS))
     print(f"\n[2] Assistant.run_turn vs bare create_chat_completion: {reps} runs each, a different prompt per "
@@ -272,8 +272,9 @@ def bench_pipeline(model: Path, work: Path, reps: int, max_tokens: int, threads:
 RSS_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from tara_desktop.assistant import Assistant, TurnRequest, GenerationOverrides
+from tara_desktop.assistant import Assistant
 from tara_desktop.jobs import JobState
+from tara_desktop.turn import TurnRequest, GenerationOverrides
 a = Assistant.open(Path(sys.argv[1]), passphrase="bench")
 a.save_settings({"llm": {"threads": int(sys.argv[3])}})
 a.router.route("warm the router up")

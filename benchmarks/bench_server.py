@@ -69,8 +69,9 @@ def main() -> int:
 
     import openai
 
-    from tara_desktop.assistant import Assistant, GenerationOverrides, TurnRequest
+    from tara_desktop.assistant import Assistant
     from tara_desktop.jobs import JobState
+    from tara_desktop.turn import GenerationOverrides, TurnRequest
 
     model, label = find_model()
     from tara_desktop.server.runner import ApiServer

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from tara_desktop.assistant import Assistant, TurnRequest, TurnResult
+    from tara_desktop.assistant import Assistant
     from tara_desktop.conversation import Conversation, Conversations, ConversationSummary
+    from tara_desktop.turn import TurnRequest, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ class ChatModel(QObject):
     def request(self, text: str, *, emotion: str | None = None, emotion_confidence: float | None = None,
                 source: Literal["typed", "voice"] = "typed", model_path: Path | None = None) -> TurnRequest:
         """The ``TurnRequest`` for ``text`` in the open conversation (with the pin and an edit in progress)."""
-        from tara_desktop.assistant import TurnRequest
+        from tara_desktop.turn import TurnRequest
 
         return TurnRequest(text=text, conversation_id=self.conversation_id, emotion=emotion,
                            emotion_confidence=emotion_confidence, pinned_domain=self.pinned_domain,

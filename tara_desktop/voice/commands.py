@@ -235,7 +235,8 @@ def cmd_turn(args: argparse.Namespace) -> int:
     speech = prepare_speech(audio, sr)
     _check_out(args.out)
     try:
-        from tara_desktop.assistant import Assistant, TurnRequest
+        from tara_desktop.assistant import Assistant
+        from tara_desktop.turn import TurnRequest
     except ImportError:
         raise TaraError(
             "the assistant (tara_desktop.assistant) is not available in this build; "

@@ -153,7 +153,7 @@ def test_settings_are_saved_in_the_profile(qtbot: Any, window: Any) -> None:
 def test_edit_the_domain_to_model_mapping(qtbot: Any, window: Any, tiny_gguf: Path) -> None:
     from PySide6.QtWidgets import QComboBox
 
-    from tara_desktop.assistant import MAPPING_KEY
+    from tara_desktop.model_mapping import MAPPING_KEY
 
     page = window.show_page("Models")
     page.tabs.setCurrentIndex(1)
