@@ -30,6 +30,7 @@ from tara_desktop.errors import TaraError
 from tara_desktop.files import fsync_path
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
+from tara_desktop.llm.gguf_reader import InvalidGguf
 from tara_desktop.llm.memory import free_disk_bytes, human
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ def download(
     if validate:
         try:
             gguf_file.validate(part)
-        except gguf_file.InvalidGguf as exc:
+        except InvalidGguf as exc:
             part.unlink(missing_ok=True)
             raise DownloadError(f"the downloaded {name} is not a usable GGUF model ({exc}); the copy was deleted") from None
     os.replace(part, dest)

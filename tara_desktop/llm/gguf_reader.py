@@ -1,7 +1,7 @@
 """Bounded reading of GGUF headers: every length and count is checked against the bytes left in the file
 before anything is read or allocated, so a hostile header can neither exhaust memory nor loop for long.
 
-Used by :mod:`tara_desktop.llm.gguf_file`, which turns the parsed header into a :class:`GgufInfo`.
+Used by :mod:`tara_desktop.llm.gguf_header`, which parses the header into a :class:`~tara_desktop.llm.gguf_info.GgufInfo`.
 """
 
 from __future__ import annotations

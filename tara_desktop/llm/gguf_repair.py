@@ -22,7 +22,9 @@ from tara_desktop.errors import TaraError
 from tara_desktop.files import atomic_file
 from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
-from tara_desktop.llm.gguf_file import GgufInfo, InvalidGguf, ValueType
+from tara_desktop.llm.gguf_checks import chat_template_problem
+from tara_desktop.llm.gguf_info import GgufInfo
+from tara_desktop.llm.gguf_reader import InvalidGguf, ValueType
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ def plan_metadata(info: GgufInfo, src: BinaryIO) -> tuple[list[bytes], list[str]
             continue
         if ("bad_utf8_value", key) in kinds:
             value = info.metadata.get(key)
-            if key == "tokenizer.chat_template" and isinstance(value, str) and gguf_file._check_chat_template(value):
+            if key == "tokenizer.chat_template" and isinstance(value, str) and chat_template_problem(value):
                 value = None
             if isinstance(value, str):
                 entries.append(_kv_string(key, value))

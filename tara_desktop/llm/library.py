@@ -21,6 +21,8 @@ from tara_desktop.jobs import JobState
 from tara_desktop.llm import gguf_file
 from tara_desktop.llm import memory as memory_model
 from tara_desktop.llm.catalog import Catalog, CatalogModel
+from tara_desktop.llm.gguf_info import GgufInfo
+from tara_desktop.llm.gguf_reader import InvalidGguf
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,7 @@ def judge_fit(
     return memory_model.judge(need, memory, budget_setting_mb=budget_mb, download_bytes=download_bytes)
 
 
-def estimate_for_file(info: gguf_file.GgufInfo, n_ctx: int, n_batch: int = 256) -> memory_model.MemoryEstimate:
+def estimate_for_file(info: GgufInfo, n_ctx: int, n_batch: int = 256) -> memory_model.MemoryEstimate:
     return memory_model.estimate(memory_model.shape_from_gguf(info), n_ctx, n_batch)
 
 
@@ -273,10 +275,10 @@ def list_models(
     rows: list[ModelRow] = []
     installed_files: set[str] = set()
 
-    def describe_file(path: Path) -> tuple[gguf_file.GgufInfo | None, str | None]:
+    def describe_file(path: Path) -> tuple[GgufInfo | None, str | None]:
         try:
             return gguf_file.inspect(path), None
-        except gguf_file.InvalidGguf as exc:
+        except InvalidGguf as exc:
             return None, str(exc)
 
     for m in library.models() if library is not None else []:
@@ -367,7 +369,7 @@ def bundled_problem(entry: CatalogModel, path: Path) -> str | None:
                 f"reinstall TARA, {_alternatives(entry)}")
     try:
         gguf_file.inspect(path)
-    except gguf_file.InvalidGguf as exc:
+    except InvalidGguf as exc:
         return f"the bundled chat model {path} is damaged ({exc}): reinstall TARA, {_alternatives(entry)}"
     return None
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:
     from tara_desktop.llm.catalog import CatalogModel
-    from tara_desktop.llm.gguf_file import GgufInfo
+    from tara_desktop.llm.gguf_info import GgufInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,7 +98,7 @@ _SHAPES_LOCK = threading.Lock()
 def shape_of_file(path: str | os.PathLike[str]) -> ModelShape:
     """The shape of a GGUF file on disk (parsed once per file version: size, modification time, inode).
 
-    Raises :class:`~tara_desktop.llm.gguf_file.InvalidGguf` for a file that is not a readable GGUF."""
+    Raises :class:`~tara_desktop.llm.gguf_reader.InvalidGguf` for a file that is not a readable GGUF."""
     from tara_desktop.llm import gguf_file
 
     key = Path(path).expanduser().resolve()

@@ -41,7 +41,7 @@ from tara_desktop.ui.workers import JobHost, JobThread
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
-    from tara_desktop.llm.gguf_file import GgufInfo
+    from tara_desktop.llm.gguf_info import GgufInfo
     from tara_desktop.llm.library import InstalledModel, ModelLibrary, ModelRow
     from tara_desktop.llm.memory import Machine
     from tara_desktop.llm.pool import ModelPool

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tara_desktop.llm import gguf_file
-from tara_desktop.llm.gguf_file import GgufInfo, InvalidGguf
+from tara_desktop.llm.gguf_info import GgufInfo
+from tara_desktop.llm.gguf_reader import InvalidGguf
 
 from .gguf_corpus import layout, write_valid_gguf
 

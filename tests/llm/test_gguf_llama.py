@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tara_desktop.llm import gguf_file
-from tara_desktop.llm.gguf_file import InvalidGguf
+from tara_desktop.llm.gguf_reader import InvalidGguf
 from tara_desktop.llm.gguf_repair import repair
 
 from .gguf_corpus import bad_alignment, bad_files, broken_template, duplicate_key

@@ -11,7 +11,7 @@ from tara_desktop.cli import main as tara
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.llm import gguf_file
-from tara_desktop.llm.gguf_file import InvalidGguf
+from tara_desktop.llm.gguf_reader import InvalidGguf
 from tara_desktop.llm.gguf_repair import repair
 
 from .gguf_corpus import GOOD_TEMPLATE, repairable_files, write_valid_gguf

@@ -14,7 +14,7 @@ import pytest
 from tara_desktop.cli import main as tara
 from tara_desktop.errors import TaraError
 from tara_desktop.llm import gguf_file
-from tara_desktop.llm.gguf_file import InvalidGguf
+from tara_desktop.llm.gguf_reader import InvalidGguf
 
 from .gguf_corpus import (
     N_EMBD,

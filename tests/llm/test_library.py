@@ -10,7 +10,7 @@ import pytest
 
 from tara_desktop.errors import TaraError
 from tara_desktop.llm.catalog import load_catalog
-from tara_desktop.llm.gguf_file import InvalidGguf
+from tara_desktop.llm.gguf_reader import InvalidGguf
 from tara_desktop.llm.library import (
     SETTING_KEY,
     Memory,

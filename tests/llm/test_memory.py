@@ -10,6 +10,7 @@ import pytest
 
 from tara_desktop.llm import gguf_file, memory
 from tara_desktop.llm.catalog import CatalogModel, load_catalog
+from tara_desktop.llm.gguf_reader import InvalidGguf
 from tara_desktop.llm.memory import GB, MB, Machine, estimate, estimate_catalog, estimate_file, judge
 from tests.support.tiny_model import build_tiny_gguf
 
@@ -141,7 +142,7 @@ def test_the_shape_of_a_file_is_parsed_once_per_version(tmp_path: Path) -> None:
 def test_a_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\xff" * 64)
-    with pytest.raises(gguf_file.InvalidGguf):
+    with pytest.raises(InvalidGguf):
         estimate_file(bad, 2048)
 
 
