@@ -67,7 +67,7 @@ class Conversation:
         self.keep = keep
         self.title = ""
         self.pinned_domain: str | None = None
-        self.messages: list[Any] = []
+        self.messages: list[Message] = []
         self.damaged: list[str] = []
         """Messages that could not be read (a damaged or tampered record): left out, named here."""
         self._summary: Summary | None = None
@@ -87,7 +87,7 @@ class Conversation:
         stored = self.store.get_summary(self.id)
         self._summary = None if stored is None else Summary(stored.text, stored.covers)
 
-    def turns(self, before: int | None = None) -> list[Any]:
+    def turns(self, before: int | None = None) -> list[Message]:
         """The user and assistant messages with content, oldest first (only those before message
         ``before`` when given)."""
         out = []
@@ -189,7 +189,7 @@ class Conversation:
         return n
 
 
-def _recording_ids(messages: list[Any]) -> list[int]:
+def _recording_ids(messages: list[Message]) -> list[int]:
     out = []
     for m in messages:
         blob = (m.meta or {}).get(RECORDING_META)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 @contextmanager
-def _conversations() -> Iterator[Any]:
+def _conversations() -> Iterator[Conversations]:
     from tara_desktop.conversation import Conversations
     from tara_desktop.profile.commands import open_profile
 

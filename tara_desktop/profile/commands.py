@@ -20,7 +20,7 @@ from tara_desktop.profile.profile import Profile, delete_profile
 from tara_desktop.profile.vault import DB_NAME
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("profile", help="the encrypted profile: status, export, delete, audit, key rotation",
                               description="Manage the encrypted profile (TARA_HOME or --profile DIR).")
     sub = p.add_subparsers(dest="profile_command", metavar="ACTION", parser_class=type(p), required=True)

@@ -21,6 +21,7 @@ from tara_desktop.profile.errors import RecordDamaged
 
 if TYPE_CHECKING:
     from tara_desktop.profile.profile import Profile
+    from tara_desktop.profile.vault import Vault
 
 
 @dataclass
@@ -94,7 +95,7 @@ def check(profile: Profile) -> IntegrityReport:
     return report
 
 
-def _check_conversations(vault: Any, signed: dict[str, Any], report: IntegrityReport) -> None:
+def _check_conversations(vault: Vault, signed: dict[str, Any], report: IntegrityReport) -> None:
     rows = vault.conn.execute("SELECT id, ledger FROM conversations ORDER BY id").fetchall()
     cids = [int(r[0]) for r in rows]
     want = signed.get("conversations", {})
@@ -134,7 +135,7 @@ def _check_conversations(vault: Any, signed: dict[str, Any], report: IntegrityRe
         report.checked.append(f"{len(cids)} conversations and {messages} messages match the signed ledger")
 
 
-def _head(vault: Any) -> dict[str, Any] | None:
+def _head(vault: Vault) -> dict[str, Any] | None:
     try:
         return open_head(vault)
     except RecordDamaged:

@@ -17,10 +17,13 @@ import os
 import secrets
 import threading
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.profile import crypto
 from tara_desktop.profile.errors import PassphraseChanged, ProfileError, ProfileLocked
+
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ KEYRING_SERVICE = "TARA"
 SOURCES = ("keyring", "passphrase")
 
 
-def keyring_backend() -> Any | None:
+def keyring_backend() -> KeyringBackend | None:
     """The OS keyring backend when a real one exists, else None (fail/null backends, empty chainer)."""
     try:
         import keyring
@@ -179,17 +182,18 @@ class KeyringSource(KeySource):
     kind = "keyring"
 
     def __init__(self, profile_id: str) -> None:
-        self._backend = keyring_backend()
-        if self._backend is None:
+        backend = keyring_backend()
+        if backend is None:
             raise ProfileError(
                 "this profile keeps its key in the OS keyring, but no keyring is available now; "
                 "unlock or start your keyring service and try again"
             )
+        self._backend: KeyringBackend = backend
         self._user = profile_id
 
     def _load(self) -> dict[str, str]:
         try:
-            raw = self._backend.get_password(KEYRING_SERVICE, self._user)  # type: ignore[union-attr]
+            raw = self._backend.get_password(KEYRING_SERVICE, self._user)
         except Exception as exc:
             raise ProfileError(
                 f"the OS keyring refused access to the profile key ({type(exc).__name__}); unlock the keyring "
@@ -212,7 +216,7 @@ class KeyringSource(KeySource):
     def _store(self, keks: dict[str, str]) -> None:
         value = json.dumps({"v": 1, "keks": keks}, sort_keys=True)
         try:
-            self._backend.set_password(KEYRING_SERVICE, self._user, value)  # type: ignore[union-attr]
+            self._backend.set_password(KEYRING_SERVICE, self._user, value)
         except Exception as exc:
             raise ProfileError(
                 f"the OS keyring refused to store the profile key ({type(exc).__name__}); unlock the keyring, "
@@ -244,7 +248,7 @@ class KeyringSource(KeySource):
 
     def destroy(self) -> None:
         try:
-            self._backend.delete_password(KEYRING_SERVICE, self._user)  # type: ignore[union-attr]
+            self._backend.delete_password(KEYRING_SERVICE, self._user)
         except Exception as exc:
             # PasswordDeleteError when the entry is already gone: nothing left to destroy.
             log.info("keyring entry not deleted: %s", type(exc).__name__)

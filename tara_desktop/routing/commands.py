@@ -16,12 +16,15 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 
+if TYPE_CHECKING:
+    from tara_desktop.routing.router import DomainRouter, RouteDecision
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "route",
         help="show which domain, model and adapter a message is routed to",
@@ -45,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run_route)
 
 
-def _router(args: argparse.Namespace) -> Any:
+def _router(args: argparse.Namespace) -> DomainRouter:
     from tara_desktop.config import load_configs
     from tara_desktop.routing.router import DomainRouter
 
@@ -57,7 +60,7 @@ def _router(args: argparse.Namespace) -> Any:
     return router
 
 
-def _line(decision: Any) -> str:
+def _line(decision: RouteDecision) -> str:
     adapter = decision.adapter or "none"
     return (
         f"{decision.domain}  confidence {decision.confidence:.2f}  model {decision.model}  "
@@ -65,7 +68,7 @@ def _line(decision: Any) -> str:
     )
 
 
-def _record(text: str, decision: Any) -> dict[str, Any]:
+def _record(text: str, decision: RouteDecision) -> dict[str, Any]:
     return {
         "text": text,
         "domain": decision.domain,

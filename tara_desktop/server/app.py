@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -54,6 +54,8 @@ logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 CHAT_LANE = "chat"  # the pipeline runs one turn at a time (Assistant.turn_lock): one lane for all models
 VOICE_LANE = "voice"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -451,11 +453,11 @@ class ApiService:
         del voice_name  # OpenAI voice names (alloy, ...) do not exist offline: TARA's voice speaks
         return Response(wav, media_type="audio/wav")
 
-    async def _in_lane(self, lane: str, what: str, job: Callable[[], Any]) -> Any:
+    async def _in_lane(self, lane: str, what: str, job: Callable[[], T]) -> T:
         ticket = self.lanes.reserve(lane, what)
         state = JobState()
 
-        def run() -> Any:
+        def run() -> T:
             try:
                 if not ticket.wait(state):
                     raise ApiError(503, "the request was cancelled while waiting", type="server_error")

@@ -7,14 +7,18 @@ Both run offline: transcription with TARA's configured recogniser, speech with t
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tara_desktop.config import VoiceSettings
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.tts import SpeechSynthesizer
 
 _lock = threading.Lock()
-_recognizers: dict[int, Any] = {}
-_synths: dict[int, Any] = {}
+_recognizers: dict[int, SpeechRecognizer] = {}
+_synths: dict[int, SpeechSynthesizer] = {}
 
 
 def transcribe_wav(data: bytes, voice_settings: VoiceSettings) -> tuple[str, str]:
@@ -44,7 +48,7 @@ def speak_wav(text: str, voice_settings: VoiceSettings, voice: str | None = None
         synth = _synths.get(id(voice_settings))
         if synth is None:
             synth = _synths[id(voice_settings)] = SpeechSynthesizer.from_config(voice_settings, use_edge=False)
-    parts: list[Any] = []
+    parts: list[np.ndarray] = []
     engines: list[str] = []
     sr = 0
     for sentence in split_sentences([text]) or [text]:

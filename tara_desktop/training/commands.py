@@ -13,13 +13,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a LoRA adapter for a domain on your data",
@@ -176,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
     state = JobState()
     interrupted = {"n": 0}
 
-    def on_sigint(_signum: int, _frame: Any) -> None:
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
         interrupted["n"] += 1
         if interrupted["n"] == 1:
             sys.stderr.write("\nstopping after this step (a checkpoint is saved)...\n")

@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.training import export_job as ej
 from tara_desktop.training import quantize as qz
 
+if TYPE_CHECKING:
+    from tara_desktop.config import Domain
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "export",
         help="export a trained adapter or a model folder to GGUF",
@@ -114,7 +117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _domains() -> dict[str, Any]:
+def _domains() -> dict[str, Domain]:
     from tara_desktop.config import load_configs
 
     return dict(load_configs().domains)
@@ -130,7 +133,7 @@ def _print_result(result: ej.ExportResult) -> None:
         print(qz.format_table(result.table, "model" if result.kind == "adapter" else "quantization"))
 
 
-def _register(result: ej.ExportResult, domain: str, domains: dict[str, Any]) -> None:
+def _register(result: ej.ExportResult, domain: str, domains: dict[str, Domain]) -> None:
     from tara_desktop.config import load_configs
     from tara_desktop.profile.commands import open_profile
     from tara_desktop.training import gguf_export as gx

@@ -29,16 +29,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.training import gguf_export as gx
 from tara_desktop.training import quantize as qz
 
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.profile import Profile
+
 log = logging.getLogger(__name__)
 
-OVERRIDES_KEY = "model_mapping.overrides"
 AUDIT_EVENT = "model_import"
 
 
@@ -252,7 +255,7 @@ def file_sha256(path: Path) -> str:
 
 
 def register_for_domain(
-    profile: Any, domain: str, *, model: str | Path, adapter: str | Path | None = None, adapter_scale: float = 1.0,
+    profile: Assistant | Profile, domain: str, *, model: str | Path, adapter: str | Path | None = None, adapter_scale: float = 1.0,
     domains: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make ``domain`` use ``model`` (+ ``adapter``) from the next message on, and audit it.
@@ -272,38 +275,22 @@ def register_for_domain(
         if p is not None and not p.is_file():
             raise TaraError(f"{p} does not exist; export it first, then register it")
     entry = {"model": str(model_path), "adapter": str(adapter_path) if adapter_path else None, "adapter_scale": float(adapter_scale)}
-    owner = profile if hasattr(profile, "set_domain_choice") else None
-    if owner is not None:  # the running app's Assistant: it stores the choice and swaps its mapping in place
-        owner.set_domain_choice(domain, entry)
-        profile = owner.profile
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.model_mapping import MAPPING_KEY, stored_choices
+
+    if isinstance(profile, Assistant):  # the running app: it stores the choice and swaps its mapping in place
+        profile.set_domain_choice(domain, entry)
+        profile = profile.profile
     else:  # no app in this process (``tara export``): the next Assistant to open reads it
-        overrides = dict(profile.store.get_setting(OVERRIDES_KEY, {}) or {})
+        overrides = stored_choices(profile.store)
         overrides[domain] = entry
-        profile.store.set_setting(OVERRIDES_KEY, overrides)
+        profile.store.set_setting(MAPPING_KEY, overrides)
     details: dict[str, Any] = {"domain": domain, "model": model_path.name, "model_sha256": file_sha256(model_path)}
     if adapter_path is not None:
         details.update(adapter=adapter_path.name, adapter_sha256=file_sha256(adapter_path), adapter_scale=float(adapter_scale))
     profile.audit.append(AUDIT_EVENT, details)
     log.info("registered a %s for domain %s", "model + adapter" if adapter_path else "model", domain)
     return entry
-
-
-def mapping_overrides(profile: Any) -> dict[str, dict[str, Any]]:
-    """The user's per-domain overrides stored by :func:`register_for_domain` (empty when none)."""
-    value = profile.store.get_setting(OVERRIDES_KEY, {}) or {}
-    return {k: dict(v) for k, v in value.items() if isinstance(v, dict)} if isinstance(value, dict) else {}
-
-
-def apply_overrides(mapping: Any, overrides: Mapping[str, Mapping[str, Any]]) -> Any:
-    """A copy of a ``config.ModelMapping`` with the user's overrides merged over its domains."""
-    from tara_desktop.config import ModelChoice
-
-    merged = mapping.model_copy(deep=True)
-    for domain, entry in overrides.items():
-        merged.domains[domain] = ModelChoice(
-            model=str(entry["model"]), adapter=entry.get("adapter"), adapter_scale=float(entry.get("adapter_scale", 1.0))
-        )
-    return merged
 
 
 def resolve_model_file(name: str, profile_dir: Path | None = None) -> Path | None:

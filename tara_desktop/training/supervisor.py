@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.files import FileLock, describe_os_error, make_private_dir
@@ -35,6 +35,9 @@ from tara_desktop.training import recovery
 from tara_desktop.training.checkpoints import list_checkpoint_dirs
 from tara_desktop.training.spec import TrainingSpec
 from tara_desktop.training.worker import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_DONE
+
+if TYPE_CHECKING:
+    from tara_desktop.profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class JobOutcome:
     last_step: int = 0
 
 
-def load_data(spec: TrainingSpec, profile: Any | None = None) -> bytes:
+def load_data(spec: TrainingSpec, profile: Profile | None = None) -> bytes:
     """The dataset bytes for ``spec``: from its file, or decrypted from the profile."""
     if spec.data_path is not None:
         return ds.read_dataset_file(spec.data_path)

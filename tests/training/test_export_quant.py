@@ -125,6 +125,7 @@ def test_cli_exit_codes(narrow: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 @pytest.mark.slow
 def test_cli_registers_the_export_for_its_domain(narrow: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tara_desktop.config import load_configs
+    from tara_desktop.model_mapping import merge_mapping, stored_choices
     from tara_desktop.profile import Profile
 
     out = tmp_path / "health.gguf"
@@ -132,10 +133,10 @@ def test_cli_registers_the_export_for_its_domain(narrow: Path, tmp_path: Path, c
     assert code == 0, err
     assert "registered for domain healthcare" in stdout
     with Profile.open() as profile:
-        overrides = ej.mapping_overrides(profile)
+        overrides = stored_choices(profile.store)
         assert overrides["healthcare"]["model"] == str(out.resolve()) and overrides["healthcare"]["adapter"] is None
         assert profile.audit.verify()
-    mapping = ej.apply_overrides(load_configs().mapping, overrides)
+    mapping = merge_mapping(load_configs().mapping, overrides)
     assert mapping.for_domain("healthcare").model == str(out.resolve())
     assert mapping.for_domain("business").model == load_configs().mapping.for_domain("business").model
 
