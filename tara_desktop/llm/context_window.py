@@ -21,9 +21,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tara_desktop.jobs import JobState
+from tara_desktop.llm.generation import GenerationSettings
+
+if TYPE_CHECKING:
+    from tara_desktop.llm.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +254,7 @@ def _transcript(turns: Sequence[dict[str, str]]) -> list[str]:
 
 
 def summarize_turns(
-    engine: object,
+    engine: Engine,
     turns: Sequence[dict[str, str]],
     state: JobState,
     *,
@@ -265,10 +269,6 @@ def summarize_turns(
     ``on_chunk(summary_so_far, n_turns_covered)`` reports each finished chunk, so work survives an
     interruption. Runs as a background generation: returns None when a foreground reply needed the
     engine (try again later) or when ``state`` was cancelled."""
-    from tara_desktop.llm.engine import Engine
-    from tara_desktop.llm.generation import GenerationSettings
-
-    assert isinstance(engine, Engine)
     settings = GenerationSettings(max_tokens=max_tokens, temperature=0.0, seed=seed, repeat_penalty=1.1)
     window = ContextWindow(engine, reply_tokens=max_tokens)
     lines = _transcript(turns)
@@ -317,7 +317,7 @@ class SummaryWorker:
     def __init__(self, on_done: Callable[[object, Summary], None] | None = None, *, max_tokens: int = 160) -> None:
         self._on_done = on_done
         self._max_tokens = max_tokens
-        self._pending: OrderedDict[object, tuple[object, list[dict[str, str]], Summary | None, int]] = OrderedDict()
+        self._pending: OrderedDict[object, tuple[Engine, list[dict[str, str]], Summary | None, int]] = OrderedDict()
         self._latest: dict[object, Summary] = {}
         self._forgotten: set[object] = set()  # keys forgotten while their summary was being written
         self._forgotten_all = 0
@@ -330,7 +330,7 @@ class SummaryWorker:
         self._thread.start()
 
     def request(
-        self, key: object, engine: object, history: Sequence[dict[str, str]], summary: Summary | None, upto: int
+        self, key: object, engine: Engine, history: Sequence[dict[str, str]], summary: Summary | None, upto: int
     ) -> None:
         start = summary.covers if summary is not None else 0
         if upto <= start:

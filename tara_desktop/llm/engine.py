@@ -26,7 +26,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,13 +233,14 @@ class Engine:
         state: JobState,
         *,
         background: bool = False,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield the reply to ``messages`` piece by piece (about one token per piece).
 
         ``state`` is polled after every token: once cancelled, the generator stops within one token and
         ends normally (``last_stats.stop_reason == "cancelled"``). With ``background=True`` the generation
         also stops (``"preempted"``) as soon as a foreground generation wants this engine.
-        Raises :class:`TaraError` when the prompt alone does not fit the context.
+        Raises :class:`TaraError` when the prompt alone does not fit the context. Closing the generator
+        early frees the engine (``stop_reason == "closed"``).
         """
         return self._stream(list(messages), settings, state, background, GenerationStats())
 
@@ -276,7 +277,7 @@ class Engine:
         state: JobState,
         background: bool,
         stats: GenerationStats,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         import llama_cpp
 
         t0 = time.perf_counter()

@@ -6,10 +6,10 @@ compiles.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
 
 from tara_desktop.llm.gguf_info import metadata_int
-from tara_desktop.llm.gguf_reader import REDOWNLOAD, ArrayValue, InvalidGguf, ValueType
+from tara_desktop.llm.gguf_reader import REDOWNLOAD, ArrayValue, InvalidGguf, MetadataValue, ValueType
 
 
 def chat_template_problem(text: str) -> str | None:
@@ -27,7 +27,7 @@ def chat_template_problem(text: str) -> str | None:
     return None
 
 
-def check_tokenizer(metadata: dict[str, Any]) -> None:
+def check_tokenizer(metadata: Mapping[str, MetadataValue]) -> None:
     """The vocabulary arrays llama.cpp indexes by token id must agree, or it reads past their end."""
     tokens = metadata.get("tokenizer.ggml.tokens")
     if tokens is None:
@@ -55,7 +55,7 @@ LLAMA_MAX_EXPERTS = 512
 ROPE_SCALING_TYPES = ("none", "linear", "yarn", "longrope")
 
 
-def check_hparams(metadata: dict[str, Any]) -> None:
+def check_hparams(metadata: Mapping[str, MetadataValue]) -> None:
     """Settings llama.cpp checks with assertions while loading: a bad value there aborts the whole
     process instead of failing the load, so it must be caught here."""
     arch = metadata.get("general.architecture")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from tara_desktop.llm.gguf_checks import chat_template_problem, check_hparams, check_tokenizer
 from tara_desktop.llm.gguf_info import GgufInfo, KvEntry, TensorInfo, describe, ggml_types
@@ -26,6 +26,7 @@ from tara_desktop.llm.gguf_reader import (
     REDOWNLOAD,
     InvalidGguf,
     MetadataProblem,
+    MetadataValue,
     Reader,
     ValueType,
     not_gguf_message,
@@ -43,7 +44,7 @@ class _RawTensor(NamedTuple):
 
 
 class _Metadata(NamedTuple):
-    values: dict[str, Any]  # key -> value (scalars, strings, ArrayValue): whatever the file holds
+    values: dict[str, MetadataValue]
     entries: list[KvEntry]
     value_types: dict[str, int]
 
@@ -141,7 +142,7 @@ def _read_start(r: Reader, size: int) -> tuple[int, int, int]:
 
 
 def _read_metadata(r: Reader, n_kv: int, problems: list[MetadataProblem]) -> _Metadata:
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, MetadataValue] = {}
     entries: list[KvEntry] = []
     value_types: dict[str, int] = {}
     for i in range(n_kv):
@@ -173,7 +174,7 @@ def _claimed_alignment(meta: _Metadata) -> tuple[int, str | None]:
     if "general.alignment" not in meta.values:
         return DEFAULT_ALIGNMENT, None
     a = meta.values["general.alignment"]
-    if meta.value_types["general.alignment"] != ValueType.UINT32:
+    if meta.value_types["general.alignment"] != ValueType.UINT32 or not isinstance(a, int):
         return DEFAULT_ALIGNMENT, "general.alignment is not stored as a uint32 (llama.cpp would abort)"
     if a == 0 or a & (a - 1) or a > 1 << 16:
         return DEFAULT_ALIGNMENT, f"general.alignment is {a}, not a power of two up to 65536"
@@ -297,7 +298,7 @@ def _place_tensors(raw: list[_RawTensor], alignment: int, data_offset: int, size
     return tensors
 
 
-def _check_template(metadata: dict[str, Any], problems: list[MetadataProblem]) -> None:
+def _check_template(metadata: dict[str, MetadataValue], problems: list[MetadataProblem]) -> None:
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and not any(p.key == "tokenizer.chat_template" for p in problems):
         why = chat_template_problem(template)

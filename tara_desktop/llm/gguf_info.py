@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tara_desktop.llm.gguf_reader import ArrayValue, MetadataProblem
+from tara_desktop.llm.gguf_reader import ArrayValue, MetadataProblem, MetadataValue
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +82,7 @@ class GgufInfo:
     tensor_count: int
     tensor_types: dict[str, int]  # type name -> number of tensors
     tensors: tuple[TensorInfo, ...]
-    metadata: dict[str, Any]
+    metadata: dict[str, MetadataValue]
     kv_entries: tuple[KvEntry, ...] = ()
     header_end: int = 0
     problems: tuple[MetadataProblem, ...] = ()
@@ -148,7 +148,7 @@ def describe(
     alignment: int,
     data_offset: int,
     header_end: int,
-    metadata: dict[str, Any],
+    metadata: dict[str, MetadataValue],
     entries: list[KvEntry],
     tensors: list[TensorInfo],
     problems: list[MetadataProblem],

@@ -11,7 +11,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, BinaryIO
+from typing import BinaryIO, TypeAlias
 
 from tara_desktop.errors import TaraError
 
@@ -67,13 +67,20 @@ SCALAR_FORMATS: dict[int, str] = {
     ValueType.FLOAT64: "d",
 }
 
+Scalar: TypeAlias = int | float | bool
+
+
 @dataclass(frozen=True, slots=True)
 class ArrayValue:
     """A metadata array: its item type, length and (when small) its items."""
 
     item_type: int
     count: int
-    items: tuple[Any, ...] | None = None
+    items: tuple[Scalar | str, ...] | None = None
+
+
+MetadataValue: TypeAlias = Scalar | str | ArrayValue | None
+"""One metadata value as kept: a number, a string (None when too long to keep), or an array."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +203,7 @@ class Reader:
     def u64(self, what: str) -> int:
         return int(struct.unpack("<Q", self.read(8, what))[0])
 
-    def scalar(self, vtype: int, what: str) -> Any:
+    def scalar(self, vtype: int, what: str) -> Scalar:
         fmt = SCALAR_FORMATS[vtype]
         value = struct.unpack("<" + fmt, self.read(struct.calcsize(fmt), what))[0]
         return bool(value) if vtype == ValueType.BOOL else value
@@ -272,7 +279,7 @@ def not_gguf_message(head: bytes, size: int) -> str:
     return f"the file does not start with the GGUF magic bytes (it starts with {head[:4].hex(' ')}): it is not a GGUF model or is corrupt; {REDOWNLOAD}"
 
 
-def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem]) -> Any:
+def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem]) -> MetadataValue:
     if vtype in SCALAR_FORMATS:
         return r.scalar(vtype, f"the value of {key}")
     if vtype == ValueType.STRING:
@@ -310,7 +317,7 @@ def read_value(r: Reader, vtype: int, key: str, problems: list[MetadataProblem])
                 back = r.pos
                 r.walk_strings(count, key, unique=True)
                 r.pos = back
-            items: list[Any] | None = []
+            items: list[Scalar | str] | None = []
             for i in range(count):
                 n = r.string_len(f"item {i} of {key}")
                 if items is not None and n <= 65536 and r.may_keep(n):

@@ -31,20 +31,22 @@ SETTING_KEY = "models.library"
 Verdict = memory_model.Verdict
 
 
-class _Store(Protocol):
+class SettingsStore(Protocol):
+    """Where a profile keeps its (encrypted) settings: JSON values by key (``ProfileStore`` is one)."""
+
     def get_setting(self, key: str, default: Any = None) -> Any: ...
     def set_setting(self, key: str, value: Any) -> None: ...
 
 
-class _Audit(Protocol):
+class AuditTrail(Protocol):
     def append(self, event: str, details: dict[str, Any] | None = None) -> int: ...
 
 
 class ProfileLike(Protocol):
     @property
-    def store(self) -> _Store: ...
+    def store(self) -> SettingsStore: ...
     @property
-    def audit(self) -> _Audit: ...
+    def audit(self) -> AuditTrail: ...
 
 
 @dataclass(frozen=True)

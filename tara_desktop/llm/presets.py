@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -27,6 +27,9 @@ from tara_desktop.config import LlmSettings
 from tara_desktop.errors import TaraError
 from tara_desktop.llm.catalog import Catalog, CatalogModel, GenerationPreset, default_path, load_catalog
 from tara_desktop.llm.generation import GenerationSettings
+
+if TYPE_CHECKING:
+    from tara_desktop.llm.library import SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,6 @@ GLOBAL_KEY = "config.overrides"
 """Profile setting holding the user's own config.yaml overrides (the Settings page)."""
 LLM_KEYS = ("temperature", "top_p", "max_tokens", "seed")
 """The ``llm`` settings of config.yaml that are generation settings."""
-
-
-class _Store(Protocol):
-    def get_setting(self, key: str, default: Any = None) -> Any: ...
-    def set_setting(self, key: str, value: Any) -> None: ...
 
 
 _cache_lock = threading.Lock()
@@ -86,7 +84,7 @@ def preset_for(model_path: Path, catalog: Catalog | None = None) -> GenerationPr
     return entry.preset if entry is not None else None
 
 
-def user_settings(store: _Store | None, key: str) -> GenerationPreset | None:
+def user_settings(store: SettingsStore | None, key: str) -> GenerationPreset | None:
     """The user's own settings for one model (None when they set none, or the stored value is damaged)."""
     if store is None:
         return None
@@ -101,7 +99,7 @@ def user_settings(store: _Store | None, key: str) -> GenerationPreset | None:
         return None
 
 
-def save_user_settings(store: _Store, key: str, values: Mapping[str, Any] | None) -> GenerationPreset | None:
+def save_user_settings(store: SettingsStore, key: str, values: Mapping[str, Any] | None) -> GenerationPreset | None:
     """Store (or with None / {} clear) the user's own settings for one model. Raises TaraError naming the
     bad key."""
     raw = store.get_setting(USER_KEY) or {}
@@ -123,7 +121,7 @@ def save_user_settings(store: _Store, key: str, values: Mapping[str, Any] | None
     return preset
 
 
-def _user_llm(store: _Store | None) -> dict[str, Any]:
+def _user_llm(store: SettingsStore | None) -> dict[str, Any]:
     if store is None:
         return {}
     raw = store.get_setting(GLOBAL_KEY) or {}
@@ -136,7 +134,7 @@ def _user_llm(store: _Store | None) -> dict[str, Any]:
 def generation_settings(
     model_path: Path,
     llm: LlmSettings,
-    store: _Store | None = None,
+    store: SettingsStore | None = None,
     request: Mapping[str, Any] | None = None,
     *,
     catalog: Catalog | None = None,
