@@ -13,7 +13,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QAbstractButton, QApplication
+
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.turn import TurnResult
+    from tara_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def create_application(argv: Sequence[str] | None = None) -> Any:
+def create_application(argv: Sequence[str] | None = None) -> QApplication:
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
@@ -46,6 +53,7 @@ def create_application(argv: Sequence[str] | None = None) -> Any:
     app.setOrganizationName("TARA")
     if isinstance(app, QGuiApplication):
         app.setApplicationDisplayName("TARA")
+    assert isinstance(app, QApplication), "the window needs a QApplication, not a bare QCoreApplication"
     return app
 
 
@@ -73,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(app.exec())
 
 
-def _report_startup(app: Any, window: Any) -> None:
+def _report_startup(app: QApplication, window: MainWindow) -> None:
     """For benchmarks/bench_ui.py: print when the window was first painted and when the profile was open
     (seconds since the process started), and the peak RSS; then quit."""
     import json
@@ -89,7 +97,7 @@ def _report_startup(app: Any, window: Any) -> None:
     def shown() -> None:
         marks["shown_s"] = time.time() - started
 
-    def ready(_assistant: Any) -> None:
+    def ready(_assistant: Assistant) -> None:
         marks["ready_s"] = time.time() - started
         window.close()
         marks["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -105,7 +113,7 @@ def _report_startup(app: Any, window: Any) -> None:
     window.session.failed.connect(failed)
 
 
-def check_chat_model(window: Any, assistant: Any) -> str | None:
+def check_chat_model(window: MainWindow, assistant: Assistant) -> str | None:
     """On start: when the default chat model (the user's mapping over the shipped one) cannot be used, say
     so in the chat banner and in a message box that offers the model catalog. Returns the problem."""
     from PySide6.QtWidgets import QMessageBox
@@ -125,7 +133,7 @@ def check_chat_model(window: Any, assistant: Any) -> str | None:
     catalog = box.addButton("Open the model catalog", QMessageBox.ButtonRole.AcceptRole)
     box.addButton(QMessageBox.StandardButton.Close)
 
-    def _on_clicked(button: Any) -> None:
+    def _on_clicked(button: QAbstractButton) -> None:
         if button is catalog:
             window.show_page("Models")
 
@@ -160,18 +168,19 @@ def smoke(args: argparse.Namespace) -> int:
         window = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False, keep_theme=True)
         error_hook.install(lambda: window)
         window.show()
-        outcome: dict[str, Any] = {}
+        results: list[TurnResult] = []
+        errors: list[str] = []
         loop = QEventLoop()
 
-        def on_ready(_assistant: Any) -> None:
+        def on_ready(_assistant: Assistant) -> None:
             window.chat.send(SMOKE_QUESTION, model_path=model)
 
-        def on_done(result: Any) -> None:
-            outcome["result"] = result
+        def on_done(result: TurnResult) -> None:
+            results.append(result)
             loop.quit()
 
         def on_failed(message: str) -> None:
-            outcome["error"] = message
+            errors.append(message)
             loop.quit()
 
         window.assistant_ready.connect(on_ready)
@@ -183,10 +192,10 @@ def smoke(args: argparse.Namespace) -> int:
         loop.exec()
         window.close()
         app.processEvents()
-        if "error" in outcome:
-            sys.stderr.write(f"error: {outcome['error']}\n")
+        if errors or not results:
+            sys.stderr.write(f"error: {errors[0] if errors else 'the smoke turn did not finish'}\n")
             return 1
-        result = outcome["result"]
+        result = results[0]
         sys.stdout.write(f"you:  {SMOKE_QUESTION}\n")
         sys.stdout.write(f"tara: {result.reply}\n")
         sys.stdout.write(f"      [{result.domain} · {Path(str(result.model)).name} · "

@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from PySide6.QtCore import QObject, Signal
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui.workers import JobHost, JobThread
+from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,11 +38,11 @@ class ShownMessage:
 
     role: str
     content: str
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, object] = field(default_factory=dict)
     id: int | None = None
 
 
-def result_meta(result: TurnResult) -> dict[str, Any]:
+def result_meta(result: TurnResult) -> dict[str, object]:
     """The meta line of a reply from a ``TurnResult``."""
     keys = ("domain", "confidence", "model", "adapter", "emotion", "ttft_s", "tokens_per_s", "cancelled")
     return {k: getattr(result, k, None) for k in keys}
@@ -98,7 +98,7 @@ class ChatModel(QObject):
         self.title = ""
         self.pinned_domain: str | None = None
         self.messages: list[ShownMessage] = []
-        self.conversations: list[Any] = []
+        self.conversations: list[ConversationSummary] = []
         self.query = ""
         self.editing: int | None = None
         self.model_override: Path | None = None  # a model file that replaces the mapping's (smoke, tests)
@@ -156,7 +156,7 @@ class ChatModel(QObject):
             return
         query = self.query
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> list[ConversationSummary]:
             return service.search(query, state) if query else service.list()
 
         if self._list_job is not None:
@@ -206,7 +206,7 @@ class ChatModel(QObject):
         service = self.service
         assert service is not None and conversation_id is not None  # what ``loading`` means
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> Conversation:
             return service.open(conversation_id)
 
         job = self.jobs.start(run, "open-conversation")
@@ -297,7 +297,7 @@ class ChatModel(QObject):
                                model_path=model_path)
         assistant = self.assistant
 
-        def run(state: JobState, emit: Any) -> Any:
+        def run(state: JobState, emit: Emit) -> TurnResult:
             return assistant.turn(request, state, emit)
 
         job = self.jobs.start(run, "chat-turn")
@@ -413,11 +413,13 @@ class ChatModel(QObject):
     def _conversation(self) -> Conversation:
         """The open conversation as the service sees it, built from what is shown (no store read)."""
         from tara_desktop.conversation import Conversation
+        from tara_desktop.profile.store import Message
 
         assert self.assistant is not None, "regenerate and edit need an open profile"
         conv = Conversation(self.assistant.profile.store, None)
         conv.id = self.conversation_id
-        conv.messages = [_Stored(m) for m in self.messages if m.id is not None]
+        conv.messages = [Message(m.id, self.conversation_id or 0, m.role, m.content, dict(m.meta), 0.0)
+                         for m in self.messages if m.id is not None]
         return conv
 
     def regenerate(self, reply_message_id: int) -> None:
@@ -453,22 +455,6 @@ class ChatModel(QObject):
         if mid != self.editing:
             self.editing = mid
             self.editing_changed.emit(mid)
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """A shown message in the shape the conversation service reads (id, role, content, meta)."""
-
-    id: int
-    role: str
-    content: str
-    meta: dict[str, Any]
-
-    def __init__(self, m: ShownMessage) -> None:
-        object.__setattr__(self, "id", int(m.id or 0))
-        object.__setattr__(self, "role", m.role)
-        object.__setattr__(self, "content", m.content)
-        object.__setattr__(self, "meta", dict(m.meta))
 
 
 def _retitled(c: ConversationSummary, title: str) -> ConversationSummary:

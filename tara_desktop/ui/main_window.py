@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QSplitter,
     QStackedWidget,
@@ -37,8 +38,17 @@ from tara_desktop.ui.session import Session
 from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from tara_desktop.assistant import Assistant
     from tara_desktop.jobs import JobState
     from tara_desktop.profile import Profile
+    from tara_desktop.ui.models_page import ModelsPage
+    from tara_desktop.ui.privacy_page import PrivacyPage
+    from tara_desktop.ui.settings_page import SettingsPage
+    from tara_desktop.ui.training_tab import TrainingTab
+
+    Page: TypeAlias = SettingsPage | ModelsPage | TrainingTab | PrivacyPage  # the pages built on first use
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +58,14 @@ PAGES = ("Chat", "Models", "Training", "Privacy", "Settings")
 class _LazyPage(QWidget):
     """A placeholder that builds the real page the first time it is needed."""
 
-    def __init__(self, factory: Callable[[], QWidget], parent: QWidget | None = None) -> None:
+    def __init__(self, factory: Callable[[], Page], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._factory = factory
-        self.page: QWidget | None = None
+        self.page: Page | None = None
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
 
-    def build(self) -> QWidget:
+    def build(self) -> Page:
         if self.page is None:
             self.page = self._factory()
             self._layout.addWidget(self.page)
@@ -129,8 +139,8 @@ class MainWindow(QMainWindow):
         self.session.model_status.connect(self.chat.set_status)
 
     # ---- pages ------------------------------------------------------------------------------------
-    def _make_page(self, name: str) -> QWidget:
-        page: Any
+    def _make_page(self, name: str) -> Page:
+        page: Page
         if name == "Settings":
             from tara_desktop.ui.settings_page import SettingsPage
 
@@ -156,15 +166,23 @@ class MainWindow(QMainWindow):
     def _on_settings_saved(self, _overrides: dict[str, object]) -> None:
         self.chat.set_assistant(self.session.assistant)
 
-    def page(self, name: str) -> Any:
+    def page(self, name: str) -> ChatPane | Page:
         """The page called ``name``, built if needed (tests and menus use this)."""
         if name == "Chat":
             return self.chat
         return self.pages[name].build()
 
-    def show_page(self, name: str) -> Any:
+    def show_page(self, name: str) -> ChatPane | Page:
         self.nav.setCurrentRow(PAGES.index(name))
         return self.page(name)
+
+    def models_page(self, *, show: bool = False) -> ModelsPage:
+        """The Models page, built if needed (``show``: and switched to)."""
+        from tara_desktop.ui.models_page import ModelsPage
+
+        page = self.show_page("Models") if show else self.page("Models")
+        assert isinstance(page, ModelsPage)
+        return page
 
     def _on_nav(self, row: int) -> None:
         if row > 0:
@@ -190,7 +208,8 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "&Welcome and setup…", None, self.show_welcome)
         self._action(help_menu, "&About TARA", None, self._about)
 
-    def _action(self, menu: Any, text: str, shortcut: Any, slot: Callable[[], Any]) -> QAction:
+    def _action(self, menu: QMenu, text: str, shortcut: str | QKeySequence.StandardKey | None,
+                slot: Callable[[], object]) -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
@@ -199,7 +218,7 @@ class MainWindow(QMainWindow):
         return action
 
     def _on_add_model_file(self) -> None:
-        self.show_page("Models").add_model_dialog()
+        self.models_page(show=True).add_model_dialog()
 
     def _on_view_page(self, name: str, _checked: bool = False) -> None:
         self.show_page(name)
@@ -217,7 +236,7 @@ class MainWindow(QMainWindow):
     def _on_session_status(self, text: str) -> None:
         self.status_label.setText(text)
 
-    def _on_opened(self, assistant: Any) -> None:
+    def _on_opened(self, assistant: Assistant) -> None:
         look = assistant.configs.app.app
         app = QApplication.instance()
         if isinstance(app, QApplication) and not self._keep_theme:
@@ -226,13 +245,13 @@ class MainWindow(QMainWindow):
         self.conversations.set_enabled(True)
         for lazy in self.pages.values():
             if lazy.page is not None:
-                lazy.page.set_assistant(assistant)  # type: ignore[attr-defined]
+                lazy.page.set_assistant(assistant)
         self.assistant_ready.emit(assistant)
         if self._show_welcome and not self.session.welcome_done():
             self.show_welcome()
         self._mention_interrupted_training(assistant)
 
-    def _mention_interrupted_training(self, assistant: Any) -> None:
+    def _mention_interrupted_training(self, assistant: Assistant) -> None:
         """A training job that the app or the machine interrupted is offered again on the next start."""
         try:
             from tara_desktop.training import recovery

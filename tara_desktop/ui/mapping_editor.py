@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -22,6 +22,10 @@ from PySide6.QtWidgets import (
 
 from tara_desktop.errors import TaraError
 
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.ui.workers import JobHost
+
 NO_ADAPTER = "(no adapter)"
 
 
@@ -36,9 +40,9 @@ class MappingEditor(QWidget):
     saved = Signal()
     error = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None, jobs: Any = None) -> None:
+    def __init__(self, parent: QWidget | None = None, jobs: JobHost | None = None) -> None:
         super().__init__(parent)
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         self.jobs = jobs  # a JobHost: saving waits for a running turn, so it runs off the GUI thread
         self.model_names: list[str] = []
         layout = QVBoxLayout(self)
@@ -61,7 +65,7 @@ class MappingEditor(QWidget):
         layout.addLayout(row)
         self.save_button.clicked.connect(self.save)
 
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant
         self.setEnabled(assistant is not None)
         self._fill()
@@ -122,8 +126,8 @@ class MappingEditor(QWidget):
         if path:
             box.setCurrentText(path)
 
-    def values(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def values(self) -> dict[str, dict[str, str | float | None]]:
+        out: dict[str, dict[str, str | float | None]] = {}
         for r in range(self.table.rowCount()):
             label = self.table.cellWidget(r, 0)
             models = self.table.cellWidget(r, 1)
@@ -150,16 +154,16 @@ class MappingEditor(QWidget):
                 self.error.emit(f"the {domain} domain has no model; choose one before saving")
                 return
         assistant = self.assistant
-        jobs = self.jobs if self.jobs is not None else getattr(self.window(), "jobs", None)
-        lock = getattr(assistant, "turn_lock", None)
-        if jobs is None or lock is None or lock.acquire(blocking=False):
+        jobs: JobHost | None = self.jobs if self.jobs is not None else getattr(self.window(), "jobs", None)
+        lock = assistant.turn_lock
+        if jobs is None or lock.acquire(blocking=False):
             try:  # no turn is running: the swap is quick, do it now
                 assistant.set_mapping(values)
             except (TaraError, ValueError) as exc:
                 self.error.emit(str(exc))
                 return
             finally:
-                if jobs is not None and lock is not None:
+                if jobs is not None:
                     lock.release()
             self.saved.emit()
             return

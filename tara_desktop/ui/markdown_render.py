@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tara_desktop.ui import theme
 
-_md: Any = None
+if TYPE_CHECKING:
+    from markdown import Markdown
+
+_md: Markdown | None = None
 
 
-def _converter() -> Any:
+def _converter() -> Markdown:
     global _md
     if _md is None:
         import markdown

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
-from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QResizeEvent
@@ -23,7 +22,7 @@ from PySide6.QtWidgets import (
 from tara_desktop.ui.markdown_render import to_html
 
 
-def format_meta(meta: Mapping[str, Any] | None) -> str:
+def format_meta(meta: Mapping[str, object] | None) -> str:
     """``technical · tara-demo.gguf · calm · first token 0.21 s · 18.3 tok/s`` from a reply's meta."""
     if not meta:
         return ""
@@ -90,13 +89,13 @@ class MessageBubble(QFrame):
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
 
-    def __init__(self, role: str, content: str, meta: Mapping[str, Any] | None = None,
+    def __init__(self, role: str, content: str, meta: Mapping[str, object] | None = None,
                  message_id: int | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.role = role
         self.message_id = message_id
         self.content = content
-        self.meta: dict[str, Any] = dict(meta or {})
+        self.meta: dict[str, object] = dict(meta or {})
         is_user = role == "user"
         self.setObjectName("UserBubble" if is_user else "ReplyBubble")
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
@@ -160,7 +159,7 @@ class MessageBubble(QFrame):
     def append_text(self, text: str) -> None:
         self.set_content(self.content + text)
 
-    def set_meta(self, meta: Mapping[str, Any] | None) -> None:
+    def set_meta(self, meta: Mapping[str, object] | None) -> None:
         self.meta = dict(meta or {})
         line = format_meta(self.meta)
         self.meta_label.setText(line)
@@ -234,7 +233,7 @@ class MessageView(QScrollArea):
         self.bubbles.clear()
         self._empty.show()
 
-    def add_message(self, role: str, content: str, meta: Mapping[str, Any] | None = None,
+    def add_message(self, role: str, content: str, meta: Mapping[str, object] | None = None,
                     message_id: int | None = None) -> MessageBubble:
         self._empty.hide()
         holder = QWidget(self._column)

@@ -8,7 +8,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
@@ -37,10 +37,11 @@ from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
 from tara_desktop.ui.mapping_editor import MappingEditor
-from tara_desktop.ui.workers import JobHost, JobThread
+from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
+    from tara_desktop.config import LlmSettings
     from tara_desktop.llm.gguf_info import GgufInfo
     from tara_desktop.llm.library import InstalledModel, ModelLibrary, ModelRow
     from tara_desktop.llm.memory import Machine
@@ -267,7 +268,7 @@ class ModelsPage(QWidget):
         library = self.library()
         models_dir = paths.user_models_dir(Path(self.assistant.profile_dir))
 
-        def run(_state: JobState, _emit: Any) -> Any:
+        def run(_state: JobState, _emit: Emit) -> tuple[Machine, list[ModelRow]]:
             from tara_desktop.llm import memory
             from tara_desktop.llm.catalog import load_catalog
             from tara_desktop.llm.library import list_models
@@ -299,7 +300,7 @@ class ModelsPage(QWidget):
         if changed:
             self.models_changed.emit()
 
-    def _apply_refresh(self, seq: int, llm: Any, result: tuple[Machine, list[ModelRow]]) -> None:
+    def _apply_refresh(self, seq: int, llm: LlmSettings, result: tuple[Machine, list[ModelRow]]) -> None:
         if seq != self._refresh_seq or self.assistant is None:  # overtaken by a newer refresh
             return
         machine, rows = result
@@ -408,7 +409,7 @@ class ModelsPage(QWidget):
         """Forget the user's own settings for the selected model: it answers with its recommended ones."""
         self._store_generation_settings(None, "answers with its recommended settings again.")
 
-    def _store_generation_settings(self, values: dict[str, Any] | None, done: str) -> None:
+    def _store_generation_settings(self, values: dict[str, float] | None, done: str) -> None:
         from tara_desktop.llm import presets
 
         r = self.selected()
@@ -438,7 +439,7 @@ class ModelsPage(QWidget):
         self.banner.show_info(f"Checking {path.name}…")
         self.add_button.setEnabled(False)
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> InstalledModel:
             from tara_desktop.llm.catalog import load_catalog
             from tara_desktop.llm.model_check import validate_gguf
 
@@ -477,7 +478,7 @@ class ModelsPage(QWidget):
             return
         path, name = r.path, r.name
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> GgufInfo:
             from tara_desktop.llm import gguf_file
 
             return gguf_file.validate(path, state=state)
@@ -498,7 +499,7 @@ class ModelsPage(QWidget):
             return
         path, name = r.path, r.name
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> str:
             pool.get(path, state)
             return name
 
@@ -553,7 +554,7 @@ class ModelsPage(QWidget):
         models_dir = paths.user_models_dir(Path(self.services().profile_dir))
         library = self.library()
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> InstalledModel:
             from tara_desktop.llm.download import download_catalog_model
 
             return download_catalog_model(entry, models_dir, library, state=state, catalog=load_catalog())[0]

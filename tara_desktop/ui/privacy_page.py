@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -28,7 +29,7 @@ from PySide6.QtWidgets import (
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
-from tara_desktop.ui.workers import JobHost
+from tara_desktop.ui.workers import Emit, JobHost
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
@@ -46,7 +47,7 @@ CONSENTS = (
 )
 
 
-def _describe_status(status: dict[str, Any]) -> list[tuple[str, str]]:
+def _describe_status(status: Mapping[str, object]) -> list[tuple[str, str]]:
     """The profile's status as rows a person understands."""
     rows: list[tuple[str, str]] = []
     if status.get("dir"):
@@ -221,7 +222,7 @@ class PrivacyPage(QWidget):
         self.export_button.setEnabled(False)
         self.banner.show_info("Exporting…")
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> dict[str, object]:
             state.report(None, "exporting")
             return profile.export(out, state)
 
@@ -290,7 +291,7 @@ class PrivacyPage(QWidget):
 
 
 def _audit_row(entry: AuditEntry) -> tuple[str, str]:
-    when: Any = getattr(entry, "created_at", "")
+    when: object = getattr(entry, "created_at", "")
     if isinstance(when, int | float):
         when = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")
     event = str(getattr(entry, "event", ""))

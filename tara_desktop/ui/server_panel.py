@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -141,7 +142,7 @@ class ServerPanel(QGroupBox):
             self._set_status("stopping", "Stopping…")
             self._run(self._stop, self.server)
 
-    def _run(self, target: Any, *args: Any) -> None:
+    def _run(self, target: Callable[..., None], *args: object) -> None:
         self._worker = threading.Thread(target=target, args=args, name="tara-api-switch", daemon=True)
         self._worker.start()
 

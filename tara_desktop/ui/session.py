@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QWidget
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui.workers import JobHost, JobThread
+from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
@@ -70,7 +70,7 @@ class Session(QObject):
         self.status_changed.emit("Opening your profile…")
         profile_dir = self.profile_dir
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> Assistant:
             state.report(None, "Opening your profile")
             return _open_assistant(profile_dir, passphrase)
 
@@ -114,7 +114,7 @@ class Session(QObject):
         assistant = self.services()
         name = self.default_model_name()
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> str:
             state.report(None, "Preparing…")
             assistant.router.warm_up()
             state.check()
@@ -162,7 +162,10 @@ class Session(QObject):
     def close(self) -> None:
         assistant, self.assistant = self.assistant, None
         if assistant is None and self._job is not None and self._job.isFinished():
-            assistant = self._job.result  # opened while the window was closing: close it too
+            from tara_desktop.assistant import Assistant  # (loaded: the job that opened it imported it)
+
+            opened = self._job.result  # opened while the window was closing: close it too
+            assistant = opened if isinstance(opened, Assistant) else None
             self._job = None
         if assistant is None:
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QKeySequence
@@ -34,6 +34,7 @@ from tara_desktop.ui.server_panel import ServerPanel
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
+    from tara_desktop.profile import ProfileStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def _overrides_key() -> str:
     return SETTINGS_KEY
 
 
-def read_overrides(store: Any) -> dict[str, Any]:
+def read_overrides(store: ProfileStore | None) -> dict[str, dict[str, object]]:
+    """The user's overrides of config.yaml, by section (a copy: changing it changes nothing stored)."""
     value = store.get_setting(_overrides_key(), {}) if store is not None else {}
     return copy.deepcopy(value) if isinstance(value, dict) else {}
 
@@ -165,7 +167,7 @@ class SettingsPage(QWidget):
         found = self.device_box.findData(wanted) if wanted is not None else 0
         self.device_box.setCurrentIndex(max(0, found))
 
-    def values(self) -> dict[str, Any]:
+    def values(self) -> dict[str, dict[str, object]]:
         """The form as config overrides (the same sections and keys as config.yaml)."""
         key = self.hotkey.keySequence().toString() or "Ctrl+Space"
         return {

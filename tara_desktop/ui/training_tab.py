@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -35,12 +36,19 @@ from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import Banner
 from tara_desktop.ui.training_monitor import TrainingMonitor
-from tara_desktop.ui.workers import JobHost, JobThread
+from tara_desktop.ui.workers import Emit, JobFunction, JobHost, JobThread
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.training.export_job import ExportResult
+    from tara_desktop.training.recovery import InterruptedJob
+    from tara_desktop.training.spec import TrainingSpec
+    from tara_desktop.training.supervisor import JobOutcome
 
 log = logging.getLogger(__name__)
 
 
-def _path_row(parent: QWidget, name: str, browse: Any) -> tuple[QWidget, QLineEdit]:
+def _path_row(parent: QWidget, name: str, browse: Callable[[], None]) -> tuple[QWidget, QLineEdit]:
     cell = QWidget(parent)
     row = QHBoxLayout(cell)
     row.setContentsMargins(0, 0, 0, 0)
@@ -60,12 +68,12 @@ class TrainingTab(QWidget):
     def __init__(self, jobs: JobHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.jobs = jobs
-        self.assistant: Any = None
+        self.assistant: Assistant | None = None
         self.job: JobThread | None = None
         self.last_adapter: Path | None = None
         self.last_domain: str | None = None
         self.running_domain: str | None = None
-        self.interrupted: list[Any] = []
+        self.interrupted: list[InterruptedJob] = []
         outer = QHBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
 
@@ -177,7 +185,7 @@ class TrainingTab(QWidget):
         if folder:
             self.base_edit.setText(folder)
 
-    def _fill_bases(self, assistant: Any) -> None:
+    def _fill_bases(self, assistant: Assistant | None) -> None:
         """The installed models (the bundled one first) as bases; choosing one fills the base field."""
         from tara_desktop.llm.catalog import load_catalog
         from tara_desktop.llm.library import ModelLibrary, installed_model_files
@@ -215,7 +223,7 @@ class TrainingTab(QWidget):
         profile_dir = getattr(self.assistant, "profile_dir", None)
         return (Path(profile_dir) if profile_dir else paths.profile_dir()) / "training"
 
-    def set_assistant(self, assistant: Any) -> None:
+    def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant
         self.domain_box.clear()
         self._fill_bases(assistant)
@@ -263,7 +271,7 @@ class TrainingTab(QWidget):
         self.resume_banner.show()
 
     # ---- start, resume, cancel --------------------------------------------------------------------
-    def build_spec(self) -> Any:
+    def build_spec(self) -> TrainingSpec:
         from tara_desktop.training.spec import TrainingSpec
 
         domain = self.domain_box.currentData() or "general"
@@ -277,7 +285,7 @@ class TrainingTab(QWidget):
             max_steps=self.max_steps.value(),
         )
 
-    def start(self, spec: Any = None, *, resume: bool = False) -> None:
+    def start(self, spec: TrainingSpec | None = None, *, resume: bool = False) -> None:
         """Start (or resume) one job in a child process."""
         if self.job is not None or self.assistant is None:
             return
@@ -291,7 +299,7 @@ class TrainingTab(QWidget):
             spec = self.build_spec()
         profile = self.assistant.profile
 
-        def run(state: JobState, emit: Any) -> Any:
+        def run(state: JobState, emit: Emit) -> JobOutcome:
             from tara_desktop.training.supervisor import load_data, run_supervised
 
             return run_supervised(spec, state, load_data(spec, profile), resume=resume, on_event=emit)
@@ -314,10 +322,10 @@ class TrainingTab(QWidget):
             specs.append(spec)
         profile = self.assistant.profile
 
-        def run(state: JobState, emit: Any) -> Any:
+        def run(state: JobState, emit: Emit) -> JobOutcome | None:
             from tara_desktop.training.supervisor import load_data, train_all
 
-            def on_job(i: int, spec: Any) -> None:
+            def on_job(i: int, spec: TrainingSpec) -> None:
                 emit({"type": "job", "domain": spec.domain})
                 emit({"type": "log", "message": f"— {spec.domain} ({i + 1}/{len(specs)}) —"})
 
@@ -332,7 +340,7 @@ class TrainingTab(QWidget):
         record = self.interrupted[0].record
         self.start(record.spec, resume=True)
 
-    def _launch(self, run: Any, message: str) -> None:
+    def _launch(self, run: JobFunction, message: str) -> None:
         self.monitor.reset()
         self.banner.show_info(message)
         self.resume_banner.hide()
@@ -362,7 +370,7 @@ class TrainingTab(QWidget):
                 self.last_adapter = Path(adapter) if adapter else None
                 self.last_domain = self.running_domain
 
-    def _on_outcome(self, outcome: Any) -> None:
+    def _on_outcome(self, outcome: JobOutcome | None) -> None:
         status = getattr(outcome, "status", "done")
         message = getattr(outcome, "message", "")
         if status == "done":
@@ -391,7 +399,7 @@ class TrainingTab(QWidget):
         to use it for the domain it was trained for."""
         domain = self.last_domain
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> ExportResult:
             from tara_desktop.training.export_job import ExportRequest, run_export
 
             return run_export(ExportRequest(source=adapter_dir, out=out), state)
@@ -411,7 +419,7 @@ class TrainingTab(QWidget):
     def _on_export_done(self) -> None:
         self._set_running(self.job is not None)
 
-    def _on_exported(self, domain: str | None, result: Any) -> None:
+    def _on_exported(self, domain: str | None, result: ExportResult) -> None:
         path = Path(result.path)
         self.banner.show_info(f"Exported to {path} ({result.size_bytes / (1024 * 1024):.1f} MB).")
         if domain is None or self.assistant is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -30,6 +30,14 @@ from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.privacy_page import CONSENTS
 from tara_desktop.ui.session import WELCOME_KEY, Session
+from tara_desktop.ui.workers import Emit, JobThread
+
+if TYPE_CHECKING:
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.llm.catalog import CatalogModel
+    from tara_desktop.llm.library import InstalledModel, ModelRow
+    from tara_desktop.llm.memory import Machine
+    from tara_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ def _label(text: str, parent: QWidget) -> QLabel:
     return label
 
 
-def bundled_description(entry: Any) -> str:
+def bundled_description(entry: CatalogModel | None) -> str:
     """What the model that comes with TARA is, in the catalog's words."""
     if entry is None:
         return "TARA comes with a small chat model that works offline."
@@ -48,7 +56,7 @@ def bundled_description(entry: Any) -> str:
     return f"TARA comes with {entry.name} ({entry.parameters} parameters), already installed. {notes}".strip()
 
 
-def offline_message(entry: Any) -> str:
+def offline_message(entry: CatalogModel | None) -> str:
     """Offline: which model stays in use and what it is good for (the catalog's notes, minus its advice to
     download, which cannot be followed now)."""
     if entry is None:
@@ -59,7 +67,7 @@ def offline_message(entry: Any) -> str:
             "Download a larger model later from Models, when you are online.").replace("  ", " ")
 
 
-def answer_with(assistant: Any, model_name: str) -> bool:
+def answer_with(assistant: Assistant, model_name: str) -> bool:
     """Make ``model_name`` answer the default and every domain that still has the shipped choice with no
     adapter (a domain the user mapped themselves, or one with an adapter, keeps its choice). Returns
     whether the mapping was changed."""
@@ -85,9 +93,9 @@ class WelcomeWizard(QWizard):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.assistant: Any = session.assistant
-        self.download_job: Any = None
-        self.downloaded: Any = None
+        self.assistant: Assistant | None = session.assistant
+        self.download_job: JobThread | None = None
+        self.downloaded: InstalledModel | None = None
         self.offline = False
         self.setWindowTitle("Welcome to TARA")
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
@@ -225,7 +233,11 @@ class WelcomeWizard(QWizard):
         return page
 
     # ---- recommended models -------------------------------------------------------------------------
-    def _catalog_models(self) -> tuple[Any, list[Any], Any]:
+    def _window(self) -> MainWindow | None:
+        """The window this welcome was opened over (MainWindow.show_welcome is its one opener)."""
+        return cast("MainWindow | None", self.parent())
+
+    def _catalog_models(self) -> tuple[CatalogModel | None, list[ModelRow], Machine | None]:
         """The bundled catalog entry, the catalog models not installed yet (with their fit), this computer."""
         if self.assistant is None:
             return None, [], None
@@ -249,7 +261,7 @@ class WelcomeWizard(QWizard):
         from tara_desktop.llm import memory
 
         self.model_list.clear()
-        if self.machine is not None:
+        if self.machine is not None and self.assistant is not None:  # (a machine is only read for an assistant)
             llm = self.assistant.configs.app.llm
             disk = (f" and {memory.human(self.machine.free_disk_bytes)} free disk"
                     if self.machine.free_disk_bytes is not None else "")
@@ -281,7 +293,7 @@ class WelcomeWizard(QWizard):
                                          "now; the built-in model stays in use.")
         self._update_download_buttons()
 
-    def _selected_row(self) -> Any:
+    def _selected_row(self) -> ModelRow | None:
         item = self.model_list.currentItem()
         if item is None:
             return None
@@ -297,7 +309,7 @@ class WelcomeWizard(QWizard):
     def download_selected(self) -> None:
         """Download the selected catalog model (resumable, checksummed) and register it; off the GUI thread."""
         r = self._selected_row()
-        window: Any = self.parent()
+        window = self._window()
         if r is None or self.download_job is not None or window is None or self.assistant is None:
             return
         from tara_desktop.llm.catalog import load_catalog
@@ -312,7 +324,7 @@ class WelcomeWizard(QWizard):
         models_dir = paths.user_models_dir(Path(assistant.profile_dir))
         use_it = self.use_downloaded.isChecked() and r.fit.loadable  # never map a model the pool would refuse
 
-        def run(state: JobState, _emit: Any) -> Any:
+        def run(state: JobState, _emit: Emit) -> tuple[InstalledModel, bool]:
             from tara_desktop.llm.download import download_catalog_model
             from tara_desktop.llm.library import ModelLibrary
 
@@ -341,7 +353,7 @@ class WelcomeWizard(QWizard):
         if message:
             self.download_progress.setFormat(f"{message}  %p%")
 
-    def _on_downloaded(self, result: Any) -> None:
+    def _on_downloaded(self, result: tuple[InstalledModel, bool]) -> None:
         model, used = result
         self.downloaded = model
         if used:
@@ -382,7 +394,7 @@ class WelcomeWizard(QWizard):
     def done(self, result: int) -> None:  # QDialog override: leaving the welcome pauses its download
         if self.download_job is not None:
             self.download_job.cancel()
-            window: Any = self.parent()
+            window = self._window()
             if window is not None and hasattr(window, "chat"):
                 window.chat.banner.show_info("The model download is paused: Models → Download resumes it.")
         super().done(result)
@@ -405,7 +417,7 @@ class WelcomeWizard(QWizard):
         if self.assistant is None:
             return
         profile = self.assistant.profile
-        window: Any = self.parent()
+        window = self._window()
         try:
             for kind, box in self.consent_boxes.items():
                 profile.consent.set(kind, box.isChecked())
@@ -424,7 +436,7 @@ class WelcomeWizard(QWizard):
         if change is not None:  # runs on the window's jobs: this wizard closes before it ends
             window.change_protection(profile, **change)
         if self.model_file.isChecked() and self.model_path.text().strip():
-            window.show_page("Models").add_model(Path(self.model_path.text().strip()))
+            window.models_page(show=True).add_model(Path(self.model_path.text().strip()))
         elif self.model_catalog.isChecked():
-            page = window.show_page("Models")
+            page = window.models_page(show=True)
             page.tabs.setCurrentIndex(0)  # the models with their fit, not the domain mapping

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
@@ -23,7 +22,7 @@ from tara_desktop.jobs import Cancelled, JobState
 log = logging.getLogger(__name__)
 
 Emit = Callable[[object], None]  # hands a partial result (a token, a metrics row) to the GUI thread
-JobFunction = Callable[[JobState, Emit], Any]
+JobFunction = Callable[[JobState, Emit], object]  # its return value is what ``succeeded`` carries
 
 
 def describe_error(exc: BaseException) -> str:
@@ -59,7 +58,7 @@ class JobThread(QThread):
         self.setObjectName(name)
         self._fn = fn
         self.state = JobState(on_progress=self._on_progress)
-        self.result: Any = None
+        self.result: object = None
         self.error: str | None = None
         self.exception: BaseException | None = None
 
