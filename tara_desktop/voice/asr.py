@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,10 @@ from tara_desktop.voice.engines import Engine, EngineChain, resolve_voice_settin
 from tara_desktop.voice.speechbrain_model import SpeechBrainModel, load_speechbrain
 
 if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from pocketsphinx import Decoder
+    from speechbrain.inference.interfaces import Pretrained
+
     from tara_desktop.config import VoiceSettings
 
 log = logging.getLogger(__name__)
@@ -81,10 +85,10 @@ class SpeechBrainAsr(SpeechBrainModel):
             return "EncoderASR"
         return "EncoderDecoderASR" if "decoder:" in text and "decoding_function" not in text else "EncoderASR"
 
-    def _load(self, interface: str) -> Any:
+    def _load(self, interface: str) -> Pretrained:
         from speechbrain.inference import ASR
 
-        cls = getattr(ASR, interface, None)
+        cls: type[Pretrained] | None = getattr(ASR, interface, None)  # EncoderASR, EncoderDecoderASR...
         if cls is None:
             raise AsrError(f"{self.model_dir}: unknown SpeechBrain interface {interface!r}")
         return load_speechbrain(cls, self.model_dir)
@@ -142,14 +146,14 @@ class WhisperAsr:
         self.language = language
         self.threads = threads or default_threads()
         self.beam_size = beam_size
-        self._model: Any = None
+        self._model: WhisperModel | None = None
         self._lock = threading.Lock()
 
     @property
     def english_only(self) -> bool:
         return self.model.endswith(".en") or self.model_dir.name.endswith(".en")
 
-    def load(self) -> Any:
+    def load(self) -> WhisperModel:
         with self._lock:
             if self._model is None:
                 from tara_desktop.voice.models import is_whisper_dir
@@ -191,9 +195,9 @@ class WhisperAsr:
             weights.append(max(0.1, float(seg.end) - float(seg.start)))
             logprobs.append(float(seg.avg_logprob))
         if not texts:
-            return "", 0.0, getattr(info, "language", language)
+            return "", 0.0, info.language or language
         mean_lp = float(np.average(logprobs, weights=weights))
-        return " ".join(texts), float(min(1.0, math.exp(mean_lp))), getattr(info, "language", language)
+        return " ".join(texts), float(min(1.0, math.exp(mean_lp))), info.language or language
 
 
 # ---- pocketsphinx -----------------------------------------------------------------------------------------
@@ -205,10 +209,10 @@ class PocketSphinxAsr:
     model_dir: Path | None = None  # the model ships inside the wheel
 
     def __init__(self) -> None:
-        self._decoder: Any = None
+        self._decoder: Decoder | None = None
         self._lock = threading.Lock()
 
-    def load(self) -> Any:
+    def load(self) -> Decoder:
         if self._decoder is None:
             try:
                 from pocketsphinx import Config, Decoder
@@ -243,13 +247,13 @@ class PocketSphinxAsr:
 
 
 # ---- the recogniser the app uses --------------------------------------------------------------------------
-def _engine_for(choice: str, settings: Any, profile: Path | None) -> tuple[AsrEngine | None, str | None]:
+def _engine_for(choice: str, settings: VoiceSettings, profile: Path | None) -> tuple[AsrEngine | None, str | None]:
     """The engine for a ``voice.asr_model`` value, or (None, why it is not available)."""
     from tara_desktop.voice import models as vm
 
-    language = str(getattr(settings, "language", "en") or "en")
-    threads = int(getattr(settings, "asr_threads", 0) or 0) or None
-    beam = int(getattr(settings, "asr_beam_size", 1) or 1)
+    language = settings.language or "en"
+    threads = settings.asr_threads or None  # 0: by the number of cores
+    beam = settings.asr_beam_size
     if choice == "auto":
         base = vm.whisper_base_dir(profile)
         choice = "whisper-base" if base is not None else "whisper-tiny.en"

@@ -18,12 +18,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
 from tara_desktop.errors import TaraError
+
+if TYPE_CHECKING:
+    from sounddevice import CallbackFlags, InputStream
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +279,7 @@ def _short(exc: BaseException) -> str:
 
 
 # ---- devices ----------------------------------------------------------------------------------------------
-def _sounddevice() -> Any:
+def _sounddevice() -> ModuleType:
     try:
         import sounddevice as sd
     except (OSError, ImportError) as exc:
@@ -286,7 +290,14 @@ def _sounddevice() -> Any:
     return sd
 
 
-def input_devices() -> list[dict[str, Any]]:
+class InputDevice(TypedDict):
+    index: int
+    name: str
+    channels: int
+    default_samplerate: float
+
+
+def input_devices() -> list[InputDevice]:
     """Microphones PortAudio knows: ``[{"index", "name", "channels", "default_samplerate"}]``."""
     sd = _sounddevice()
     try:
@@ -294,14 +305,14 @@ def input_devices() -> list[dict[str, Any]]:
     except sd.PortAudioError as exc:
         raise AudioDeviceError(f"audio devices cannot be listed ({_short(exc)}); check the sound system") from None
     return [
-        {"index": i, "name": d["name"], "channels": d["max_input_channels"],
-         "default_samplerate": d["default_samplerate"]}
+        InputDevice(index=i, name=str(d["name"]), channels=int(d["max_input_channels"]),
+                    default_samplerate=float(d["default_samplerate"]))
         for i, d in enumerate(devices)
         if d.get("max_input_channels", 0) > 0
     ]
 
 
-def _resolve_device(sd: Any, device: str | int | None, kind: str) -> int:
+def _resolve_device(sd: ModuleType, device: str | int | None, kind: Literal["input", "output"]) -> int:
     what = "microphone" if kind == "input" else "speaker"
     channels_key = "max_input_channels" if kind == "input" else "max_output_channels"
     try:
@@ -401,7 +412,7 @@ class Microphone:
         self.device = device
         self.sample_rate = sample_rate
         self._ring = RingBuffer(int(sample_rate * max_seconds))
-        self._stream: Any = None
+        self._stream: InputStream | None = None
         self._level = -120.0
 
     @property
@@ -412,7 +423,7 @@ class Microphone:
     def active(self) -> bool:
         return self._stream is not None
 
-    def _callback(self, indata: Any, frames: int, time: Any, status: Any) -> None:
+    def _callback(self, indata: npt.NDArray[np.float32], frames: int, time: object, status: CallbackFlags) -> None:
         block = np.asarray(indata, dtype=np.float32)
         mono = block.mean(axis=1) if block.ndim == 2 else block
         self._ring.write(mono)

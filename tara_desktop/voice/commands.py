@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 from tara_desktop.progress import ProgressBar
 
 if TYPE_CHECKING:
+    from tara_desktop.config import Configs, VoiceSettings
     from tara_desktop.jobs import JobState
+    from tara_desktop.turn import TurnEvent, TurnResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +63,7 @@ def _check_out(path: Path) -> None:
         raise TaraError(f"{path.parent}: folder not found; create it or choose another --out path")
 
 
-def _configs() -> Any:
+def _configs() -> Configs:
     from tara_desktop.config import load_configs
 
     return load_configs()
@@ -172,10 +174,10 @@ def cmd_install_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def online_voice_allowed(voice_settings: Any) -> bool:
+def online_voice_allowed(voice_settings: VoiceSettings) -> bool:
     """True only when the profile's "online_voice" consent is on (and voice.tts_engine allows an online
     voice); a profile that cannot be opened counts as "no"."""
-    if getattr(voice_settings, "tts_engine", "auto") not in ("auto", "edge"):
+    if voice_settings.tts_engine not in ("auto", "edge"):
         return False
     try:
         from tara_desktop.profile import Profile
@@ -188,22 +190,18 @@ def online_voice_allowed(voice_settings: Any) -> bool:
     except Exception:
         return False
     finally:
-        close = getattr(profile, "close", None)
-        if callable(close):
-            close()
+        profile.close()
 
 
-def domain_voice(configs: Any, domain: str | None, emotion: str | None = None) -> str | None:
-    """The Edge TTS voice for a domain: the router's choice when available, else the domain's config."""
+def domain_voice(configs: Configs, domain: str | None, emotion: str | None = None) -> str:
+    """The Edge TTS voice for a domain, as the router chooses it (the domain's voice, or its calm voice
+    for a distressed emotion)."""
+    from tara_desktop.routing.router import DomainRouter
+
     domain = domain or "general"
     if domain not in configs.domains:
         raise TaraError(f"unknown domain {domain!r}; choose one of {', '.join(sorted(configs.domains))}")
-    try:
-        from tara_desktop.routing.router import DomainRouter
-
-        return str(DomainRouter.from_configs(configs).voice_for(domain, emotion))
-    except (ImportError, AttributeError):
-        return str(configs.domains[domain].voice)
+    return DomainRouter.from_configs(configs).voice_for(domain, emotion)
 
 
 def cmd_say(args: argparse.Namespace) -> int:
@@ -234,25 +232,19 @@ def cmd_turn(args: argparse.Namespace) -> int:
     audio, sr = read_wav(args.wav)
     speech = prepare_speech(audio, sr)
     _check_out(args.out)
-    try:
-        from tara_desktop.assistant import Assistant
-        from tara_desktop.turn import TurnRequest
-    except ImportError:
-        raise TaraError(
-            "the assistant (tara_desktop.assistant) is not available in this build; "
-            "use `tara voice transcribe` and `tara chat` separately"
-        ) from None
+    from tara_desktop.assistant import Assistant
+    from tara_desktop.turn import TurnRequest
 
     configs = _configs()
     state = JobState()
     assistant = Assistant.open()
-    turn: dict[str, Any] = {}
+    turn: dict[str, TurnResult] = {}
     voice_box: dict[str, str | None] = {"voice": domain_voice(configs, args.domain)}
 
-    def respond(text: str, emotion: str, confidence: float, on_token: Any) -> str:
-        def on_event(event: Any) -> None:
+    def respond(text: str, emotion: str, confidence: float, on_token: Callable[[str], None]) -> str:
+        def on_event(event: TurnEvent) -> None:
             if event.kind == "route" and event.voice:  # the turn's own routing picks the voice
-                voice_box["voice"] = str(event.voice)
+                voice_box["voice"] = event.voice
             elif event.kind == "token":
                 on_token(event.text)
 
@@ -260,7 +252,7 @@ def cmd_turn(args: argparse.Namespace) -> int:
                               pinned_domain=args.domain, model_path=args.model, source="voice")
         result = assistant.turn(request, state, on_event)
         turn["result"] = result
-        return str(result.reply)
+        return result.reply
 
     try:
         allowed = False if args.offline else online_voice_allowed(configs.app.voice)
@@ -272,9 +264,7 @@ def cmd_turn(args: argparse.Namespace) -> int:
             respond=respond, tts=synth, state=state, voice=lambda: voice_box["voice"],
         )
     finally:
-        close = getattr(assistant, "close", None)
-        if callable(close):
-            close()
+        assistant.close()
     if out.heard_nothing:
         raise TaraError(f"{args.wav}: I heard nothing (no speech was recognised); speak clearly and closer to the microphone")
     if out.tts_error and not out.spoken:
@@ -288,7 +278,7 @@ def cmd_turn(args: argparse.Namespace) -> int:
             "text": out.transcript, "emotion": out.emotion, "confidence": round(out.emotion_confidence, 4),
             "engine": out.asr_engine, "model": out.asr_model, "emotion_engine": out.emotion_engine,
             "tone": out.emotion_tone, "reply": out.reply,
-            "domain": getattr(result, "domain", None), "tts_engine": engines,
+            "domain": result.domain if result is not None else None, "tts_engine": engines,
             "out": str(args.out), "seconds": round(reply_audio.size / reply_sr, 3),
             "timings": {k: round(v, 4) for k, v in out.timings.items()},
         }))

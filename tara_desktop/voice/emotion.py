@@ -13,12 +13,11 @@ The reply's tone follows the emotion only when the confidence reaches ``voice.em
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +28,8 @@ from tara_desktop.voice.engines import EngineChain, resolve_voice_settings
 from tara_desktop.voice.speechbrain_model import SpeechBrainModel, load_speechbrain, load_speechbrain_foreign
 
 if TYPE_CHECKING:
+    from speechbrain.inference.interfaces import Pretrained
+
     from tara_desktop.config import VoiceSettings
 
 log = logging.getLogger(__name__)
@@ -130,14 +131,11 @@ def prosody_scores(p: Prosody) -> dict[str, float]:
     return {k: float(v) for k, v in zip(LABELS, probs, strict=True)}
 
 
-def default_text_emotion() -> TextEmotion | None:
-    """The router's text-emotion detector, when that module is present."""
-    try:
-        module = importlib.import_module("tara_desktop.routing.emotion_text")
-    except ModuleNotFoundError:
-        return None
-    fn = getattr(module, "detect_text_emotion", None)
-    return fn if callable(fn) else None
+def default_text_emotion() -> TextEmotion:
+    """The router's text-emotion detector (emotion from the words)."""
+    from tara_desktop.routing.emotion_text import detect_text_emotion
+
+    return detect_text_emotion
 
 
 class SpeechBrainEmotion(SpeechBrainModel):
@@ -154,7 +152,7 @@ class SpeechBrainEmotion(SpeechBrainModel):
             return "foreign:custom_interface.py:CustomEncoderWav2vec2Classifier"
         return "EncoderClassifier"
 
-    def _load(self, interface: str) -> Any:
+    def _load(self, interface: str) -> Pretrained:
         if interface.startswith("foreign:"):
             _, module_file, class_name = interface.split(":", 2)
             return load_speechbrain_foreign(self.model_dir, module_file, class_name)

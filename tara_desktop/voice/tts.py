@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -131,26 +131,26 @@ class EdgeTts:
                     chunks.append(chunk["data"])
             return b"".join(chunks)
 
-        box: dict[str, Any] = {}
+        fetched: list[bytes] = []
+        failed: list[BaseException] = []
 
         def worker() -> None:
             # Own thread and event loop: a DNS lookup that hangs cannot hold the caller past the timeout.
             try:
-                box["data"] = asyncio.run(fetch())
+                fetched.append(asyncio.run(fetch()))
             except BaseException as exc:
-                box["error"] = exc
+                failed.append(exc)
 
         thread = threading.Thread(target=worker, name="tara-edge-tts", daemon=True)
         thread.start()
         thread.join(self.timeout_s)
         if thread.is_alive():
             raise TtsUnavailable(f"no answer within {self.timeout_s:g} s")
-        if "error" in box:
-            error = box["error"]
-            if isinstance(error, ImportError):
+        if failed:
+            if isinstance(failed[0], ImportError):
                 raise TtsUnavailable("edge-tts is not installed")
-            raise TtsUnavailable(f"{error.__class__.__name__}")
-        data = box.get("data", b"")
+            raise TtsUnavailable(f"{failed[0].__class__.__name__}")
+        data = fetched[0] if fetched else b""
         if not data:
             raise TtsUnavailable("the service returned no audio")
         try:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -39,17 +39,24 @@ HEARD_NOTHING_MESSAGE = "I heard nothing — hold the button while you speak, a 
 Respond = Callable[[str, str, float, Callable[[str], None]], str]
 Play = Callable[[Audio, int, threading.Event], bool]  # returns False when interrupted
 Capture = Callable[[], tuple[npt.ArrayLike, int]]
+VoiceEventData = str | AsrResult | EmotionResult | TtsResult
 
 
 class Recognizer(Protocol):
-    def transcribe(self, audio: Any, sr: int = ...) -> AsrResult: ...
+    """What the turn needs of :class:`tara_desktop.voice.asr.SpeechRecognizer`."""
+
+    def transcribe(self, audio: Speech, sr: int = ...) -> AsrResult: ...
 
 
 class Emotions(Protocol):
-    def detect(self, audio: Any, sr: int = ..., transcript: str = ...) -> EmotionResult: ...
+    """What the turn needs of :class:`tara_desktop.voice.emotion.EmotionDetector`."""
+
+    def detect(self, audio: Speech, sr: int = ..., transcript: str = ...) -> EmotionResult: ...
 
 
 class Synthesizer(Protocol):
+    """What the turn needs of :class:`tara_desktop.voice.tts.SpeechSynthesizer`."""
+
     def speak(self, text: str, voice: str | None = ...) -> TtsResult: ...
 
 
@@ -59,7 +66,7 @@ class VoiceEvent:
     "token" (str), "sentence" (str), "audio" (TtsResult), "error" (str: what failed, no user content)."""
 
     kind: str
-    data: Any
+    data: VoiceEventData
 
 
 @dataclass
@@ -103,7 +110,7 @@ class _Speaker:
     _DONE = object()
 
     def __init__(self, tts: Synthesizer, play: Play | None, voice: str | Callable[[], str | None] | None, *,
-                 emit: Callable[[str, Any], None], result: VoiceTurnResult, t0: float) -> None:
+                 emit: Callable[[str, VoiceEventData], None], result: VoiceTurnResult, t0: float) -> None:
         self.tts, self.play, self.voice, self.emit = tts, play, voice, emit
         self.result, self.t0 = result, t0
         self.stop = threading.Event()
@@ -204,7 +211,7 @@ def run_voice_turn(
     push-to-talk key is released and returns ``(audio, sr)``). ``tts=None`` answers in text only."""
     result = VoiceTurnResult()
 
-    def emit(kind: str, data: Any) -> None:
+    def emit(kind: str, data: VoiceEventData) -> None:
         if on_event is not None:
             try:
                 on_event(VoiceEvent(kind, data))
@@ -229,8 +236,8 @@ def run_voice_turn(
         felt = emotion.detect(speech, transcript=heard.text)
         result.timings["emotion_s"] = time.perf_counter() - t0 - result.timings["asr_s"]
         result.emotion, result.emotion_confidence, result.emotion_engine = felt.label, felt.confidence, felt.engine
-        result.emotion_tone = getattr(felt, "tone", felt.label)
-        result.asr_model = getattr(heard, "model", None)
+        result.emotion_tone = felt.tone
+        result.asr_model = heard.model
         emit("emotion", felt)
         if not heard.text.strip():
             result.heard_nothing = True
@@ -261,7 +268,7 @@ def run_voice_turn(
             deliver(splitter.feed(token))
 
         # The reply adapts its tone only to a confident emotion (EmotionResult.tone); else it is neutral.
-        tone = getattr(felt, "tone", felt.label)
+        tone = felt.tone
         reply = respond(heard.text, tone, felt.confidence if tone == felt.label else 0.0, on_token)
         state.check()
         result.reply = reply if reply else "".join(parts)
