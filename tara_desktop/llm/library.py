@@ -23,6 +23,7 @@ from tara_desktop.llm import memory as memory_model
 from tara_desktop.llm.catalog import Catalog, CatalogModel
 from tara_desktop.llm.gguf_info import GgufInfo
 from tara_desktop.llm.gguf_reader import InvalidGguf
+from tara_desktop.llm.model_check import validate_chat_model
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,11 @@ class ModelLibrary:
         origin: str = "added",
         state: JobState | None = None,
     ) -> InstalledModel:
-        """Validate a GGUF file and register it under ``name`` (default: the file name without .gguf)."""
+        """Validate a GGUF file and register it under ``name`` (default: the file name without .gguf).
+
+        The file must pass the one validator every load goes through
+        (:func:`~tara_desktop.llm.model_check.validate_chat_model`: a whole GGUF, its sha256 when the catalog
+        knows it, and a chat model); otherwise its one-line error is raised and nothing is registered."""
         p = Path(path).expanduser()
         try:
             p = p.resolve(strict=True)
@@ -143,11 +148,7 @@ class ModelLibrary:
             raise TaraError(f"{path} cannot be opened ({exc.strerror or exc}): check the path") from None
         entry = catalog.by_file(p.name) if catalog is not None else None
         expected = entry.sha256 if entry is not None else None
-        info = gguf_file.validate(p, expected_sha256=expected, state=state)
-        if info.model_type == "adapter":
-            raise TaraError(
-                f"{p.name} is a LoRA adapter, not a model: put it in the model mapping as an adapter of its base model"
-            )
+        info = validate_chat_model(p, expected_sha256=expected, state=state)
         digest = info.sha256 or gguf_file.sha256_file(p, state=state)
         final_name = _check_name(name if name is not None else p.stem)
         current = self.models()

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from tara_desktop.cli import main as tara
+from tara_desktop.errors import TaraError
+from tara_desktop.llm.model_check import validate_gguf
 from tara_desktop.profile import Profile
+from tests.support.tiny_model import build_tiny_lora
 
 from .gguf_corpus import write_valid_gguf
 
@@ -117,6 +120,39 @@ def test_add_a_bad_file_is_exit_2_with_one_line(tmp_path: Path, capsys: pytest.C
     captured = capsys.readouterr()
     assert captured.out == ""
     assert _lines(captured.err) == ["error: the file is text (it starts with 'not a model?'), not a GGUF model: choose a .gguf model file"]
+
+
+def _no_gguf_chat_model(kind: str, tmp_path: Path, tiny_gguf: Path) -> Path:
+    path = tmp_path / f"{kind}.gguf"
+    if kind == "garbage":
+        path.write_bytes(bytes((i * 37 + 11) % 256 for i in range(4096)))
+    elif kind == "truncated-header":
+        path.write_bytes(tiny_gguf.read_bytes()[:300])
+    elif kind == "truncated-data":
+        path.write_bytes(tiny_gguf.read_bytes()[:-5000])
+    elif kind == "header-only":
+        from tests.llm.test_not_a_chat_model import GOOD_TEMPLATE, _gguf
+
+        _gguf(path, "llama", tensors=False, chat_template=GOOD_TEMPLATE)
+    else:
+        path.write_bytes(build_tiny_lora(tiny_gguf, tmp_path / "lora-src.gguf", seed=3).read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated-header", "truncated-data", "header-only", "adapter"])
+def test_add_refuses_what_the_validator_refuses_and_registers_nothing(
+    kind: str, tmp_path: Path, tiny_gguf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _no_gguf_chat_model(kind, tmp_path, tiny_gguf)
+    with pytest.raises(TaraError) as refused:
+        validate_gguf(path)  # the validator every load goes through
+    assert tara(["models", "add", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert _lines(captured.err) == [f"error: {refused.value}"]
+    assert tara(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert not [r for r in rows if r["status"] == "installed"], "nothing was registered"
 
 
 @pytest.fixture
