@@ -22,7 +22,7 @@ from tara_desktop.jobs import JobState
 from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from tara_desktop.assistant import Assistant
@@ -42,10 +42,25 @@ class ShownMessage:
     id: int | None = None
 
 
-def result_meta(result: TurnResult) -> dict[str, object]:
-    """The meta line of a reply from a ``TurnResult``."""
+EMOTION_FROM_TEXT = "text"  # the emotion engine of a typed turn: the pipeline reads the feeling from the words
+
+
+def result_meta(result: TurnResult, emotion_engine: str | None = None) -> dict[str, object]:
+    """The meta line of a reply from a ``TurnResult``; ``emotion_engine`` names what detected its emotion
+    (a voice engine such as "speechbrain", or :data:`EMOTION_FROM_TEXT`; None when not known)."""
     keys = ("domain", "confidence", "model", "adapter", "emotion", "ttft_s", "tokens_per_s", "cancelled")
-    return {k: getattr(result, k, None) for k in keys}
+    meta: dict[str, object] = {k: getattr(result, k, None) for k in keys}
+    meta["emotion_engine"] = emotion_engine
+    return meta
+
+
+def emotion_engine_of(user_meta: Mapping[str, object]) -> str | None:
+    """What detected the emotion of a stored turn, from its user message: the engine the voice recorded
+    there, else the words for a typed message (None: not known)."""
+    engine = user_meta.get("emotion_engine")
+    if isinstance(engine, str) and engine:
+        return engine
+    return EMOTION_FROM_TEXT if user_meta.get("source") == "typed" else None
 
 
 class ChatModel(QObject):
@@ -222,8 +237,17 @@ class ChatModel(QObject):
         self.loading = False
         self.title = conv.title or "Untitled"
         self.pinned_domain = conv.pinned_domain
-        self.messages = [ShownMessage(m.role, m.content, dict(m.meta), m.id)
-                         for m in conv.messages if m.role in ("user", "assistant")]
+        self.messages = []
+        engine: str | None = None
+        for m in conv.messages:
+            if m.role not in ("user", "assistant"):
+                continue
+            meta: dict[str, object] = dict(m.meta)
+            if m.role == "user":
+                engine = emotion_engine_of(meta)
+            elif engine is not None:
+                meta.setdefault("emotion_engine", engine)  # the reply says what its turn's emotion came from
+            self.messages.append(ShownMessage(m.role, m.content, meta, m.id))
         self.conversation_shown.emit(self)
         self.title_changed.emit(self.title)
         self.pin_changed.emit(self.pinned_domain)
@@ -288,8 +312,10 @@ class ChatModel(QObject):
                            replace_from=self.editing)
 
     def send(self, text: str, *, emotion: str | None = None, emotion_confidence: float | None = None,
-             source: Literal["typed", "voice"] = "typed", model_path: Path | None = None) -> bool:
-        """Show ``text`` as the user's message and stream the reply below it; False when not sent."""
+             source: Literal["typed", "voice"] = "typed", model_path: Path | None = None,
+             emotion_engine: str | None = None) -> bool:
+        """Show ``text`` as the user's message and stream the reply below it; False when not sent. Without
+        an ``emotion`` the pipeline reads it from the words; with one, ``emotion_engine`` says what heard it."""
         text = text.strip()
         if not text or self.busy or self.assistant is None:
             return False
@@ -303,7 +329,8 @@ class ChatModel(QObject):
         job = self.jobs.start(run, "chat-turn")
         self.begin_external_turn(job, text)
         job.partial.connect(self.apply_event)
-        job.succeeded.connect(self.finish_turn)
+        engine = emotion_engine if emotion else EMOTION_FROM_TEXT
+        job.succeeded.connect(functools.partial(self._on_turn_succeeded, engine))
         job.failed.connect(self.fail_turn)
         job.cancelled.connect(self._on_cancelled)
         return True
@@ -375,12 +402,16 @@ class ChatModel(QObject):
                 self.list_changed.emit(self.conversations)
             self.conversation_created.emit(int(cid))
 
-    def finish_turn(self, result: TurnResult) -> None:
-        """The turn's ``TurnResult`` arrived: complete the reply and tell the views."""
+    def _on_turn_succeeded(self, emotion_engine: str | None, result: TurnResult) -> None:
+        self.finish_turn(result, emotion_engine=emotion_engine)
+
+    def finish_turn(self, result: TurnResult, *, emotion_engine: str | None = None) -> None:
+        """The turn's ``TurnResult`` arrived: complete the reply and tell the views. ``emotion_engine``:
+        what detected the turn's emotion (a voice turn passes its ``VoiceTurnResult.emotion_engine``)."""
         last = self.messages[-1] if self.messages and self.messages[-1].role == "assistant" else None
         if last is not None:
             last.content = result.reply or last.content
-            last.meta = result_meta(result)
+            last.meta = result_meta(result, emotion_engine)
             if getattr(result, "message_id", None) is not None:
                 last.id = result.message_id
             self.reply_finished.emit(last)

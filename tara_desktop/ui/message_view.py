@@ -21,9 +21,14 @@ from PySide6.QtWidgets import (
 
 from tara_desktop.ui.markdown_render import to_html
 
+# what detected a reply's emotion (voice.emotion's engines, and "text": read from the typed words), as the line says it
+EMOTION_ENGINES = {"speechbrain": "SpeechBrain", "prosody+words": "tone of voice + words", "prosody": "tone of voice",
+                   "words": "from the words", "text": "from text"}
+
 
 def format_meta(meta: Mapping[str, object] | None) -> str:
-    """``technical · tara-demo.gguf · calm · first token 0.21 s · 18.3 tok/s`` from a reply's meta."""
+    """``technical · tara-demo.gguf · feeling: calm (SpeechBrain) · first token 0.21 s · 18.3 tok/s`` from a
+    reply's meta."""
     if not meta:
         return ""
     parts: list[str] = []
@@ -36,7 +41,9 @@ def format_meta(meta: Mapping[str, object] | None) -> str:
     if meta.get("adapter"):
         parts.append("+ " + PurePath(str(meta["adapter"])).name)
     if meta.get("emotion"):
-        parts.append(f"feeling: {meta['emotion']}")
+        engine = str(meta.get("emotion_engine") or "none")
+        said_by = "" if engine == "none" else f" ({EMOTION_ENGINES.get(engine, engine)})"
+        parts.append(f"feeling: {meta['emotion']}{said_by}")
     ttft = meta.get("ttft_s")
     if isinstance(ttft, int | float):
         parts.append(f"first token {ttft:.2f} s")

@@ -27,6 +27,7 @@ def test_send_a_message_and_see_the_streamed_reply(qtbot: Any, window: Any, send
     assert reply.content == result.reply
     assert result.domain in reply.meta_label.text()
     assert "tok/s" in reply.meta_label.text()
+    assert f"feeling: {result.emotion} (from text)" in reply.meta_label.text()  # typed: read from the words
     assert chat.composer.send_button.text() == "Send"
     stored = chat.store.messages(result.conversation_id)
     assert [m.role for m in stored] == ["user", "assistant"]
@@ -136,6 +137,7 @@ def test_switch_conversations_and_search(qtbot: Any, window: Any, send: Any) -> 
     qtbot.waitUntil(lambda: len(window.chat.view.bubbles) == 2, timeout=30_000)
     assert window.chat.view.bubbles[0].content == "How much sleep does an adult need?"
     assert window.chat.view.bubbles[0].message_id == a.user_message_id
+    assert f"feeling: {a.emotion} (from text)" in window.chat.view.bubbles[1].meta_label.text()  # also read back
     with qtbot.waitSignal(window.chat_model.list_changed, timeout=30_000):
         convs.search.setText("SaaS")  # the search runs off the GUI thread
     assert convs.list.count() == 1

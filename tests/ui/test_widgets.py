@@ -66,6 +66,30 @@ def test_reply_details_line() -> None:
     assert format_meta(None) == ""
 
 
+def test_reply_details_say_what_heard_the_feeling() -> None:
+    felt = {"domain": "general", "emotion": "calm"}
+    assert format_meta({**felt, "emotion_engine": "speechbrain"}) == "general · feeling: calm (SpeechBrain)"
+    assert format_meta({**felt, "emotion_engine": "text"}) == "general · feeling: calm (from text)"
+    assert format_meta({**felt, "emotion_engine": "prosody"}) == "general · feeling: calm (tone of voice)"
+    assert format_meta({**felt, "emotion_engine": "none"}) == "general · feeling: calm"  # nothing heard it
+    assert format_meta({"domain": "general", "emotion_engine": "speechbrain"}) == "general"  # no feeling, no engine
+
+
+def test_a_reply_knows_what_detected_its_emotion() -> None:
+    from tara_desktop.turn import TurnResult
+    from tara_desktop.ui.chat_model import emotion_engine_of, result_meta
+
+    result = TurnResult(conversation_id=1, message_id=2, reply="hi", domain="general", confidence=0.9, reason="",
+                        model="m.gguf", adapter=None, emotion="calm", emotion_confidence=0.8, ttft_s=0.1,
+                        tokens_per_s=10.0, total_s=1.0, cancelled=False)
+    assert result_meta(result, "speechbrain")["emotion_engine"] == "speechbrain"
+    assert result_meta(result)["emotion_engine"] is None
+    # a stored turn: the engine its user message recorded, else the words for a typed message
+    assert emotion_engine_of({"source": "voice", "emotion_engine": "prosody"}) == "prosody"
+    assert emotion_engine_of({"source": "typed"}) == "text"
+    assert emotion_engine_of({"source": "voice"}) is None
+
+
 def test_message_view_streams_into_a_bubble_and_clears(qtbot: Any) -> None:
     view = MessageView()
     qtbot.addWidget(view)
