@@ -175,15 +175,12 @@ def _models_list(args: argparse.Namespace) -> int:
     configs = load_configs()
     catalog = load_catalog(known_domains=set(configs.domains))
     llm = configs.app.llm
-    profile = _open_profile()
-    try:
+    with _open_profile() as profile:
         machine = memory.Machine.now(paths.user_models_dir(Path(profile.dir)))
         rows = list_models(
             ModelLibrary(profile), catalog,
             n_ctx=llm.context_size, budget_mb=llm.memory_budget_mb, n_batch=llm.batch_size, memory=machine,
         )
-    finally:
-        profile.close()
     best = memory.best_fit([(r, r.fit) for r in rows if r.status == "available"])
     budget = memory.budget_mb(llm.memory_budget_mb, machine.total_ram_bytes)
     if args.json:
@@ -220,16 +217,13 @@ def _models_add(args: argparse.Namespace) -> int:
     from tara_desktop.llm.library import ModelLibrary
 
     catalog = load_catalog()
-    profile = _open_profile()
-    try:
+    with _open_profile() as profile:
         bar = ProgressBar()
         state = JobState(bar if sys.stderr.isatty() else None)
         try:
             model = ModelLibrary(profile).add(args.path, name=args.name, catalog=catalog, state=state)
         finally:
             bar.end()
-    finally:
-        profile.close()
     print(f"added {model.name}: {model.path} ({_human_bytes(model.size_bytes)}, sha256 {model.sha256[:12]}...)")
     return 0
 
@@ -237,11 +231,8 @@ def _models_add(args: argparse.Namespace) -> int:
 def _models_remove(args: argparse.Namespace) -> int:
     from tara_desktop.llm.library import ModelLibrary
 
-    profile = _open_profile()
-    try:
+    with _open_profile() as profile:
         model = ModelLibrary(profile).remove(args.name)
-    finally:
-        profile.close()
     print(f"removed {model.name} from your models; the file {model.path} was not deleted")
     return 0
 
@@ -258,8 +249,7 @@ def _models_download(args: argparse.Namespace) -> int:
     entry = catalog.get(args.name)
     if entry.bundled or entry.source is None:
         raise TaraError(f"{entry.id} ships with TARA and is not downloaded: it is in {paths.bundled_models_dir()}")
-    profile = _open_profile()
-    try:
+    with _open_profile() as profile:
         models_dir = paths.user_models_dir(Path(profile.dir))
         bar = ProgressBar()
         try:
@@ -271,8 +261,6 @@ def _models_download(args: argparse.Namespace) -> int:
             raise TaraError(f"{exc}{keeps}") from None
         finally:
             bar.end()
-    finally:
-        profile.close()
     if status == "already":
         print(f"{entry.id} is already downloaded: {model.path} (registered as {model.name})")
         return 0

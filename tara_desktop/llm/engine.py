@@ -53,6 +53,31 @@ class _Priority:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _ReplyClock:
+    """Times one generation into its :class:`GenerationStats`."""
+
+    def __init__(self, stats: GenerationStats) -> None:
+        self.stats = stats
+        self.t0 = time.perf_counter()
+        self.first = 0.0
+        self.last = self.t0
+
+    def shown(self) -> None:
+        """Some text of the reply was just handed to the reader."""
+        self.last = time.perf_counter()
+        if not self.first:
+            self.first = self.last
+            self.stats.ttft_s = self.first - self.t0
+
+    def finish(self, tokens: int, reason: StopReason) -> None:
+        stats = self.stats
+        stats.tokens = tokens
+        stats.stop_reason = reason
+        stats.total_s = time.perf_counter() - self.t0
+        decode_s = self.last - self.first if self.first else 0.0
+        stats.tokens_per_s = (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else 0.0
+
+
 class Engine:
     """One loaded GGUF model. Create with :meth:`Engine.load`; free with :meth:`close`."""
 
@@ -280,7 +305,7 @@ class Engine:
     ) -> Generator[str, None, None]:
         import llama_cpp
 
-        t0 = time.perf_counter()
+        clock = _ReplyClock(stats)
         with self._generation(background):
             self.last_stats = stats
             tokens = self._prompt_tokens(messages, stats)
@@ -299,8 +324,6 @@ class Engine:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             stops = StopStrings(settings.stop)
             n = 0
-            t_first = 0.0
-            t_last = t0
             reason: StopReason = "closed"  # the consumer stopped reading before the reply ended
             vocab = self._vocab
             is_eog = llama_cpp.llama_vocab_is_eog
@@ -329,10 +352,7 @@ class Engine:
                     if stops.stopped:
                         reason = "stop"
                     if text:
-                        t_last = time.perf_counter()
-                        if not t_first:
-                            t_first = t_last
-                            stats.ttft_s = t_first - t0
+                        clock.shown()
                         yield text
                     if reason == "stop":
                         break
@@ -348,20 +368,13 @@ class Engine:
                 if reason in ("length", "eos"):
                     held = stops.flush(decoder.decode(b"", final=True))
                     if held:
-                        t_last = time.perf_counter()
-                        if not t_first:
-                            t_first = t_last
-                            stats.ttft_s = t_first - t0
+                        clock.shown()
                         yield held
             finally:
                 if abortable:
                     self._set_abort(None)
                 gen.close()
-                stats.tokens = n
-                stats.stop_reason = reason
-                stats.total_s = time.perf_counter() - t0
-                decode_s = t_last - t_first if t_first else 0.0
-                stats.tokens_per_s = (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0
+                clock.finish(n, reason)
 
     def reset(self) -> None:
         """Forget the cached prompt: the next reply evaluates its whole prompt (benchmarks use this)."""

@@ -26,11 +26,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
+
+from tara_desktop.llm.file_versions import PerFileVersion, version_of
 
 if TYPE_CHECKING:
     from tara_desktop.llm.catalog import CatalogModel
@@ -91,8 +92,7 @@ def shape_from_gguf(info: GgufInfo) -> ModelShape:
     )
 
 
-_SHAPES: dict[Path, tuple[tuple[int, int, int], ModelShape]] = {}
-_SHAPES_LOCK = threading.Lock()
+_SHAPES: PerFileVersion[ModelShape] = PerFileVersion()
 
 
 def shape_of_file(path: str | os.PathLike[str]) -> ModelShape:
@@ -102,37 +102,19 @@ def shape_of_file(path: str | os.PathLike[str]) -> ModelShape:
     from tara_desktop.llm import gguf_file
 
     key = Path(path).expanduser().resolve()
-    try:
-        st = key.stat()
-        stamp: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
-    except OSError:
-        stamp = None
-    if stamp is not None:
-        with _SHAPES_LOCK:
-            hit = _SHAPES.get(key)
-            if hit is not None and hit[0] == stamp:
-                return hit[1]
-    shape = shape_from_gguf(gguf_file.inspect(key))
-    if stamp is not None:
-        with _SHAPES_LOCK:
-            if len(_SHAPES) > 256:
-                _SHAPES.clear()
-            _SHAPES[key] = (stamp, shape)
+    version = version_of(key)
+    shape = _SHAPES.get(key, version)
+    if shape is None:
+        shape = shape_from_gguf(gguf_file.inspect(key))
+        _SHAPES.put(key, version, shape)
     return shape
 
 
 def remember(info: GgufInfo) -> None:
-    """Cache the shape of a file just parsed elsewhere (the engine's validation), so the load's estimate
-    does not parse the header again."""
-    try:
-        st = info.path.stat()
-    except OSError:
-        return
+    """Cache the shape of a file just parsed elsewhere (the validator), so the load's estimate does not
+    parse the header again."""
     key = info.path.expanduser().resolve()
-    with _SHAPES_LOCK:
-        if len(_SHAPES) > 256:
-            _SHAPES.clear()
-        _SHAPES[key] = ((st.st_size, st.st_mtime_ns, st.st_ino), shape_from_gguf(info))
+    _SHAPES.put(key, version_of(key), shape_from_gguf(info))
 
 
 def shape_from_catalog(entry: CatalogModel) -> ModelShape | None:

@@ -7,12 +7,12 @@ an architecture with a known chat format), each failure one line naming the file
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tara_desktop.errors import TaraError
 from tara_desktop.llm import gguf_file, memory
+from tara_desktop.llm.file_versions import PerFileVersion, Version, version_of
 
 if TYPE_CHECKING:
     from tara_desktop.jobs import JobState
@@ -32,10 +32,8 @@ CHAT_ARCHITECTURES = frozenset({
 })
 """Decoder architectures TARA chats with when the file carries no chat template (with ChatML)."""
 
-_Stamp = tuple[int, int, int]  # size, modification time, inode: "this version of the file"
-
-_VALIDATED: dict[Path, tuple[_Stamp, str | None]] = {}
-_VALIDATED_LOCK = threading.Lock()
+_VALIDATED: PerFileVersion[str] = PerFileVersion()
+"""File version -> why it is no chat model ("" when it is one): a file that passed is not parsed again."""
 
 
 def not_a_chat_model(info: GgufInfo) -> str | None:
@@ -55,24 +53,12 @@ def not_a_chat_model(info: GgufInfo) -> str | None:
     return None
 
 
-def _stamp(path: Path) -> _Stamp | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _remember(key: Path, stamp: _Stamp | None, info: GgufInfo) -> str | None:
+def _remember(key: Path, version: Version | None, info: GgufInfo) -> str | None:
     """Record a file just validated (and its memory shape, so a load does not parse it again); returns
     why it is no chat model, or None."""
     memory.remember(info)
     problem = not_a_chat_model(info)
-    if stamp is not None:
-        with _VALIDATED_LOCK:
-            if len(_VALIDATED) > 256:
-                _VALIDATED.clear()
-            _VALIDATED[key] = (stamp, problem)
+    _VALIDATED.put(key, version, problem or "")
     return problem
 
 
@@ -83,15 +69,12 @@ def validate_gguf(path: str | os.PathLike[str], *, chat_model: bool = True) -> N
     A file that passed and has not changed since (same size, modification time and inode) is not
     parsed again, so reloading a model or switching back to an adapter stays cheap."""
     key = Path(path).resolve()
-    stamp = _stamp(key)
-    if stamp is not None:
-        with _VALIDATED_LOCK:
-            hit = _VALIDATED.get(key)
-        if hit is not None and hit[0] == stamp:
-            if chat_model and hit[1] is not None:
-                raise ModelLoadError(hit[1])
-            return
-    problem = _remember(key, stamp, gguf_file.validate(key))
+    version = version_of(key)
+    known = _VALIDATED.get(key, version)
+    if known is None:
+        problem = _remember(key, version, gguf_file.validate(key))
+    else:
+        problem = known or None
     if chat_model and problem is not None:
         raise ModelLoadError(problem)
 
@@ -102,9 +85,9 @@ def validate_chat_model(
     """:func:`validate_gguf` for a file being added to the user's models: always parsed, the sha256 checked
     when ``expected_sha256`` is given, and the header returned. Raises the same one-line errors."""
     key = Path(path).resolve()
-    stamp = _stamp(key)
+    version = version_of(key)
     info = gguf_file.validate(key, expected_sha256=expected_sha256, state=state)
-    problem = _remember(key, stamp, info)
+    problem = _remember(key, version, info)
     if problem is not None:
         raise ModelLoadError(problem)
     return info
