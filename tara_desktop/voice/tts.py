@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EDGE_VOICE = "en-US-AvaNeural"
 PIPER_VOICE = "en_US-joe-medium"
 ONLINE_VOICE_NOTICE = "reply text is sent to Microsoft's speech service"
+WARM_UP_TEXT = "Ready."  # what a warm-up speaks into the void (never user text)
 
 
 class TtsError(TaraError):
@@ -77,9 +78,26 @@ class TtsResult:
 
 
 class TtsEngine(Protocol):
-    name: str
+    """A voice: :meth:`synthesize` gives mono audio and its sample rate, or raises :class:`TtsUnavailable`."""
+
+    @property
+    def name(self) -> str: ...
 
     def synthesize(self, text: str, voice: str | None) -> tuple[Audio, int]: ...
+
+
+@runtime_checkable
+class WarmableEngine(TtsEngine, Protocol):
+    """An engine with a slow first sentence that :meth:`warm_up` pays in advance (Piper)."""
+
+    def warm_up(self) -> None: ...
+
+
+@runtime_checkable
+class ClosableEngine(TtsEngine, Protocol):
+    """An engine holding a process or files until :meth:`close`."""
+
+    def close(self) -> None: ...
 
 
 class CircuitBreaker:
@@ -153,10 +171,15 @@ class EdgeTts:
         data = fetched[0] if fetched else b""
         if not data:
             raise TtsUnavailable("the service returned no audio")
-        try:
-            return read_wav_bytes(data)
-        except AudioError as exc:
-            raise TtsUnavailable("the service's MP3 audio could not be decoded") from exc
+        return _decode(data, "the service's MP3 audio could not be decoded")
+
+
+def _decode(data: bytes, unreadable: str) -> tuple[Audio, int]:
+    """Audio an engine produced, or :class:`TtsUnavailable` saying ``unreadable`` when it cannot be read."""
+    try:
+        return read_wav_bytes(data)
+    except AudioError as exc:
+        raise TtsUnavailable(unreadable) from exc
 
 
 class _PrivateFile:
@@ -224,6 +247,7 @@ class PiperTts:
         self._dir: str | None = None
         self._written: queue.Queue[str | None] = queue.Queue()
         self._errors: list[str] = []
+        self._spoken_by: subprocess.Popen[bytes] | None = None  # the process that has spoken (it is warm)
         self._lock = threading.Lock()
         _live_pipers.add(self)
 
@@ -278,40 +302,46 @@ class PiperTts:
         written.put(None)  # the process ended
 
     def warm_up(self) -> None:
-        """Start the process now, so the voice is loaded by the time the first sentence is ready."""
+        """Start the process and have it speak a throwaway word, so that the voice model is loaded and the
+        first real sentence does not pay Piper's cold start (4-8 s). Does nothing when the running process
+        has already spoken; raises :class:`TtsUnavailable` like :meth:`synthesize`."""
         with self._lock:
-            self._start()
+            if self._proc is not None and self._proc is self._spoken_by and self._proc.poll() is None:
+                return
+            self._speak_line(WARM_UP_TEXT)
 
     def synthesize(self, text: str, voice: str | None) -> tuple[Audio, int]:
         line = " ".join(text.split())
         if not line:
             raise TtsUnavailable("no text")
         with self._lock:
-            for attempt in (1, 2):
-                proc = self._start()
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.write((line + "\n").encode("utf-8"))
-                    path = self._written.get(timeout=self.timeout_s)
-                except queue.Empty:
-                    self._stop()
-                    raise TtsUnavailable(f"Piper did not answer within {self.timeout_s:g} s") from None
-                except (OSError, ValueError):
-                    path = None
-                if path is None:  # the process died (broken voice file, missing onnxruntime...)
-                    why = self._errors[-1] if self._errors else f"exit code {proc.poll()}"
-                    self._stop()
-                    if attempt == 2:
-                        raise TtsUnavailable(f"Piper stopped ({why})")
-                    continue
-                try:
-                    data = Path(path).read_bytes()
-                finally:
-                    Path(path).unlink(missing_ok=True)
-                try:
-                    return read_wav_bytes(data)
-                except AudioError as exc:
-                    raise TtsUnavailable("Piper wrote unreadable audio") from exc
+            return self._speak_line(line)
+
+    def _speak_line(self, line: str) -> tuple[Audio, int]:
+        """One line through the process (started, or restarted once when it died); the lock is held."""
+        for attempt in (1, 2):
+            proc = self._start()
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write((line + "\n").encode("utf-8"))
+                path = self._written.get(timeout=self.timeout_s)
+            except queue.Empty:
+                self._stop()
+                raise TtsUnavailable(f"Piper did not answer within {self.timeout_s:g} s") from None
+            except (OSError, ValueError):
+                path = None
+            if path is None:  # the process died (broken voice file, missing onnxruntime...)
+                why = self._errors[-1] if self._errors else f"exit code {proc.poll()}"
+                self._stop()
+                if attempt == 2:
+                    raise TtsUnavailable(f"Piper stopped ({why})")
+                continue
+            try:
+                data = Path(path).read_bytes()
+            finally:
+                Path(path).unlink(missing_ok=True)
+            self._spoken_by = proc
+            return _decode(data, "Piper wrote unreadable audio")
         raise TtsUnavailable("Piper failed")  # pragma: no cover - the loop returns or raises
 
     def _stop(self) -> None:
@@ -387,10 +417,7 @@ class Pyttsx3Tts:
             _wait_until_written(out, 5.0)  # the espeak driver may return before it has written the file
             if not out.exists() or out.stat().st_size <= 44:
                 raise TtsUnavailable("pyttsx3 wrote no audio")
-            try:
-                return read_wav_bytes(out.read_bytes())
-            except AudioError as exc:
-                raise TtsUnavailable("pyttsx3 wrote unreadable audio") from exc
+            return _decode(out.read_bytes(), "pyttsx3 wrote unreadable audio")
 
 
 def _wait_until_written(path: Path, timeout_s: float) -> None:
@@ -467,6 +494,8 @@ class SpeechSynthesizer:
         self.breaker = breaker or CircuitBreaker(300.0)
         # No consent callback: the online voice is never used, whatever ``edge`` is.
         self.online_allowed: Callable[[], bool] = online_allowed or _never
+        self._warming: threading.Thread | None = None
+        self._warm_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, voice_settings: VoiceSettings | None = None, *, clock: Callable[[], float] = time.monotonic,
@@ -491,22 +520,37 @@ class SpeechSynthesizer:
         """The name of the first offline engine (what speaks when the online voice is not used)."""
         return self.fallbacks[0].name if self.fallbacks else "none"
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> threading.Thread:
+        """Get the offline voice ready without blocking the caller: a background thread starts Piper and has
+        it speak a throwaway word, so the first spoken reply does not wait for Piper's cold start. Returns
+        at once with that thread (join it to wait). Calling it again does nothing more and returns the same
+        thread. A missing or broken Piper is logged (its engine name and why, never any text) and is dealt
+        with as usual when a reply is spoken; the system voices have nothing to warm."""
+        with self._warm_lock:
+            if self._warming is None:
+                self._warming = threading.Thread(target=self._warm_offline_voice, name="tara-tts-warm-up",
+                                                 daemon=True)
+                self._warming.start()
+            return self._warming
+
+    def _warm_offline_voice(self) -> None:
         for engine in self.fallbacks:
-            start = getattr(engine, "warm_up", None)
-            if callable(start):
-                try:
-                    start()
-                except TtsUnavailable as exc:
-                    log.warning("TTS engine %s unavailable (%s)", engine.name, exc)
-                    continue
+            if not isinstance(engine, WarmableEngine):
+                return  # the first engine that speaks needs no warming
+            try:
+                engine.warm_up()
+            except TtsUnavailable as exc:
+                log.warning("TTS engine %s unavailable (%s)", engine.name, exc)
+                continue
+            except Exception as exc:  # a background thread must not die with a traceback
+                log.warning("TTS engine %s did not warm up (%s)", engine.name, exc.__class__.__name__)
+                continue
             return
 
     def close(self) -> None:
         for engine in self.fallbacks:
-            close = getattr(engine, "close", None)
-            if callable(close):
-                close()
+            if isinstance(engine, ClosableEngine):
+                engine.close()
 
     def _online_ok(self) -> bool:
         try:

@@ -140,3 +140,13 @@ def test_a_speechbrain_model_folder_loads_with_encoder_asr(speak, sb_asr_dir: Pa
     assert 0.0 <= result.confidence <= 1.0
     # The same folder through the config (a folder path) picks the SpeechBrain engine too.
     assert isinstance(SpeechRecognizer.for_folder(sb_asr_dir).engines[0], SpeechBrainAsr)
+
+
+def test_warm_up_loads_whisper_once(whisper_dir: Path) -> None:
+    engine = WhisperAsr(whisper_dir, model="whisper-tiny.en", threads=1)
+    rec = SpeechRecognizer([engine])
+    assert rec.warm_up() == "faster-whisper"
+    model = engine._model
+    assert model is not None
+    assert rec.warm_up() == "faster-whisper" and engine._model is model and engine.load() is model
+    assert rec.describe() == "faster-whisper (whisper-tiny.en)" and rec.primary_error is None

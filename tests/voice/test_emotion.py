@@ -122,3 +122,17 @@ def test_text_emotion_is_used_when_the_router_provides_it() -> None:
     result = det.detect(np.zeros(8000, dtype=np.float32), 16000, transcript="whatever")
     assert (result.label, result.engine) == ("angry", "words")
     assert result.confidence == pytest.approx(0.9)
+
+
+def test_warm_up_loads_the_model_once(emotion_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tara_desktop.voice.emotion import SpeechBrainEmotion
+
+    engine = SpeechBrainEmotion(emotion_model_dir)
+    loads: list[str] = []
+    load = engine._load
+    monkeypatch.setattr(engine, "_load", lambda interface: (loads.append(interface), load(interface))[1])
+    det = EmotionDetector(engine)
+    assert det.warm_up() == "speechbrain"
+    model = engine.load()
+    assert det.warm_up() == "speechbrain" and engine.load() is model
+    assert loads == ["foreign:custom_interface.py:CustomEncoderWav2vec2Classifier"]

@@ -5,6 +5,7 @@ engine."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -263,3 +264,38 @@ def test_synthesize_to_wav_writes_the_whole_text(tmp_path: Path) -> None:
     assert engine == "espeak-ng"
     audio, sr = sf.read(str(out))
     assert audio.size / sr > 1.0
+
+
+def test_warm_up_starts_piper_and_speaks_off_the_callers_thread(piper: PiperTts,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    piper.close()  # a cold voice: no process yet
+    synth = SpeechSynthesizer(edge=None, fallbacks=[piper, EspeakTts()])
+    first = synth.warm_up()
+    assert synth.warm_up() is first  # a second call adds nothing
+    assert first is not threading.current_thread()
+    first.join()
+    assert piper._proc is not None and piper._proc.poll() is None
+    assert piper._spoken_by is piper._proc  # it has spoken once: the voice is loaded
+    assert piper._dir is not None and not any(Path(piper._dir).iterdir())  # the throwaway WAV is gone
+    pid = piper._proc.pid
+    lines: list[str] = []
+    speak_line = piper._speak_line
+    monkeypatch.setattr(piper, "_speak_line", lambda line: (lines.append(line), speak_line(line))[1])
+    piper.warm_up()  # warm already: nothing is spoken again
+    assert lines == []
+    out = synth.speak("The first reply is spoken by the warm process.")
+    assert out.engine == "piper" and piper._proc.pid == pid and len(lines) == 1
+
+
+def test_warm_up_without_piper_is_quiet_and_harmless(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    SpeechSynthesizer(edge=None, fallbacks=[EspeakTts()]).warm_up().join()  # the system voice: nothing to do
+    missing = PiperTts(tmp_path / "en_US-joe-medium.onnx")
+    missing.command = None  # piper-tts is not installed
+    synth = SpeechSynthesizer(edge=None, fallbacks=[missing, EspeakTts()])
+    with caplog.at_level(logging.INFO, logger="tara_desktop.voice"):
+        synth.warm_up().join()  # an exception in the thread would fail this test (warnings are errors)
+        synth.warm_up().join()
+    assert "TTS engine piper unavailable (piper-tts is not installed)" in caplog.text
+    assert "Ready" not in caplog.text  # not even the throwaway text is logged
+    assert synth.speak("Still speaking.").engine == "espeak-ng"
+    synth.close()
