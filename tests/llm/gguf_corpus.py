@@ -127,7 +127,7 @@ def layout(data: bytes) -> Layout:
     return Layout(kvs, tensors, pos)
 
 
-def _put(data: bytes, pos: int, fmt: str, value: int) -> bytes:
+def _put(data: bytes, pos: int, fmt: str, value: float) -> bytes:
     b = bytearray(data)
     struct.pack_into(fmt, b, pos, value)
     return bytes(b)

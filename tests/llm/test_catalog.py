@@ -33,7 +33,7 @@ def test_the_shipped_catalog_loads_with_the_seed_models() -> None:
     assert bundled.kv_cache_bytes(4096) == 30 * 4096 * 3 * 2 * 64 * 2
     assert bundled.preset is not None and bundled.preset.values()["stop"]
     for m in catalog:
-        assert m.license and m.ram_mb > 0 and m.domains
+        assert m.license and m.ram_mb is not None and m.ram_mb > 0 and m.domains
         assert m.sha256 is None or len(m.sha256) == 64
         if not m.bundled:
             assert m.weights_bytes() and m.kv_cache_bytes(4096)
