@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
+from tara_desktop.cli import interrupts_call
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 
@@ -77,12 +76,7 @@ def _chat(args: argparse.Namespace) -> int:
                     "(run `tara profile audit-verify`)\n"
                 )
         state = JobState()
-
-        def stop(_sig: int, _frame: FrameType | None) -> None:
-            state.cancel()
-
-        previous = signal.signal(signal.SIGINT, stop)
-        try:
+        with interrupts_call(state.cancel):
             result = assistant.run_turn(
                 TurnRequest(
                     text=args.text,
@@ -94,8 +88,6 @@ def _chat(args: argparse.Namespace) -> int:
                 state,
                 on_token=_write,
             )
-        finally:
-            signal.signal(signal.SIGINT, previous)
         sys.stdout.write("\n")
         sys.stdout.flush()
         summary = f"[{result.domain} · {result.model}"

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
+from types import FrameType
 
 from tara_desktop import __version__
 from tara_desktop.errors import TaraError
@@ -74,6 +77,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if wanted is not None and wanted in subparsers.choices:
             break
     return parser
+
+
+@contextmanager
+def interrupts_call(callback: Callable[[], None], *signals: signal.Signals) -> Iterator[None]:
+    """While the block runs, Ctrl+C (SIGINT, or the ``signals`` given) calls ``callback`` (e.g. a job state's
+    ``cancel``) instead of raising KeyboardInterrupt; the previous handlers come back afterwards."""
+
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        callback()
+
+    previous = {s: signal.signal(s, handler) for s in signals or (signal.SIGINT,)}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def _not_utf8(argv: Sequence[str]) -> str | None:

@@ -6,7 +6,8 @@ import argparse
 import signal
 import sys
 import threading
-from types import FrameType
+
+from tara_desktop.cli import interrupts_call
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,21 +57,15 @@ def _serve(args: argparse.Namespace) -> int:
         server.log.subscribe(lambda record: _print_line(record.line()))
         server.start()
         stop = threading.Event()
-
-        def on_signal(_sig: int, _frame: FrameType | None) -> None:
-            stop.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        sys.stderr.write(f"TARA's OpenAI-compatible API: {server.url}  (API key: `tara serve --show-token`; "
-                         "Ctrl+C stops)\n")
-        sys.stderr.flush()
         try:
-            while not stop.wait(0.5):
-                if not server.running:
-                    raise TaraError(f"the API server stopped ({server.error or 'unknown reason'})")
+            with interrupts_call(stop.set, signal.SIGINT, signal.SIGTERM):
+                sys.stderr.write(f"TARA's OpenAI-compatible API: {server.url}  (API key: `tara serve --show-token`; "
+                                 "Ctrl+C stops)\n")
+                sys.stderr.flush()
+                while not stop.wait(0.5):
+                    if not server.running:
+                        raise TaraError(f"the API server stopped ({server.error or 'unknown reason'})")
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             server.stop()
         sys.stderr.write("stopped\n")
     return 0

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from tara_desktop.cli import interrupts_call
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 
@@ -177,17 +176,14 @@ def _train(args: argparse.Namespace) -> int:
     state = JobState()
     interrupted = {"n": 0}
 
-    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+    def on_interrupt() -> None:
         interrupted["n"] += 1
         if interrupted["n"] == 1:
             sys.stderr.write("\nstopping after this step (a checkpoint is saved)...\n")
         state.cancel()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with interrupts_call(on_interrupt):
         outcome = run_supervised(spec, state, data, resume=args.resume, on_event=bar.event)
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
     if outcome.status == "done":
         r = outcome.result or {}

@@ -26,14 +26,14 @@ from tara_desktop.training.gguf_tensors import (
     FileDtype,
     PlannedTensor,
     TensorSource,
-    add_general,
-    arch_enum,
     arch_for,
     hparam,
+    new_writer,
     permute_for_llama_cpp,
     read_hparams,
     rope_settings,
-    stream_tensors,
+    tensor_names,
+    write_export,
 )
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def write_model_gguf(
     hp = read_hparams(model_dir)
     spec = arch_for(hp)
     n_layer = int(hparam(hp, "num_hidden_layers", "n_layer", "num_layers"))
-    tmap = gguf.get_tensor_name_map(arch_enum(spec.gguf_arch), n_layer)
+    tmap = tensor_names(spec, n_layer)
     source = TensorSource.for_folder(model_dir, "model")
     notes: list[str] = []
     try:
@@ -192,9 +192,7 @@ def write_model_gguf(
         if not any(p.name == "output.weight" for p in plan):
             notes.append("output shares the token embeddings (tied weights)")
         ftype = gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16
-        writer = gguf.GGUFWriter(path=None, arch=spec.gguf_arch)
-        writer.add_type(gguf.GGUFType.MODEL)
-        add_general(writer, name or model_dir.name, description)
+        writer = new_writer(spec, "model", name or model_dir.name, description)
         _add_hparams(writer, spec, hp, n_layer, int(ftype))
         if tokenizer_from is not None:
             _copy_tokenizer(writer, tokenizer_from)
@@ -205,11 +203,9 @@ def write_model_gguf(
             notes.append(f"tokenizer {tok['model']}/{tok['pre']}, {tok['n_tokens']} tokens")
             if not tok["chat_template"]:
                 notes.append("no chat template: the app uses a default one")
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        stream_tensors(writer, Path(path), plan, state, progress)
+        return write_export(writer, "model", path, plan, dtype=dtype, notes=notes, state=state, progress=progress)
     finally:
         source.close()
-    return ExportInfo(Path(path), "model", spec.gguf_arch, dtype, len(plan), Path(path).stat().st_size, notes)
 
 
 def _copy_tokenizer(writer: GGUFWriter, gguf_path: Path) -> None:

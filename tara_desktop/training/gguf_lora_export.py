@@ -16,28 +16,14 @@ import numpy as np
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.training.gguf_tensors import (
-    BY_GGUF_ARCH,
-    ArchSpec,
-    ExportInfo,
-    FileDtype,
-    PlannedTensor,
-    TensorSource,
-    add_general,
-    arch_enum,
-    arch_for,
-    hparam,
-    permute_for_llama_cpp,
-    read_hparams,
-    stream_tensors,
-)
+from tara_desktop.training import gguf_tensors as gt
 
 
 @dataclass(frozen=True)
 class BaseModelInfo:
     """What an adapter export needs to know about its base: architecture, heads, layers, and where it is."""
 
-    spec: ArchSpec
+    spec: gt.ArchSpec
     n_head: int
     n_head_kv: int
     n_layer: int
@@ -60,18 +46,18 @@ def base_info(base: Path) -> BaseModelInfo:
             n_layer = int(reader.fields[f"{arch}.block_count"].contents())
         except (KeyError, ValueError, OSError) as exc:
             raise TaraError(f"{base} is not a readable GGUF model ({exc}); check the base model path") from None
-        if arch not in BY_GGUF_ARCH:
+        if arch not in gt.BY_GGUF_ARCH:
             raise TaraError(f"the base model's architecture {arch!r} is not supported for adapter export")
         n_head_kv = int(kv_field.contents()) if kv_field is not None else n_head
         tied = not any(t.name == "output.weight" for t in reader.tensors)
-        return BaseModelInfo(BY_GGUF_ARCH[arch], n_head, n_head_kv, n_layer, tied, gguf_path=base)
-    hp = read_hparams(base)
-    spec = arch_for(hp)
-    n_head = int(hparam(hp, "num_attention_heads", "n_head"))
+        return BaseModelInfo(gt.BY_GGUF_ARCH[arch], n_head, n_head_kv, n_layer, tied, gguf_path=base)
+    hp = gt.read_hparams(base)
+    spec = gt.arch_for(hp)
+    n_head = int(gt.hparam(hp, "num_attention_heads", "n_head"))
     tied = bool(hp.get("tie_word_embeddings", spec.gguf_arch == "gpt2"))
     return BaseModelInfo(
         spec, n_head, int(hp.get("num_key_value_heads") or n_head),
-        int(hparam(hp, "num_hidden_layers", "n_layer")), tied, hf_dir=base,
+        int(gt.hparam(hp, "num_hidden_layers", "n_layer")), tied, hf_dir=base,
     )
 
 
@@ -101,11 +87,11 @@ def write_adapter_gguf(
     path: Path,
     base: BaseModelInfo,
     *,
-    dtype: FileDtype = "f32",
+    dtype: gt.FileDtype = "f32",
     name: str | None = None,
     state: JobState | None = None,
     progress: tuple[float, float] = (0.0, 1.0),
-) -> ExportInfo:
+) -> gt.ExportInfo:
     """Convert a PEFT LoRA adapter folder into a GGUF LoRA adapter at ``path`` (not atomic).
 
     llama.cpp applies ``scale * alpha / rank * B(A x)`` with ``lora_a`` of ``ne = [n_in, rank]`` and
@@ -125,9 +111,9 @@ def write_adapter_gguf(
     alpha_cfg = float(cfg.get("lora_alpha", rank))
     rslora = bool(cfg.get("use_rslora"))
     alpha = alpha_cfg * math.sqrt(rank) if rslora else alpha_cfg
-    source = TensorSource.for_folder(adapter_dir, "adapter_model")
+    source = gt.TensorSource.for_folder(adapter_dir, "adapter_model")
     spec = base.spec
-    tmap = gguf.get_tensor_name_map(arch_enum(spec.gguf_arch), base.n_layer)
+    tmap = gt.tensor_names(spec, base.n_layer)
     pairs: dict[str, dict[str, str]] = {}
     try:
         for key in source.keys():
@@ -138,7 +124,7 @@ def write_adapter_gguf(
                     raise TaraError("this adapter trains the token embeddings, which TARA cannot export as a GGUF adapter; export with --merge")
                 raise TaraError(f"the adapter holds {key}, which is not a LoRA weight; export with --merge")
             pairs.setdefault(m.group(1), {})[m.group(2)] = key
-        plan: list[PlannedTensor] = []
+        plan: list[gt.PlannedTensor] = []
         for module, ab in sorted(pairs.items()):
             if set(ab) != {"A", "B"}:
                 raise TaraError(f"the adapter has only half of the LoRA pair for {module}; train it again")
@@ -161,25 +147,21 @@ def write_adapter_gguf(
             def load_b(k: str = ab["B"], heads: int = n_rows, f: float = fold) -> np.ndarray:
                 b = source.load(k)
                 if heads:
-                    b = permute_for_llama_cpp(b, heads)
+                    b = gt.permute_for_llama_cpp(b, heads)
                 return b * np.float32(f) if abs(f - 1.0) > 1e-7 else b
 
             out_dtype = np.float16 if dtype == "f16" else np.float32
             def load_a(k: str = ab["A"]) -> np.ndarray:
                 return source.load(k)
 
-            plan.append(PlannedTensor(gguf_name.removesuffix(".weight") + ".weight.lora_a", a_shape, out_dtype, load_a))
-            plan.append(PlannedTensor(gguf_name.removesuffix(".weight") + ".weight.lora_b", b_shape, out_dtype, load_b))
+            plan.append(gt.PlannedTensor(gguf_name.removesuffix(".weight") + ".weight.lora_a", a_shape, out_dtype, load_a))
+            plan.append(gt.PlannedTensor(gguf_name.removesuffix(".weight") + ".weight.lora_b", b_shape, out_dtype, load_b))
         if not plan:
             raise TaraError(f"{adapter_dir} holds no LoRA weights; train the adapter again")
-        writer = gguf.GGUFWriter(path=None, arch=spec.gguf_arch)
-        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer = gt.new_writer(spec, "adapter", name or adapter_dir.name)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
-        add_general(writer, name or adapter_dir.name, None)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        stream_tensors(writer, Path(path), plan, state, progress)
+        notes = [f"{len(pairs)} LoRA pairs, rank {int(rank)}, alpha {alpha:g}"]
+        return gt.write_export(writer, "adapter", path, plan, dtype=dtype, notes=notes, state=state, progress=progress)
     finally:
         source.close()
-    notes = [f"{len(pairs)} LoRA pairs, rank {int(rank)}, alpha {alpha:g}"]
-    return ExportInfo(Path(path), "adapter", spec.gguf_arch, dtype, len(plan), Path(path).stat().st_size, notes)

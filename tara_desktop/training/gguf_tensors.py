@@ -20,7 +20,7 @@ from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 
 if TYPE_CHECKING:
-    from gguf import GGUFWriter
+    from gguf import GGUFWriter, TensorNameMap
 
 FileDtype = Literal["f32", "f16"]
 
@@ -177,11 +177,36 @@ def permute_for_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
 # writing
 
 
-def add_general(writer: GGUFWriter, name: str, description: str | None) -> None:
-    """The ``general.name`` (and ``general.description``) keys every GGUF we write carries."""
+def tensor_names(spec: ArchSpec, n_layer: int) -> TensorNameMap:
+    """Hugging Face tensor names → llama.cpp's, for ``spec``'s architecture with ``n_layer`` blocks."""
+    import gguf
+
+    return gguf.get_tensor_name_map(arch_enum(spec.gguf_arch), n_layer)
+
+
+def new_writer(spec: ArchSpec, kind: Literal["model", "adapter"], name: str, description: str | None = None) -> GGUFWriter:
+    """A GGUF writer for a model or a LoRA adapter of ``spec``'s architecture, with the ``general.name``
+    (and ``general.description``) keys every GGUF we write carries."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path=None, arch=spec.gguf_arch)
+    writer.add_type(gguf.GGUFType.MODEL if kind == "model" else gguf.GGUFType.ADAPTER)
     writer.add_name(name)
     if description:
         writer.add_description(description)
+    return writer
+
+
+def write_export(
+    writer: GGUFWriter, kind: Literal["model", "adapter"], path: Path, plan: list[PlannedTensor], *, dtype: FileDtype,
+    notes: list[str], state: JobState | None, progress: tuple[float, float],
+) -> ExportInfo:
+    """Finish the header (quantization version), stream the planned tensors to ``path`` and say what was written."""
+    import gguf
+
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    stream_tensors(writer, Path(path), plan, state, progress)
+    return ExportInfo(Path(path), kind, writer.arch, dtype, len(plan), Path(path).stat().st_size, notes)
 
 
 @dataclass
