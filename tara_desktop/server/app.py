@@ -6,7 +6,8 @@ Routes (all under ``/v1``, all needing ``Authorization: Bearer <token>``):
 - ``POST /v1/chat/completions`` — streamed (server-sent events) or not; the response carries TARA's
   routing decision in an extra ``tara`` field ``{domain, confidence, model, adapter}``;
 - ``POST /v1/audio/transcriptions`` — a multipart WAV file → ``{"text": ...}`` through TARA's ASR;
-- ``POST /v1/audio/speech`` — ``{"input": text}`` → a WAV file from the offline voice.
+- ``POST /v1/audio/speech`` — ``{"input": text}`` → a WAV file from the offline voice;
+- ``POST /v1/embeddings`` — sentence embeddings from the router's model (:mod:`~tara_desktop.server.embeddings`).
 
 Every refusal is an OpenAI-style ``{"error": {...}}`` with a 4xx status (401 no token, 404 unknown model
 or path, 405, 413 body too big, 400 malformed JSON or bad parameters, 429/503 when busy); an unexpected
@@ -54,6 +55,7 @@ logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 CHAT_LANE = "chat"  # the pipeline runs one turn at a time (Assistant.turn_lock): one lane for all models
 VOICE_LANE = "voice"
+EMBEDDING_LANE = "embeddings"  # the router's embedding model, apart from the chat model and the voice
 
 T = TypeVar("T")
 
@@ -453,6 +455,18 @@ class ApiService:
         del voice_name  # OpenAI voice names (alloy, ...) do not exist offline: TARA's voice speaks
         return Response(wav, media_type="audio/wav")
 
+    # -- POST /v1/embeddings -----------------------------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        from tara_desktop.server.embeddings import embeddings_response, parse_embeddings_request
+
+        info: dict[str, Any] = request.scope.get("tara.log", {})
+        router = self.assistant.router
+        asked = parse_embeddings_request(await self._json(request), router)
+        info["model"] = asked.model[:64]
+        body = await self._in_lane(EMBEDDING_LANE, "the embedding model", lambda: embeddings_response(router, asked))
+        info["prompt_tokens"] = int(body["usage"]["prompt_tokens"])
+        return JSONResponse(body)
+
     async def _in_lane(self, lane: str, what: str, job: Callable[[], T]) -> T:
         ticket = self.lanes.reserve(lane, what)
         state = JobState()
@@ -498,6 +512,7 @@ def build_app(service: ApiService) -> ASGIApp:
             Route("/v1/chat/completions", service.chat, methods=["POST"]),
             Route("/v1/audio/transcriptions", service.transcriptions, methods=["POST"]),
             Route("/v1/audio/speech", service.speech, methods=["POST"]),
+            Route("/v1/embeddings", service.embeddings, methods=["POST"]),
         ],
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash},
     )

@@ -36,7 +36,7 @@ def test_every_route_refuses_a_request_without_the_token(api_server: ApiServer, 
     headers = {"Authorization": auth} if auth else {}
     with httpx.Client(base_url=api_server.url, headers=headers, timeout=30) as c:
         for method, path in (("GET", "/models"), ("POST", CHAT), ("POST", "/audio/speech"),
-                             ("POST", "/audio/transcriptions"), ("GET", "/nowhere")):
+                             ("POST", "/audio/transcriptions"), ("POST", "/embeddings"), ("GET", "/nowhere")):
             r = c.request(method, path, json=GOOD)
             assert _error(r, 401)["code"] == "invalid_api_key"
             assert r.headers["www-authenticate"] == "Bearer"
