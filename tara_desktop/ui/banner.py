@@ -1,8 +1,8 @@
-"""An inline message strip (error or info) with a close button."""
+"""An inline message strip (error or info) with a close button, and the page heading it sits under."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 
 class Banner(QFrame):
@@ -43,3 +43,17 @@ class Banner(QFrame):
     @property
     def text(self) -> str:
         return "" if self.isHidden() else self.label.text()
+
+
+def page_heading(layout: QVBoxLayout, title: str, parent: QWidget, *, hint: str | None = None) -> Banner:
+    """A page's title (with a muted ``hint`` under it) added to ``layout``, then the page's banner, returned."""
+    label = QLabel(title, parent)
+    label.setObjectName("PageTitle")
+    layout.addWidget(label)
+    if hint is not None:
+        note = QLabel(hint, parent)
+        note.setObjectName("Muted")
+        layout.addWidget(note)
+    banner = Banner(parent)
+    layout.addWidget(banner)
+    return banner

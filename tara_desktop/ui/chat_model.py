@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from tara_desktop.assistant import Assistant
-    from tara_desktop.conversation import Conversation, Conversations, ConversationSummary
+    from tara_desktop.conversation import Conversation, Conversations, ConversationSummary, EditDraft
     from tara_desktop.turn import TurnRequest, TurnResult
 
 log = logging.getLogger(__name__)
@@ -453,31 +453,35 @@ class ChatModel(QObject):
                          for m in self.messages if m.id is not None]
         return conv
 
-    def regenerate(self, reply_message_id: int) -> None:
-        """Answer the user message before this reply again, in place of the reply."""
+    def _draft(self, kind: Literal["edit", "regenerate"], message_id: int) -> EditDraft | None:
+        """The draft that edits (or regenerates) a shown message, now marked as being edited; None when
+        there is none to make (a reply runs, no conversation is open, or the service said why: an error)."""
         if self.busy or self.assistant is None or self.conversation_id is None:
-            return
+            return None
         try:
-            draft = self._conversation().regenerate_draft(reply_message_id)
+            conversation = self._conversation()
+            if kind == "edit":
+                draft = conversation.edit_draft(message_id)
+            else:
+                draft = conversation.regenerate_draft(message_id)
         except TaraError as exc:
             self.error.emit(str(exc))
-            return
+            return None
         self._set_editing(draft.replaces)
-        if not self.send(draft.text):
+        return draft
+
+    def regenerate(self, reply_message_id: int) -> None:
+        """Answer the user message before this reply again, in place of the reply."""
+        draft = self._draft("regenerate", reply_message_id)
+        if draft is not None and not self.send(draft.text):
             self._set_editing(None)
 
     def begin_edit(self, user_message_id: int) -> None:
         """Put a user message back in the composer. Nothing is deleted: sending replaces it and what
         follows; :meth:`cancel_edit` (or opening another conversation) keeps everything."""
-        if self.busy or self.assistant is None or self.conversation_id is None:
-            return
-        try:
-            draft = self._conversation().edit_draft(user_message_id)
-        except TaraError as exc:
-            self.error.emit(str(exc))
-            return
-        self._set_editing(draft.replaces)
-        self.draft_ready.emit(draft.text)
+        draft = self._draft("edit", user_message_id)
+        if draft is not None:
+            self.draft_ready.emit(draft.text)
 
     def cancel_edit(self) -> None:
         self._set_editing(None)

@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -35,8 +34,9 @@ from PySide6.QtWidgets import (
 from tara_desktop import paths
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui.banner import Banner
+from tara_desktop.ui.banner import page_heading
 from tara_desktop.ui.mapping_editor import MappingEditor
+from tara_desktop.ui.progress_bar import JobProgressBar
 from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
@@ -114,14 +114,8 @@ class ModelsPage(QWidget):
         self.setAcceptDrops(True)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
-        title = QLabel("Models", self)
-        title.setObjectName("PageTitle")
-        outer.addWidget(title)
-        hint = QLabel("Models run on this computer only. Drop a .gguf file here to add it.", self)
-        hint.setObjectName("Muted")
-        outer.addWidget(hint)
-        self.banner = Banner(self)
-        outer.addWidget(self.banner)
+        self.banner = page_heading(outer, "Models", self,
+                                   hint="Models run on this computer only. Drop a .gguf file here to add it.")
         self.tabs = QTabWidget(self)
         outer.addWidget(self.tabs, 1)
 
@@ -152,10 +146,7 @@ class ModelsPage(QWidget):
         self.remove_button = self._button("Remove", row)
         self.remove_button.setObjectName("DangerButton")
         lay.addLayout(row)
-        self.progress = QProgressBar(models)
-        self.progress.setAccessibleName("Download progress")
-        self.progress.setRange(0, 1000)
-        self.progress.hide()
+        self.progress = JobProgressBar("Download progress", models)
         lay.addWidget(self.progress)
         lay.addWidget(self._build_presets(models))
         self.tabs.addTab(models, "Models")
@@ -560,25 +551,15 @@ class ModelsPage(QWidget):
             return download_catalog_model(entry, models_dir, library, state=state, catalog=load_catalog())[0]
 
         self.download_job = job = self.jobs.start(run, "download-model")
-        self.progress.setValue(0)
-        self.progress.show()
+        self.progress.begin()
         self.cancel_button.setEnabled(True)
         self.banner.show_info(f"Downloading {entry.name}…")
-        job.progress.connect(self._on_download_progress)
+        job.progress.connect(self.progress.show_progress)
         job.succeeded.connect(self._on_added)
         job.failed.connect(functools.partial(self._on_job_failed, f"{entry.id} was not downloaded: "))
         job.cancelled.connect(functools.partial(self._on_download_paused, entry.id))
         job.done.connect(self._on_download_done)
         self._update_buttons()
-
-    def _on_download_progress(self, fraction: float | None, message: str) -> None:
-        if fraction is None:
-            self.progress.setRange(0, 0)
-        else:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(fraction * 1000))
-        if message:
-            self.progress.setFormat(f"{message}  %p%")
 
     def _on_download_paused(self, model_id: str) -> None:
         self.banner.show_info(f"The download of {model_id} is paused; Download again to resume where it stopped.")

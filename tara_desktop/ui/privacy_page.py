@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui.banner import Banner
+from tara_desktop.ui.banner import page_heading
 from tara_desktop.ui.workers import Emit, JobHost
 
 if TYPE_CHECKING:
@@ -93,11 +93,7 @@ class PrivacyPage(QWidget):
         self.assistant: Assistant | None = None
         outer = QVBoxLayout(self)
         outer.setContentsMargins(24, 16, 24, 16)
-        title = QLabel("Privacy", self)
-        title.setObjectName("PageTitle")
-        outer.addWidget(title)
-        self.banner = Banner(self)
-        outer.addWidget(self.banner)
+        self.banner = page_heading(outer, "Privacy", self)
 
         where = QGroupBox("Where your data lives", self)
         self.where_form = QFormLayout(where)

@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QKeySequenceEdit,
-    QLabel,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -29,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from tara_desktop.errors import TaraError
 from tara_desktop.ui import theme
-from tara_desktop.ui.banner import Banner
+from tara_desktop.ui.banner import page_heading
 from tara_desktop.ui.server_panel import ServerPanel
 
 if TYPE_CHECKING:
@@ -80,11 +79,7 @@ class SettingsPage(QWidget):
         page.addStretch(1)
         outer = QVBoxLayout(body)
         outer.setContentsMargins(24, 16, 24, 16)
-        title = QLabel("Settings", self)
-        title.setObjectName("PageTitle")
-        outer.addWidget(title)
-        self.banner = Banner(self)
-        outer.addWidget(self.banner)
+        self.banner = page_heading(outer, "Settings", self)
 
         look = QGroupBox("Appearance", self)
         form = QFormLayout(look)

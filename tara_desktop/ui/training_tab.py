@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from tara_desktop import paths
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui.banner import Banner
+from tara_desktop.ui.banner import page_heading
 from tara_desktop.ui.training_monitor import TrainingMonitor
 from tara_desktop.ui.workers import Emit, JobFunction, JobHost, JobThread
 
@@ -80,11 +80,7 @@ class TrainingTab(QWidget):
         left = QWidget(self)
         form_col = QVBoxLayout(left)
         form_col.setContentsMargins(0, 0, 8, 0)
-        title = QLabel("Training", left)
-        title.setObjectName("PageTitle")
-        form_col.addWidget(title)
-        self.banner = Banner(left)
-        form_col.addWidget(self.banner)
+        self.banner = page_heading(form_col, "Training", left)
         self.resume_banner = QWidget(left)
         rb = QHBoxLayout(self.resume_banner)
         rb.setContentsMargins(0, 0, 0, 0)

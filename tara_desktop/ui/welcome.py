@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QTreeWidget,
@@ -29,6 +28,7 @@ from tara_desktop import paths
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
 from tara_desktop.ui.privacy_page import CONSENTS
+from tara_desktop.ui.progress_bar import JobProgressBar
 from tara_desktop.ui.session import WELCOME_KEY, Session
 from tara_desktop.ui.workers import Emit, JobThread
 
@@ -109,10 +109,13 @@ class WelcomeWizard(QWizard):
         self.rejected.connect(self._mark_done)
 
     # ---- pages --------------------------------------------------------------------------------------
-    def _intro(self) -> QWizardPage:
+    def _new_page(self, title: str) -> tuple[QWizardPage, QVBoxLayout]:
         page = QWizardPage(self)
-        page.setTitle("Your private assistant")
-        lay = QVBoxLayout(page)
+        page.setTitle(title)
+        return page, QVBoxLayout(page)
+
+    def _intro(self) -> QWizardPage:
+        page, lay = self._new_page("Your private assistant")
         lay.addWidget(_label(
             "TARA answers by text or voice using models that run on this computer. Nothing you say "
             "leaves it, and everything it keeps is encrypted.\n\nThree quick choices and you are ready; "
@@ -120,9 +123,7 @@ class WelcomeWizard(QWizard):
         return page
 
     def _consent(self) -> QWizardPage:
-        page = QWizardPage(self)
-        page.setTitle("What may TARA do?")
-        lay = QVBoxLayout(page)
+        page, lay = self._new_page("What may TARA do?")
         self.consent_boxes: dict[str, QCheckBox] = {}
         for kind, label, hint in CONSENTS:
             box = QCheckBox(label, page)
@@ -139,9 +140,7 @@ class WelcomeWizard(QWizard):
         return page
 
     def _protection(self) -> QWizardPage:
-        page = QWizardPage(self)
-        page.setTitle("How your profile is protected")
-        lay = QVBoxLayout(page)
+        page, lay = self._new_page("How your profile is protected")
         self.key_source = str(getattr(self.assistant.profile, "key_source", "")) if self.assistant else ""
         how = {"keyring": "the key is in your system keyring", "passphrase": "protected by your passphrase"}
         lay.addWidget(_label(
@@ -170,9 +169,7 @@ class WelcomeWizard(QWizard):
         return page
 
     def _model(self) -> QWizardPage:
-        page = QWizardPage(self)
-        page.setTitle("A model for this computer")
-        lay = QVBoxLayout(page)
+        page, lay = self._new_page("A model for this computer")
         self.bundled_entry, self.model_rows, self.machine = self._catalog_models()
         bundled = self.bundled_entry
         self.bundled_label = _label(bundled_description(bundled), page)
@@ -199,10 +196,7 @@ class WelcomeWizard(QWizard):
         row.addWidget(self.use_downloaded)
         row.addStretch(1)
         lay.addLayout(row)
-        self.download_progress = QProgressBar(page)
-        self.download_progress.setRange(0, 1000)
-        self.download_progress.setAccessibleName("Download progress")
-        self.download_progress.hide()
+        self.download_progress = JobProgressBar("Download progress", page)
         lay.addWidget(self.download_progress)
         self.download_status = _label("", page)
         self.download_status.setAccessibleName("Download status")
@@ -334,24 +328,14 @@ class WelcomeWizard(QWizard):
             return model, used
 
         self.download_job = job = window.jobs.start(run, "download-model")
-        self.download_progress.setValue(0)
-        self.download_progress.show()
+        self.download_progress.begin()
         self.download_status.setText(f"Downloading {entry.name}…")
-        job.progress.connect(self._on_download_progress)
+        job.progress.connect(self.download_progress.show_progress)
         job.succeeded.connect(self._on_downloaded)
         job.failed.connect(self._on_download_failed)
         job.cancelled.connect(self._on_download_cancelled)
         job.done.connect(self._on_download_done)
         self._update_download_buttons()
-
-    def _on_download_progress(self, fraction: float | None, message: str) -> None:
-        if fraction is None:
-            self.download_progress.setRange(0, 0)
-        else:
-            self.download_progress.setRange(0, 1000)
-            self.download_progress.setValue(int(fraction * 1000))
-        if message:
-            self.download_progress.setFormat(f"{message}  %p%")
 
     def _on_downloaded(self, result: tuple[InstalledModel, bool]) -> None:
         model, used = result
