@@ -24,7 +24,9 @@ from tara_desktop.errors import TaraError
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
-    from tara_desktop.ui.workers import JobHost
+    from tara_desktop.config import ModelMapping
+    from tara_desktop.jobs import JobState
+    from tara_desktop.ui.workers import Emit, JobHost
 
 NO_ADAPTER = "(no adapter)"
 
@@ -168,7 +170,11 @@ class MappingEditor(QWidget):
             self.saved.emit()
             return
         self.save_button.setEnabled(False)  # a message is being routed: swap right after, off the GUI thread
-        job = jobs.start(lambda _state, _emit: assistant.set_mapping(values), "save-mapping")
+
+        def run(_state: JobState, _emit: Emit) -> ModelMapping:
+            return assistant.set_mapping(values)
+
+        job = jobs.start(run, "save-mapping")
         job.succeeded.connect(self._on_saved_later)
         job.failed.connect(self.error)
         job.done.connect(self._on_save_done)

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 if TYPE_CHECKING:
     from tara_desktop.assistant import Assistant
+    from tara_desktop.server.log import RequestRecord
     from tara_desktop.server.runner import ApiServer
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class ServerPanel(QGroupBox):
 
         try:
             server = ApiServer(assistant, port=port)
-            server.log.subscribe(lambda record: self.request_logged.emit(record.line()))
+            server.log.subscribe(self._on_request_served)
             server.start()
             assistant.profile.store.set_setting(PORT_KEY, port)
         except TaraError as exc:
@@ -164,6 +165,9 @@ class ServerPanel(QGroupBox):
             return
         self.server = server
         self._done.emit("running", f"Running on {server.url}")
+
+    def _on_request_served(self, record: RequestRecord) -> None:  # on a server thread: the signal is queued
+        self.request_logged.emit(record.line())
 
     def _stop(self, server: ApiServer) -> None:
         try:

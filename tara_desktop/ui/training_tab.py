@@ -325,7 +325,8 @@ class TrainingTab(QWidget):
                 emit({"type": "job", "domain": spec.domain})
                 emit({"type": "log", "message": f"— {spec.domain} ({i + 1}/{len(specs)}) —"})
 
-            outcomes = train_all(specs, state, data_for=lambda s: load_data(s, profile), on_event=emit, on_job=on_job)
+            outcomes = train_all(specs, state, data_for=functools.partial(load_data, profile=profile), on_event=emit,
+                                 on_job=on_job)
             return outcomes[-1] if outcomes else None
 
         self._launch(run, "Training every domain, one after another…")
