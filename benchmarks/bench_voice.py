@@ -108,7 +108,7 @@ def condition(src: Path, dst: Path, how: str, rng: np.random.Generator) -> None:
 
 def render_dev_set(folder: Path, quick: bool, limit: int | None = None) -> list[tuple[str, str, Path]]:
     """(reference text, description, wav path) for every rendering."""
-    from tara_desktop.voice.tts import PiperTts
+    from tara_desktop.voice.piper import PiperTts
 
     rng = np.random.default_rng(0)
     piper = PiperTts.default()
@@ -174,7 +174,8 @@ def peak_rss_mb() -> float:
 def asr_section(tiny: Any, items: list[tuple[str, str, Path]], threads: int, tmp: Path) -> None:
     """Word error rate and real-time factor of tiny.en, pocketsphinx and (when installed) base."""
     from tara_desktop.voice import models as vm
-    from tara_desktop.voice.asr import PocketSphinxAsr, SpeechRecognizer, WhisperAsr
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.asr_engines import PocketSphinxAsr, WhisperAsr
 
     tiny_wer, tiny_rtf, tiny_worst = run_asr("tiny.en", tiny, items)
     sphinx = SpeechRecognizer([PocketSphinxAsr()], use_fallback=False)
@@ -220,9 +221,12 @@ def main() -> int:
     from tara_desktop.config import load_configs
     from tara_desktop.jobs import JobState
     from tara_desktop.voice import models as vm
-    from tara_desktop.voice.asr import SpeechRecognizer, WhisperAsr
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.asr_engines import WhisperAsr
     from tara_desktop.voice.emotion import EmotionDetector
-    from tara_desktop.voice.tts import EspeakTts, PiperTts, SpeechSynthesizer
+    from tara_desktop.voice.piper import PiperTts
+    from tara_desktop.voice.tts import SpeechSynthesizer
+    from tara_desktop.voice.tts_engines import EspeakTts
     from tara_desktop.voice.turn import run_voice_turn
 
     for tool in ("espeak-ng", "sox"):

@@ -70,7 +70,8 @@ def whisper_dir() -> Path:
 @pytest.fixture(scope="session")
 def recognizer(whisper_dir: Path):  # type: ignore[no-untyped-def]
     """The app's recogniser as configured by default: Whisper tiny.en, then pocketsphinx."""
-    from tara_desktop.voice.asr import SpeechRecognizer, WhisperAsr
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.asr_engines import WhisperAsr
 
     rec = SpeechRecognizer([WhisperAsr(whisper_dir, model="whisper-tiny.en", threads=2)])
     assert rec.warm_up() == "faster-whisper", rec.primary_error

