@@ -83,13 +83,18 @@ class Assistant:
         *,
         passphrase: str | None = None,
         configs_folder: Path | None = None,
+        check_new_passphrase: bool = False,
     ) -> Assistant:
-        """Unlock the profile and build every service from the configs and the user's settings."""
+        """Unlock the profile and build every service from the configs and the user's settings.
+
+        ``check_new_passphrase``: ``passphrase`` was typed by a person; if it creates the profile, a weak one
+        is refused (:class:`~tara_desktop.profile.errors.WeakPassphrase`)."""
         from tara_desktop.llm.pool import ModelPool
         from tara_desktop.profile import Profile
         from tara_desktop.routing.router import DomainRouter
 
-        profile = Profile.open(paths.profile_dir(profile_dir), passphrase=passphrase)
+        profile = Profile.open(paths.profile_dir(profile_dir), passphrase=passphrase,
+                               check_new_passphrase=check_new_passphrase)
         try:
             configs = cls._load_configs(profile, configs_folder)
             router = DomainRouter.from_configs(configs)

@@ -297,3 +297,11 @@ def test_tara_chat_streams_and_rejects_bad_input(tiny_gguf: Path, tmp_path: Path
 
     empty = _tara("chat", "--model", str(tiny_gguf), "  ", home=tmp_path / "h")
     assert empty.returncode == 2 and "empty" in empty.stderr
+
+
+def test_a_weak_typed_passphrase_creates_nothing(tmp_path: Path) -> None:
+    from tara_desktop.profile import WeakPassphrase
+
+    with pytest.raises(WeakPassphrase, match="too short"):
+        Assistant.open(tmp_path / "p", passphrase="pw", check_new_passphrase=True)
+    assert not (tmp_path / "p" / "profile.db").exists()

@@ -11,6 +11,7 @@ from tara_desktop.profile.errors import (
     ProfileError,
     ProfileLocked,
     RecordDamaged,
+    WeakPassphrase,
     WrongPassphrase,
 )
 from tara_desktop.profile.profile import Profile
@@ -30,5 +31,6 @@ __all__ = [
     "ProfileLocked",
     "ProfileStore",
     "RecordDamaged",
+    "WeakPassphrase",
     "WrongPassphrase",
 ]

@@ -84,7 +84,7 @@ def open_profile(*, create: bool = True) -> Profile:
         check_new_passphrase(passphrase)
         if getpass.getpass("Repeat the passphrase: ") != passphrase:
             raise ProfileError("the two passphrases differ; run the command again and type the same passphrase twice")
-        return Profile.open(passphrase=passphrase, create=create)
+        return Profile.open(passphrase=passphrase, create=create, check_new_passphrase=True)
     for attempt in range(PROMPT_ATTEMPTS):
         time.sleep(backoff_seconds(attempt))
         try:

@@ -6,7 +6,7 @@ from tara_desktop.errors import ProfileError
 
 __all__ = [
     "ConsentError", "PassphraseChanged", "ProfileDiskFull", "ProfileError", "ProfileLocked", "ProfileReadOnly",
-    "ProfileTampered", "RecordDamaged", "WrongPassphrase",
+    "ProfileTampered", "RecordDamaged", "WeakPassphrase", "WrongPassphrase",
 ]
 
 
@@ -16,6 +16,11 @@ class ProfileLocked(ProfileError):
 
 class WrongPassphrase(ProfileError):
     """The passphrase does not unlock this profile. Nothing was changed."""
+
+
+class WeakPassphrase(ProfileError):
+    """A passphrase chosen for a new profile (or as a new passphrase) is too easy to guess; the message says
+    why and what to choose instead. Nothing was created or changed."""
 
 
 class RecordDamaged(ProfileError):

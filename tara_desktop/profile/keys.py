@@ -1,5 +1,14 @@
 """Where the key-encryption key (KEK) of a profile comes from: the OS keyring or a passphrase.
 
+Passphrase strength (:func:`check_new_passphrase`) is checked where a person *chooses* a passphrase: typed
+for a new profile (the ``tara`` prompt; ``Profile.open(..., check_new_passphrase=True)`` for the GUI's
+dialog) and every new passphrase (``rotate-key``, ``TARA_NEW_PASSPHRASE``, ``Profile.rotate_key``). It is
+refused when it is shorter than :data:`MIN_PASSPHRASE_CHARS` characters (NIST SP 800-63B's minimum for a
+secret a person picks), uses fewer than four different characters, is all digits and shorter than 12, or
+is one of the most common passwords. A passphrase a program hands over (``TARA_PASSPHRASE``,
+``Profile.open(passphrase=...)``: scripts, CI, tests) is taken as given, and an existing profile always
+opens with whatever passphrase it has.
+
 * ``keyring``: a random 32-byte KEK stored in the OS keyring (Windows Credential Locker, macOS
   Keychain, Secret Service) under service ``TARA`` and the profile's id as user name. The stored secret
   is a small JSON object ``{"keks": {kek_id: base64}}`` so a key rotation can hold the old and the new
@@ -20,7 +29,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from tara_desktop.profile import crypto
-from tara_desktop.profile.errors import PassphraseChanged, ProfileError, ProfileLocked
+from tara_desktop.profile.errors import PassphraseChanged, ProfileError, ProfileLocked, WeakPassphrase
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
@@ -98,16 +107,17 @@ MIN_PASSPHRASE_CHARS = 8
 
 
 def check_new_passphrase(passphrase: str) -> None:
-    """Refuse a new passphrase that is easy to guess, with one sentence saying what to choose instead."""
+    """Refuse a new passphrase that is easy to guess (:class:`WeakPassphrase`), with one sentence saying
+    what is wrong and what to choose instead (the rule is in the module docstring)."""
     text = unicodedata.normalize("NFC", passphrase)
     advice = "choose a few unrelated words, e.g. 'copper kettle river dawn' — it protects everything in the profile"
     if len(text) < MIN_PASSPHRASE_CHARS:
-        raise ProfileError(f"the passphrase is too short ({len(text)} characters); use at least "
-                           f"{MIN_PASSPHRASE_CHARS}: {advice}")
+        raise WeakPassphrase(f"the passphrase is too short ({len(text)} characters); use at least "
+                             f"{MIN_PASSPHRASE_CHARS}: {advice}")
     if len(set(text.casefold())) < 4:
-        raise ProfileError(f"the passphrase repeats too few different characters; {advice}")
+        raise WeakPassphrase(f"the passphrase repeats too few different characters; {advice}")
     if text.casefold().replace(" ", "") in _COMMON or (text.isdigit() and len(text) < 12):
-        raise ProfileError(f"the passphrase is one of the most common passwords; {advice}")
+        raise WeakPassphrase(f"the passphrase is one of the most common passwords; {advice}")
 
 
 def backoff_seconds(failures: int) -> float:
@@ -277,9 +287,13 @@ class UnavailableSource(KeySource):
 
 
 def choose_source_for_new_profile(
-    profile_id: str, passphrase: str | None, requested: str | None
+    profile_id: str, passphrase: str | None, requested: str | None, *, check_strength: bool = False
 ) -> KeySource:
-    """Keyring when a real one exists, unless a passphrase was given or TARA_KEY_SOURCE says otherwise."""
+    """Keyring when a real one exists, unless a passphrase was given or TARA_KEY_SOURCE says otherwise.
+
+    ``check_strength``: ``passphrase`` was typed by a person for this new profile; refuse a weak one."""
+    if passphrase and check_strength:
+        check_new_passphrase(passphrase)
     requested = requested or os.environ.get("TARA_KEY_SOURCE") or None
     if requested is not None and requested not in SOURCES:
         raise ProfileError(f"unknown key source '{requested}'; use 'keyring' or 'passphrase'")

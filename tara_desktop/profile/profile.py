@@ -128,6 +128,7 @@ class Profile:
         key_source: str | None = None,
         create: bool = True,
         finish_rotation: bool = True,
+        check_new_passphrase: bool = False,
     ) -> Profile:
         """Open the profile in ``profile_dir`` (default: ``paths.profile_dir()``), creating it if missing.
 
@@ -136,6 +137,9 @@ class Profile:
         says "passphrase". Raises ProfileError (ProfileLocked, WrongPassphrase) with a clear sentence.
         An interrupted key rotation is finished on open unless ``finish_rotation`` is False (records stay
         readable meanwhile: each names the key generation that sealed it).
+        ``check_new_passphrase``: ``passphrase`` was typed by a person (the GUI's dialog); when it creates the
+        profile, a weak one is refused with :class:`WeakPassphrase` and nothing is created (an existing
+        profile opens with whatever passphrase it has).
         """
         try:
             directory = paths.profile_dir(profile_dir)
@@ -164,7 +168,8 @@ class Profile:
             conn = connect(db)
             _restrict(db, 0o600)
             try:
-                vault = cls._create(conn, db, passphrase, key_source, owns_dir)
+                vault = cls._create(conn, db, passphrase, key_source, owns_dir,
+                                    check_strength=check_new_passphrase)
                 if vault is None:
                     vault = cls._unlock(conn, db, passphrase, finish_rotation)
             except sqlite3.Error as exc:
@@ -216,13 +221,14 @@ class Profile:
 
     @staticmethod
     def _create(
-        conn: sqlite3.Connection, db: Path, passphrase: str | None, key_source: str | None, owns_dir: bool
+        conn: sqlite3.Connection, db: Path, passphrase: str | None, key_source: str | None, owns_dir: bool,
+        *, check_strength: bool = False,
     ) -> Vault | None:
         """Create the profile if the database is new; None if it already is a profile."""
         if _initialized(conn):
             return None
         profile_id = secrets.token_hex(16)
-        source = keys.choose_source_for_new_profile(profile_id, passphrase, key_source)
+        source = keys.choose_source_for_new_profile(profile_id, passphrase, key_source, check_strength=check_strength)
         vault = Vault(db, conn, source, profile_id)
         with vault.lock:
             conn.execute("BEGIN IMMEDIATE")

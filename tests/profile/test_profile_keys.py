@@ -281,6 +281,45 @@ def test_good_passphrases_pass() -> None:
         check_new_passphrase(good)
 
 
+def test_a_typed_passphrase_must_be_strong_to_create_a_profile(profile_dir: Path) -> None:
+    from tara_desktop.profile import WeakPassphrase
+
+    with pytest.raises(WeakPassphrase, match=r"^the passphrase is too short \(5 characters\); use at least 8: "
+                                             r"choose a few unrelated words"):
+        Profile.open(profile_dir, passphrase="short", check_new_passphrase=True)
+    assert not (profile_dir / DB_NAME).exists()  # nothing was created
+    with pytest.raises(WeakPassphrase, match="one of the most common passwords"):
+        Profile.open(profile_dir, passphrase="Password123", check_new_passphrase=True)
+    with Profile.open(profile_dir, passphrase="copper kettle river", check_new_passphrase=True) as p:
+        assert p.key_source == "passphrase"
+
+
+def test_an_existing_profile_opens_with_the_passphrase_it_has(profile_dir: Path) -> None:
+    Profile.open(profile_dir, passphrase="pw").close()  # made by a program: taken as given
+    with Profile.open(profile_dir, passphrase="pw", check_new_passphrase=True) as p:  # typed again: still opens
+        assert p.key_source == "passphrase"
+
+
+def test_the_cli_prompt_refuses_a_weak_passphrase_for_a_new_profile(
+    profile_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+    import sys
+
+    from tara_desktop.cli import main
+
+    monkeypatch.setenv("TARA_HOME", str(profile_dir))
+    monkeypatch.delenv("TARA_PASSPHRASE")
+    monkeypatch.setenv("TARA_KEY_SOURCE", "passphrase")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    typed = iter(["12345678", "12345678"])
+    monkeypatch.setattr(getpass, "getpass", lambda _prompt="": next(typed))
+    assert main(["conversations", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the passphrase is one of the most common passwords;") and err.count("\n") == 1
+    assert not (profile_dir / DB_NAME).exists()
+
+
 def test_cli_refuses_a_weak_new_passphrase(profile_dir: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     from tara_desktop.cli import main
