@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from tara_desktop.ui import theme
+from tara_desktop.ui import main_thread_gc, theme
 from tara_desktop.ui.chat_model import ChatModel
 from tara_desktop.ui.chat_pane import ChatPane
 from tara_desktop.ui.conversation_list import ConversationList
@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         # Job threads (searches, conversation loads) share the interpreter with the event loop: hand it
         # over every 1 ms instead of Python's default 5 ms, so the window answers while they decrypt.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+        main_thread_gc.hold()  # Qt objects freed by the cycle collector die on this thread, not on a job's
         self.setWindowTitle("TARA")
         self.setMinimumSize(QSize(760, 520))
         self.resize(1180, 760)
@@ -313,4 +314,5 @@ class MainWindow(QMainWindow):
                 if lazy.page is not None and hasattr(lazy.page, "shutdown"):
                     lazy.page.shutdown()
             self.session.close()
+            main_thread_gc.release()
         event.accept()
