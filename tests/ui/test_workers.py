@@ -40,6 +40,43 @@ def test_result_partials_and_progress_arrive_on_the_gui_thread(qtbot: Any) -> No
     assert all(on_gui for _, _, on_gui in seen)
 
 
+def test_named_slots_and_partials_of_them_run_on_the_gui_thread(qtbot: Any) -> None:
+    """The UI connects job signals to a QObject's methods, or functools.partial of one when an argument is
+    bound (a request number, a model name): both must run queued on the GUI thread."""
+    import functools
+
+    from PySide6.QtCore import QObject
+
+    gui = QThread.currentThread()
+
+    class Page(QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, object, bool]] = []
+
+        def _on_value(self, value: object) -> None:
+            self.seen.append(("method", value, QThread.currentThread() is gui))
+
+        def _on_tagged(self, tag: str, value: object = None) -> None:
+            self.seen.append((tag, value, QThread.currentThread() is gui))
+
+    page = Page()
+    host = JobHost()
+
+    def run(state: JobState, emit: Any) -> int:
+        emit("token")
+        return 7
+
+    job = host.start(run, "named-slots")
+    job.partial.connect(page._on_value)
+    job.succeeded.connect(functools.partial(page._on_tagged, "bound"))
+    job.done.connect(functools.partial(page._on_tagged, "done"))
+    with qtbot.waitSignal(job.done, timeout=10_000):
+        pass
+    qtbot.waitUntil(lambda: not host.busy, timeout=10_000)
+    assert page.seen == [("method", "token", True), ("bound", 7, True), ("done", None, True)]
+
+
 def test_a_user_error_becomes_its_one_sentence(qtbot: Any) -> None:
     host = JobHost()
 
