@@ -102,7 +102,7 @@ class WhisperAsr:
     name = "faster-whisper"
 
     def __init__(self, model_dir: Path, *, model: str = "whisper", language: str = "en",
-                 threads: int | None = None, beam_size: int = 1) -> None:
+                 threads: int | None = None, beam_size: int = 5) -> None:
         self.model_dir = Path(model_dir)
         self.model = model
         self.language = language
