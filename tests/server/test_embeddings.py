@@ -47,10 +47,12 @@ def test_a_list_keeps_its_order_and_matches_the_routers_own_vectors(client: Any,
 def test_the_client_sees_bad_requests_as_its_own_errors(client: Any) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.embeddings.create(model="text-embedding-3-small", input=WIFI)
-    assert missing.value.body["code"] == "model_not_found" and missing.value.body["param"] == "model"
+    body = missing.value.body
+    assert isinstance(body, dict) and body["code"] == "model_not_found" and body["param"] == "model"
     with pytest.raises(openai.BadRequestError) as empty:
         client.embeddings.create(model="tara", input=[])
-    assert empty.value.body["param"] == "input"
+    body = empty.value.body
+    assert isinstance(body, dict) and body["param"] == "input"
 
 
 @pytest.fixture()
