@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from tara_desktop.assistant import Assistant
     from tara_desktop.conversation import Conversation, Conversations, ConversationSummary, EditDraft
-    from tara_desktop.turn import TurnRequest, TurnResult
+    from tara_desktop.turn import StoredEvent, TurnRequest, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,9 @@ EMOTION_FROM_TEXT = "text"  # the emotion engine of a typed turn: the pipeline r
 def result_meta(result: TurnResult, emotion_engine: str | None = None) -> dict[str, object]:
     """The meta line of a reply from a ``TurnResult``; ``emotion_engine`` names what detected its emotion
     (a voice engine such as "speechbrain", or :data:`EMOTION_FROM_TEXT`; None when not known)."""
-    keys = ("domain", "confidence", "model", "adapter", "emotion", "ttft_s", "tokens_per_s", "cancelled")
-    meta: dict[str, object] = {k: getattr(result, k, None) for k in keys}
-    meta["emotion_engine"] = emotion_engine
-    return meta
+    return {"domain": result.domain, "confidence": result.confidence, "model": result.model, "adapter": result.adapter,
+            "emotion": result.emotion, "ttft_s": result.ttft_s, "tokens_per_s": result.tokens_per_s,
+            "cancelled": result.cancelled, "emotion_engine": emotion_engine}
 
 
 def emotion_engine_of(user_meta: Mapping[str, object]) -> str | None:
@@ -360,16 +359,17 @@ class ChatModel(QObject):
         return last if last is not None and last.role == "assistant" and last.id is None else None
 
     def apply_event(self, event: object) -> None:
-        """One event of the turn pipeline (route, window, token, stored), on the GUI thread."""
-        kind = getattr(event, "kind", None)
-        if kind == "token":
-            self.apply_token(str(getattr(event, "text", "")))
-        elif kind == "route":
+        """One event of the turn pipeline (a ``TurnEvent``: route, window, token, stored), on the GUI thread."""
+        from tara_desktop.turn import RouteEvent, StoredEvent, TokenEvent
+
+        if isinstance(event, TokenEvent):
+            self.apply_token(event.text)
+        elif isinstance(event, RouteEvent):
             reply = self._reply()
             if reply is not None:
-                reply.meta.update(domain=getattr(event, "domain", None), model=getattr(event, "model", None))
+                reply.meta.update(domain=event.domain, model=event.model)
             self.route_decided.emit(event)
-        elif kind == "stored":
+        elif isinstance(event, StoredEvent):
             self._apply_ids(event)
 
     def apply_token(self, token: str) -> None:
@@ -378,12 +378,11 @@ class ChatModel(QObject):
             reply.content += token
         self.reply_token.emit(token)
 
-    def _apply_ids(self, event: object) -> None:
-        cid = getattr(event, "conversation_id", None)
-        user_id, reply_id = getattr(event, "user_message_id", None), getattr(event, "message_id", None)
+    def _apply_ids(self, event: StoredEvent) -> None:
+        cid = event.conversation_id
         if len(self.messages) >= 2 and self.messages[-1].role == "assistant":
-            self.messages[-2].id, self.messages[-1].id = user_id, reply_id
-        created = bool(getattr(event, "created", False)) and cid is not None and self.conversation_id is None
+            self.messages[-2].id, self.messages[-1].id = event.user_message_id, event.message_id
+        created = event.created and cid is not None and self.conversation_id is None
         if cid is not None:
             self.conversation_id = int(cid)
         self.ids_assigned.emit()
@@ -412,7 +411,7 @@ class ChatModel(QObject):
         if last is not None:
             last.content = result.reply or last.content
             last.meta = result_meta(result, emotion_engine)
-            if getattr(result, "message_id", None) is not None:
+            if result.message_id is not None:
                 last.id = result.message_id
             self.reply_finished.emit(last)
         if result.conversation_id is not None and self.conversation_id is None:
