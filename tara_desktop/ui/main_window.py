@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         self.session.opened.connect(self._on_opened)
         self.session.failed.connect(self._on_open_failed)
         self.session.model_status.connect(self.chat.set_status)
+        self.session.warmed_up.connect(self.chat.voice.prepare)  # Piper's cold start, after the model's
 
     # ---- pages ------------------------------------------------------------------------------------
     def _make_page(self, name: str) -> Page:

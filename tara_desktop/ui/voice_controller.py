@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QTimer
+import numpy as np
+import numpy.typing as npt
+from PySide6.QtCore import QObject, QTimer, SignalInstance
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import JobState
-from tara_desktop.ui.workers import JobThread
+from tara_desktop.ui.workers import Emit, JobThread
+
+if TYPE_CHECKING:
+    from tara_desktop.config import VoiceSettings
+    from tara_desktop.turn import TurnEvent, TurnResult
+    from tara_desktop.ui.chat_model import ChatModel
+    from tara_desktop.ui.chat_pane import ChatPane
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.audio import Microphone
+    from tara_desktop.voice.emotion import EmotionDetector
+    from tara_desktop.voice.tts import SpeechSynthesizer
+    from tara_desktop.voice.turn import VoiceEvent, VoiceTurnResult
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +47,38 @@ def level_from_dbfs(dbfs: float) -> float:
     return min(1.0, max(0.0, (dbfs + 60.0) / 60.0))
 
 
+@dataclass
+class VoiceEngines:
+    """The recogniser, emotion detector and voice of the open profile, built once (cheap: models load on
+    first use or in :meth:`VoiceController.prepare`)."""
+
+    asr: SpeechRecognizer
+    emotion: EmotionDetector
+    tts: SpeechSynthesizer | None  # None when replies are not spoken
+
+    @classmethod
+    def build(cls, settings: VoiceSettings, online_allowed: Callable[[], bool]) -> VoiceEngines:
+        from tara_desktop.voice.asr import SpeechRecognizer
+        from tara_desktop.voice.emotion import EmotionDetector
+        from tara_desktop.voice.tts import SpeechSynthesizer
+
+        tts = SpeechSynthesizer.from_config(settings, online_allowed=online_allowed) if settings.speak_replies else None
+        return cls(SpeechRecognizer.from_config(settings), EmotionDetector.from_config(settings), tts)
+
+
 class VoiceController(QObject):
     """Connects a chat pane's push-to-talk controls to the voice engines."""
 
-    def __init__(self, pane: Any, model: Any) -> None:
+    def __init__(self, pane: ChatPane, model: ChatModel) -> None:
         super().__init__(pane)
         self.pane = pane  # its push-to-talk widgets, level meter, state indicator and banner
         self.model = model
-        self._queued: tuple[Any, int] | None = None  # audio recorded while the previous turn was stopping
-        self._waiting: Any = None
-        self.mic: Any = None
+        self._queued: tuple[npt.NDArray[np.float32], int] | None = None  # recorded while the last turn stopped
+        self._waiting: SignalInstance | None = None
+        self.mic: Microphone | None = None
         self.job: JobThread | None = None
-        self._engines: dict[str, Any] = {}
+        self._engines: VoiceEngines | None = None
+        self._engines_for: object | None = None  # the Assistant they were built for
         self._told_fallback = False
         self._meter = QTimer(self)
         self._meter.setInterval(50)
@@ -52,8 +87,40 @@ class VoiceController(QObject):
         pane.ptt_button.press_ended.connect(self.on_release)
 
     @property
-    def settings(self) -> Any:
-        return self.pane.assistant.configs.app.voice
+    def settings(self) -> VoiceSettings:
+        assistant = self.pane.assistant
+        assert assistant is not None, "voice needs an open profile"
+        return assistant.configs.app.voice
+
+    def engines(self) -> VoiceEngines:
+        """The voice engines, built on first use; the online voice is asked for consent before every
+        sentence, so withdrawing it acts on the next one."""
+        assistant = self.model.assistant
+        assert assistant is not None, "voice needs an open profile"
+        if self._engines is not None and self._engines_for is not assistant:  # another profile was opened
+            self._close_engines()
+        if self._engines is None:
+            profile = assistant.profile
+            self._engines_for = assistant
+
+            def online_allowed() -> bool:
+                return bool(profile.consent.get("online_voice"))
+
+            self._engines = VoiceEngines.build(self.settings, online_allowed)
+        return self._engines
+
+    def prepare(self) -> None:
+        """Once the chat model is loaded: start the offline voice (Piper's cold start, 4-8 s) in the
+        background so the first spoken reply does not wait for it. Returns at once."""
+        if self.model.assistant is None or self.job is not None:
+            return
+        try:
+            tts = self.engines().tts
+        except TaraError as exc:
+            log.warning("the voice engines could not be prepared (%s)", exc.__class__.__name__)
+            return
+        if tts is not None:
+            tts.warm_up()
 
     def on_press(self) -> None:
         pane = self.pane
@@ -102,7 +169,7 @@ class VoiceController(QObject):
             return
         self.start_turn(audio, sr)
 
-    def start_turn(self, audio: Any, sr: int) -> None:
+    def start_turn(self, audio: npt.NDArray[np.float32], sr: int) -> None:
         """Run one spoken turn on recorded audio (also used by tests with a WAV)."""
         pane, model = self.pane, self.model
         if self.job is not None or model.busy:  # a barge-in: the turn was asked to stop; start once it has
@@ -115,32 +182,21 @@ class VoiceController(QObject):
                 model.busy_changed.connect(self._start_queued)
             return
         assistant = model.assistant
-        settings = self.settings
-        engines = self._engines
-        box: dict[str, Any] = {}
+        assert assistant is not None, "a voice turn needs an open profile"
+        engines = self.engines()
+        box: dict[str, object] = {}
         model.cancel_edit()
         template = model.request("-", source="voice")  # the conversation, pin and model of this turn
 
-        def run(state: JobState, emit: Any) -> Any:
+        def run(state: JobState, emit: Emit) -> tuple[VoiceTurnResult, TurnResult | None]:
             from dataclasses import replace
 
             from tara_desktop.voice.turn import run_voice_turn
 
-            if not engines:
-                from tara_desktop.voice.asr import SpeechRecognizer
-                from tara_desktop.voice.emotion import EmotionDetector
-                from tara_desktop.voice.tts import SpeechSynthesizer
+            result: list[TurnResult] = []
 
-                engines["asr"] = SpeechRecognizer.from_config(settings)
-                engines["emotion"] = EmotionDetector.from_config(settings)
-                def online_allowed() -> bool:  # asked before every sentence: withdrawing acts on the next one
-                    return bool(assistant.profile.consent.get("online_voice"))
-
-                engines["tts"] = (SpeechSynthesizer.from_config(settings, online_allowed=online_allowed)
-                                  if settings.speak_replies else None)
-
-            def respond(text: str, emotion: str, confidence: float, on_token: Any) -> str:
-                def on_event(event: Any) -> None:
+            def respond(text: str, emotion: str, confidence: float, on_token: Callable[[str], None]) -> str:
+                def on_event(event: TurnEvent) -> None:
                     if event.kind == "token":
                         on_token(event.text)  # the voice turn shows and speaks it
                         return
@@ -149,25 +205,28 @@ class VoiceController(QObject):
                     emit(event)
 
                 request = replace(template, text=text, emotion=emotion, emotion_confidence=confidence)
-                result = assistant.turn(request, state, on_event)
-                box["result"] = result
-                return str(result.reply)
+                result.append(assistant.turn(request, state, on_event))
+                return result[-1].reply
 
             play = None
-            if engines["tts"] is not None:
+            if engines.tts is not None:
                 from tara_desktop.voice.audio import Player
 
                 play = Player().play
-            out = run_voice_turn(audio, sr, asr=engines["asr"], emotion=engines["emotion"], respond=respond,
-                                 tts=engines["tts"], play=play, state=state, on_event=emit,
-                                 voice=lambda: box.get("voice"))
+
+            def voice() -> str | None:
+                chosen = box.get("voice")
+                return chosen if isinstance(chosen, str) else None
+
+            out = run_voice_turn(audio, sr, asr=engines.asr, emotion=engines.emotion, respond=respond,
+                                 tts=engines.tts, play=play, state=state, on_event=emit, voice=voice)
             try:  # kept (encrypted, in the profile) only with the "record_voice" consent
                 from tara_desktop.voice.recordings import keep_recording
 
                 keep_recording(assistant.profile, audio, sr)
             except TaraError as exc:
                 log.warning("the recording could not be kept (%s)", exc.__class__.__name__)
-            return out, box.get("result")
+            return out, (result[-1] if result else None)
 
         self.job = pane.jobs.start(run, "voice-turn")
         self.job.partial.connect(self._on_event)
@@ -176,41 +235,39 @@ class VoiceController(QObject):
         self.job.done.connect(self._on_job_done)
         model.begin_external_turn(self.job)
 
-    def _on_event(self, event: object) -> None:
-        kind = getattr(event, "kind", None)
-        data = getattr(event, "data", None)
+    def _on_event(self, event: VoiceEvent | TurnEvent) -> None:
+        from tara_desktop.voice.asr import AsrResult
+        from tara_desktop.voice.turn import VoiceEvent
+
         pane, model = self.pane, self.model
-        if kind == "state":
+        if not isinstance(event, VoiceEvent):  # the turn pipeline's route, window and stored events
+            model.apply_event(event)
+            return
+        data = event.data
+        if event.kind == "state":
             pane.voice_state.set_state(str(data))
-        elif kind == "transcript":
-            text = str(getattr(data, "text", "")).strip()
+        elif event.kind == "transcript" and isinstance(data, AsrResult):
+            text = data.text.strip()
             if text:
                 model.show_user_message(text)
-            reason = getattr(data, "fallback_reason", None)
-            if reason and text and not self._told_fallback:  # say once which recogniser is in use, and why
+            if data.fallback_reason and text and not self._told_fallback:  # say once which recogniser, why
                 self._told_fallback = True
-                pane.banner.show_info(f"Speech recognition is using {getattr(data, 'engine', '?')}: {reason}")
-        elif kind == "token":
+                pane.banner.show_info(f"Speech recognition is using {data.engine}: {data.fallback_reason}")
+        elif event.kind == "token":
             model.apply_token(str(data))
-        elif kind == "error":
+        elif event.kind == "error":
             pane.banner.show_info(f"Answering in text only: {data}")
-        elif kind in ("route", "window", "stored"):
-            model.apply_event(event)
 
-    def _on_done(self, outcome: Any) -> None:
+    def _on_done(self, outcome: tuple[VoiceTurnResult, TurnResult | None]) -> None:
         voice, result = outcome
         if voice.heard_nothing:
             from tara_desktop.voice.turn import HEARD_NOTHING_MESSAGE
 
             self.pane.banner.show_info(HEARD_NOTHING_MESSAGE)
         if result is not None:
-            meta_emotion = getattr(voice, "emotion", None)
-            if meta_emotion and not getattr(result, "emotion", None):
-                result.emotion = meta_emotion
-            for name, value in (("emotion_engine", voice.emotion_engine), ("asr_engine", voice.asr_engine)):
-                if hasattr(result, name) and not getattr(result, name):
-                    setattr(result, name, value)
-            self.model.finish_turn(result)
+            if voice.emotion and not result.emotion:
+                result.emotion = voice.emotion
+            self.model.finish_turn(result, emotion_engine=voice.emotion_engine)
 
     def _start_queued(self, busy: bool) -> None:
         if busy or self.job is not None or self._queued is None:
@@ -225,9 +282,15 @@ class VoiceController(QObject):
         self.job = None
         self.pane.voice_state.set_state("idle")
 
+    def _close_engines(self) -> None:
+        engines, self._engines, self._engines_for = self._engines, None, None
+        if engines is not None and engines.tts is not None:
+            engines.tts.close()  # the Piper process ends with the window (or the profile)
+
     def shutdown(self) -> None:
         self._queued = None
         self._meter.stop()
+        self._close_engines()
         if self.mic is not None:
             try:
                 self.mic.stop()

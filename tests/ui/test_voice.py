@@ -44,3 +44,24 @@ def test_a_spoken_question_shows_transcript_states_and_reply(qtbot: Any, window:
     assert stored[0].meta.get("source") == "voice"
     profile = window.session.assistant.profile
     assert profile.consent.get("record_voice") is False and profile.consent.collected("record_voice") == 0
+
+
+@pytest.mark.slow
+def test_the_offline_voice_warms_up_once_the_model_is_loaded(qtbot: Any, warm_voice: bool, window: Any) -> None:
+    """The app starts Piper in the background after the chat model loaded, so the first spoken reply does
+    not pay Piper's cold start; closing the window ends the Piper process."""
+    from tara_desktop.voice.piper import PiperTts
+
+    voice = window.chat.voice
+    qtbot.waitUntil(lambda: voice._engines is not None, timeout=TIMEOUT)  # session warm-up, then prepare()
+    tts = voice._engines.tts
+    assert tts is not None
+    warming = tts.warm_up()  # the thread prepare() started (a second call adds nothing)
+    warming.join(120)
+    assert not warming.is_alive()
+    pipers = [e for e in tts.fallbacks if isinstance(e, PiperTts)]
+    assert pipers and pipers[0]._proc is not None and pipers[0]._proc.poll() is None
+    assert pipers[0]._spoken_by is pipers[0]._proc  # warm: it has spoken once
+    proc = pipers[0]._proc
+    window.close()
+    assert proc.wait(30) is not None  # the Piper process ends with the window
