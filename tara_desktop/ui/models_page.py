@@ -216,7 +216,7 @@ class ModelsPage(QWidget):
     # ---- data ----------------------------------------------------------------------------------------
     @property
     def pool(self) -> ModelPool | None:
-        return getattr(self.assistant, "pool", None)
+        return None if self.assistant is None else self.assistant.pool
 
     def set_assistant(self, assistant: Assistant | None) -> None:
         self.assistant = assistant

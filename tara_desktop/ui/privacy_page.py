@@ -278,20 +278,16 @@ class PrivacyPage(QWidget):
             self.verify_result.setText(f"✗ {exc}")
             return
         if result.ok:
-            entries = getattr(result.audit, "entries", "?")
             self.verify_result.setText(
-                f"✓ Intact: the audit log's {entries} entries, none changed or removed; " + "; ".join(result.checked)
+                f"✓ Intact: the audit log's {result.audit.entries} entries, none changed or removed; " + "; ".join(result.checked)
             )
         else:
             self.verify_result.setText(f"✗ {result}")
 
 
 def _audit_row(entry: AuditEntry) -> tuple[str, str]:
-    when: object = getattr(entry, "created_at", "")
-    if isinstance(when, int | float):
-        when = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")
-    event = str(getattr(entry, "event", ""))
-    details = getattr(entry, "details", None) or {}
-    if isinstance(details, dict) and details:
-        event += "  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")"
-    return str(when), event
+    when = datetime.fromtimestamp(entry.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    event = entry.event
+    if entry.details:
+        event += "  (" + ", ".join(f"{k}={v}" for k, v in entry.details.items()) + ")"
+    return when, event

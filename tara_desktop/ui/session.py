@@ -172,9 +172,7 @@ class Session(QObject):
             self._job = None
         if assistant is None:
             return
-        closer = getattr(assistant, "close", None) or getattr(assistant.profile, "close", None)
         try:
-            if closer is not None:
-                closer()
+            assistant.close()
         except Exception:
             log.warning("closing the profile failed", exc_info=True)

@@ -216,7 +216,7 @@ class TrainingTab(QWidget):
 
     # ---- state ----------------------------------------------------------------------------------------
     def jobs_root(self) -> Path:
-        profile_dir = getattr(self.assistant, "profile_dir", None)
+        profile_dir = self.assistant.profile_dir if self.assistant is not None else None
         return (Path(profile_dir) if profile_dir else paths.profile_dir()) / "training"
 
     def set_assistant(self, assistant: Assistant | None) -> None:
@@ -368,8 +368,8 @@ class TrainingTab(QWidget):
                 self.last_domain = self.running_domain
 
     def _on_outcome(self, outcome: JobOutcome | None) -> None:
-        status = getattr(outcome, "status", "done")
-        message = getattr(outcome, "message", "")
+        status = outcome.status if outcome is not None else "done"
+        message = outcome.message if outcome is not None else ""
         if status == "done":
             self.banner.show_info("Training finished. Export the adapter to use it in chat.")
         elif status == "cancelled":

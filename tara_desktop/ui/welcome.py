@@ -71,9 +71,6 @@ def answer_with(assistant: Assistant, model_name: str) -> bool:
     """Make ``model_name`` answer the default and every domain that still has the shipped choice with no
     adapter (a domain the user mapped themselves, or one with an adapter, keeps its choice). Returns
     whether the mapping was changed."""
-    set_mapping = getattr(assistant, "set_mapping", None)
-    if set_mapping is None:
-        return False
     overrides = dict(assistant.mapping_overrides())
     mapping = assistant.configs.mapping
     choices = {"default": mapping.default, **{d: mapping.for_domain(d) for d in assistant.configs.domains}}
@@ -83,7 +80,7 @@ def answer_with(assistant: Assistant, model_name: str) -> bool:
             overrides[domain] = {"model": model_name, "adapter": None}
             changed = True
     if changed:
-        set_mapping(overrides)
+        assistant.set_mapping(overrides)
     return changed
 
 
@@ -141,7 +138,7 @@ class WelcomeWizard(QWizard):
 
     def _protection(self) -> QWizardPage:
         page, lay = self._new_page("How your profile is protected")
-        self.key_source = str(getattr(self.assistant.profile, "key_source", "")) if self.assistant else ""
+        self.key_source = self.assistant.profile.key_source if self.assistant else ""
         how = {"keyring": "the key is in your system keyring", "passphrase": "protected by your passphrase"}
         lay.addWidget(_label(
             "Your conversations are encrypted with a key kept in your system's keyring (Windows "
@@ -357,7 +354,8 @@ class WelcomeWizard(QWizard):
     def _on_download_failed(self, message: str) -> None:
         from tara_desktop.llm.download import Unreachable
 
-        self.offline = isinstance(getattr(self.download_job, "exception", None), Unreachable)
+        exc = self.download_job.exception if self.download_job is not None else None
+        self.offline = isinstance(exc, Unreachable)
         if self.offline:
             self.download_status.setText(f"TARA could not connect to download the model. {offline_message(self.bundled_entry)}")
         else:
