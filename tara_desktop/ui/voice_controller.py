@@ -191,6 +191,7 @@ class VoiceController(QObject):
         def run(state: JobState, emit: Emit) -> tuple[VoiceTurnResult, TurnResult | None]:
             from dataclasses import replace
 
+            from tara_desktop.voice.emotion import EmotionResult
             from tara_desktop.voice.turn import run_voice_turn
 
             result: list[TurnResult] = []
@@ -204,7 +205,12 @@ class VoiceController(QObject):
                         box["voice"] = event.voice
                     emit(event)
 
-                request = replace(template, text=text, emotion=emotion, emotion_confidence=confidence)
+                meta = dict(template.meta or {})
+                heard = box.get("emotion")
+                if isinstance(heard, EmotionResult):  # kept on the user message: a reload still says it
+                    meta["emotion_engine"] = heard.engine
+                request = replace(template, text=text, emotion=emotion, emotion_confidence=confidence,
+                                  meta=meta or None)
                 result.append(assistant.turn(request, state, on_event))
                 return result[-1].reply
 
@@ -214,12 +220,18 @@ class VoiceController(QObject):
 
                 play = Player().play
 
+            def on_voice_event(event: VoiceEvent) -> None:
+                if event.kind == "emotion":  # comes before respond() is called
+                    box["emotion"] = event.data
+                emit(event)
+
             def voice() -> str | None:
                 chosen = box.get("voice")
                 return chosen if isinstance(chosen, str) else None
 
             out = run_voice_turn(audio, sr, asr=engines.asr, emotion=engines.emotion, respond=respond,
-                                 tts=engines.tts, play=play, state=state, on_event=emit, voice=voice)
+                                 tts=engines.tts, play=play, state=state, on_event=on_voice_event,
+                                 voice=voice)
             try:  # kept (encrypted, in the profile) only with the "record_voice" consent
                 from tara_desktop.voice.recordings import keep_recording
 

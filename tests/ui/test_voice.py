@@ -42,6 +42,9 @@ def test_a_spoken_question_shows_transcript_states_and_reply(qtbot: Any, window:
     assert states[:2] == ["transcribing", "thinking"] and states[-1] == "idle"
     stored = chat.store.messages(result.conversation_id)
     assert stored[0].meta.get("source") == "voice"
+    engine = stored[0].meta.get("emotion_engine")  # what heard the emotion, kept for a reload
+    assert engine in ("speechbrain", "prosody+words", "prosody", "words", "none")
+    assert reply.meta.get("emotion_engine") == engine
     profile = window.session.assistant.profile
     assert profile.consent.get("record_voice") is False and profile.consent.collected("record_voice") == 0
 
