@@ -29,15 +29,17 @@ WELCOME_KEY = "ui.welcome_done"
 def _open_assistant(profile_dir: Path | None, passphrase: str | None) -> Assistant:
     from tara_desktop.assistant import Assistant
 
-    return Assistant.open(profile_dir, passphrase=passphrase)
+    # A passphrase here was typed by the person: if it creates the profile, a weak one is refused.
+    return Assistant.open(profile_dir, passphrase=passphrase, check_new_passphrase=passphrase is not None)
 
 
 def needs_passphrase(exc: BaseException | None) -> bool:
     """True when the profile could open with a (different) passphrase: it is locked, the passphrase was
-    wrong, or another TARA process changed it (:class:`PassphraseChanged` is a :class:`WrongPassphrase`)."""
-    from tara_desktop.profile.errors import ProfileLocked, WrongPassphrase
+    wrong, another TARA process changed it (:class:`PassphraseChanged` is a :class:`WrongPassphrase`), or
+    the passphrase chosen for a new profile is too easy to guess (:class:`WeakPassphrase`)."""
+    from tara_desktop.profile.errors import ProfileLocked, WeakPassphrase, WrongPassphrase
 
-    return isinstance(exc, ProfileLocked | WrongPassphrase)
+    return isinstance(exc, ProfileLocked | WrongPassphrase | WeakPassphrase)
 
 
 class Session(QObject):

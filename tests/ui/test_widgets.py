@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from PySide6.QtCore import Qt
 
 from tara_desktop.ui.composer import Composer
@@ -174,3 +175,33 @@ def test_the_passphrase_prompt_follows_the_error_type_not_its_wording() -> None:
     # a message that merely mentions a wrong passphrase is not a reason to ask for one
     assert not needs_passphrase(TaraError("the wrong passphrase file name was given"))
     assert not needs_passphrase(None)
+
+
+def test_a_weak_passphrase_for_a_new_profile_is_refused_and_asked_again(
+        qtbot: Any, test_configs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keyring, no TARA_PASSPHRASE: the window asks for a passphrase for the new profile; one too easy to
+    guess is refused with the reason, the person is asked again, and a good one creates the profile."""
+    import os
+    from pathlib import Path
+
+    from tara_desktop.ui import unlock_dialog
+    from tara_desktop.ui.main_window import MainWindow
+
+    monkeypatch.delenv("TARA_PASSPHRASE")
+    monkeypatch.setenv("TARA_KEY_SOURCE", "passphrase")
+    asked: list[str | None] = []
+    answers = iter(["sunshine", "a quiet lighthouse at dawn"])
+
+    def ask(_parent: object, error: str | None = None) -> str | None:
+        asked.append(error)
+        return next(answers)
+
+    monkeypatch.setattr(unlock_dialog, "ask_passphrase", ask)
+    win = MainWindow(Path(os.environ["TARA_HOME"]), show_welcome=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.assistant_ready, timeout=120_000):
+        win.open_session()
+    assert len(asked) == 2 and asked[0] is None  # first: a plain prompt
+    assert asked[1] is not None and "choose" in asked[1] and "sunshine" not in asked[1]  # why, not the phrase
+    assert win.session.assistant is not None
+    win.close()
