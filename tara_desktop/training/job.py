@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tara_desktop.errors import TaraError
 from tara_desktop.jobs import Cancelled
@@ -53,6 +53,10 @@ from tara_desktop.training.job_data import (
     sample_prompts,
 )
 from tara_desktop.training.spec import TrainingSpec
+
+if TYPE_CHECKING:
+    import psutil
+    import torch
 
 __all__ = [
     "TARGET_MODULES",
@@ -152,6 +156,41 @@ def run(
     return result
 
 
+@dataclass
+class _Prepared:
+    """The run's fixed parts, from preparing the data and the model: the encoded samples, the model with
+    its LoRA layers, and the optimizer and learning-rate schedule over ``total_steps``."""
+
+    dataset: ds.PreparedDataset
+    tokenizer: Any
+    model: Any
+    pad_id: int
+    train_enc: list[ds.Encoded]
+    val_enc: list[ds.Encoded]
+    steps_per_epoch: int
+    total_steps: int
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+@dataclass
+class _Progress:
+    """The loop's running state: where the run is, and what a checkpoint and the result record of it."""
+
+    step: int = 0
+    elapsed_before: float = 0.0  # training time of the runs before this one (from the checkpoint)
+    val_before: float | None = None
+    resumed_from: int | None = None
+    restore_seconds: float = 0.0
+    session_start: float = 0.0
+    session_steps: int = 0
+    last_saved: int = 0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+
 def _run(
     spec: TrainingSpec,
     state: StateLike,
@@ -161,14 +200,47 @@ def _run(
     resume: bool,
     record: recovery.JobRecord,
 ) -> TrainingResult:
-    import psutil
-    import torch
-
     def say(message: str) -> None:
         log.info("%s", message)
         emit({"type": "log", "message": message})
 
     t_setup = time.perf_counter()
+    prep = _prepare(spec, state, data, say)
+    progress = _resume(spec, prep, say, resume=resume)
+    truncate_metrics(spec.metrics_path, progress.step)
+    record.total_steps, record.step = prep.total_steps, progress.step
+    recovery.write_job(record)
+
+    emit(
+        {
+            "type": "started",
+            "total_steps": prep.total_steps,
+            "steps_per_epoch": prep.steps_per_epoch,
+            "train_samples": len(prep.train_enc),
+            "validation_samples": len(prep.val_enc),
+            "duplicates": prep.dataset.duplicates,
+            "resumed_from": progress.resumed_from,
+            "threads": spec.threads,
+            "setup_seconds": time.perf_counter() - t_setup,
+            "restore_seconds": progress.restore_seconds,
+        }
+    )
+
+    if progress.val_before is None:
+        state.report(0.0, "measuring the validation loss before training")
+        progress.val_before = evaluate(prep.model, prep.val_enc, prep.pad_id, spec.batch_size, state)
+        emit({"type": "eval", "when": "before", "step": 0, "val_loss": progress.val_before,
+              "perplexity": perplexity(progress.val_before)})
+
+    _train(spec, state, prep, progress, emit)
+    return _finish(spec, state, prep, progress, emit)
+
+
+def _prepare(spec: TrainingSpec, state: StateLike, data: bytes, say: Callable[[str], None]) -> _Prepared:
+    """Prepare the dataset, load the base model with LoRA layers, encode the samples and set up the
+    optimizer and the warmup-then-linear learning-rate schedule."""
+    import torch
+
     state.report(None, "preparing the dataset")
     prepared = ds.prepare(
         data,
@@ -206,169 +278,175 @@ def _run(
         return max(0.0, (total_steps - s) / max(1, total_steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    return _Prepared(
+        dataset=prepared, tokenizer=tokenizer, model=model, pad_id=pad_id, train_enc=train_enc,
+        val_enc=val_enc, steps_per_epoch=steps_per_epoch, total_steps=total_steps, params=params,
+        optimizer=optimizer, scheduler=scheduler,
+    )
 
-    # ---- resume -------------------------------------------------------------------------------
-    step = 0
-    elapsed_before = 0.0
-    val_before: float | None = None
-    resumed_from: int | None = None
+
+def _resume(spec: TrainingSpec, prep: _Prepared, say: Callable[[str], None], *, resume: bool) -> _Progress:
+    """Remove half-written checkpoints and, when ``resume``, restore the newest complete one: the
+    progress the run starts from (step 0 without one)."""
+    progress = _Progress()
     removed = ck.clean_leftovers(spec.checkpoints_dir)
     for name in removed:
         say(f"checkpoint {name}: incomplete (interrupted while saving), removed")
-    restore_seconds = 0.0
     if resume:
         t_restore = time.perf_counter()
         ckpt = ck.newest_complete(spec.checkpoints_dir, on_skip=say)
         if ckpt is not None:
-            restore_checkpoint(ckpt, model, optimizer, scheduler)
-            restore_seconds = time.perf_counter() - t_restore
-            step = ckpt.step
-            elapsed_before = float(ckpt.manifest.get("elapsed", 0.0))
-            val_before = ckpt.manifest.get("val_loss_before")
-            resumed_from = step
-            if ckpt.manifest.get("dataset_fingerprint") not in (None, prepared.fingerprint):
+            restore_checkpoint(ckpt, prep.model, prep.optimizer, prep.scheduler)
+            progress.restore_seconds = time.perf_counter() - t_restore
+            progress.step = ckpt.step
+            progress.elapsed_before = float(ckpt.manifest.get("elapsed", 0.0))
+            progress.val_before = ckpt.manifest.get("val_loss_before")
+            progress.resumed_from = progress.step
+            if ckpt.manifest.get("dataset_fingerprint") not in (None, prep.dataset.fingerprint):
                 say("the dataset changed since this checkpoint; the result will differ from the original run")
-            say(f"resumed from the checkpoint at step {step}")
-    truncate_metrics(spec.metrics_path, step)
-    record.total_steps, record.step = total_steps, step
-    recovery.write_job(record)
+            say(f"resumed from the checkpoint at step {progress.step}")
+    return progress
 
-    emit(
-        {
-            "type": "started",
-            "total_steps": total_steps,
-            "steps_per_epoch": steps_per_epoch,
-            "train_samples": len(train_enc),
-            "validation_samples": len(val_enc),
-            "duplicates": prepared.duplicates,
-            "resumed_from": resumed_from,
-            "threads": spec.threads,
-            "setup_seconds": time.perf_counter() - t_setup,
-            "restore_seconds": restore_seconds,
-        }
-    )
 
-    if val_before is None:
-        state.report(0.0, "measuring the validation loss before training")
-        val_before = evaluate(model, val_enc, pad_id, spec.batch_size, state)
-        emit({"type": "eval", "when": "before", "step": 0, "val_loss": val_before,
-              "perplexity": perplexity(val_before)})
+def _checkpoint(spec: TrainingSpec, prep: _Prepared, progress: _Progress, emit: EventSink) -> ck.Checkpoint:
+    """Save a checkpoint at the current step, note it in the job record and report it."""
+    step = progress.step
+    t0 = time.perf_counter()
+    info = {
+        "epoch": step / prep.steps_per_epoch,
+        "elapsed": progress.elapsed(),
+        "val_loss_before": progress.val_before,
+        "dataset_fingerprint": prep.dataset.fingerprint,
+        "total_steps": prep.total_steps,
+    }
+    saved = save_checkpoint(spec, step, prep.model, optimizer=prep.optimizer, scheduler=prep.scheduler, info=info)
+    seconds = time.perf_counter() - t0
+    recovery.update_job(spec.job_dir, step=step)
+    emit({"type": "checkpoint", "step": step, "path": str(saved.path), "seconds": seconds})
+    return saved
+
+
+def _train(spec: TrainingSpec, state: StateLike, prep: _Prepared, progress: _Progress, emit: EventSink) -> None:
+    """The training loop, from ``progress.step`` to the last step: one optimizer step per batch, a metrics
+    line (file and event) per step, a checkpoint every ``save_every`` steps. A cancel checks before each
+    step, saves a checkpoint (unless the step was just saved), reports ``cancelled`` and raises."""
+    import psutil
 
     eval_every = spec.eval_every or spec.save_every
     proc = psutil.Process()
     proc.cpu_percent(None)
-    session_start = time.perf_counter()
-    session_steps = 0
-    last_saved = step
+    progress.session_start = time.perf_counter()
+    progress.session_steps = 0
+    progress.last_saved = progress.step
 
-    def info() -> dict[str, Any]:
-        return {
-            "epoch": step / steps_per_epoch,
-            "elapsed": elapsed_before + time.perf_counter() - session_start,
-            "val_loss_before": val_before,
-            "dataset_fingerprint": prepared.fingerprint,
-            "total_steps": total_steps,
-        }
-
-    def checkpoint() -> ck.Checkpoint:
-        t0 = time.perf_counter()
-        saved = save_checkpoint(spec, step, model, optimizer=optimizer, scheduler=scheduler, info=info())
-        seconds = time.perf_counter() - t0
-        recovery.update_job(spec.job_dir, step=step)
-        emit({"type": "checkpoint", "step": step, "path": str(saved.path), "seconds": seconds})
-        return saved
-
-    model.train()
+    prep.model.train()
     order_epoch, order = -1, []
-    metrics_file = spec.metrics_path.open("a", encoding="utf-8")
-    try:
-        while step < total_steps:
+    with spec.metrics_path.open("a", encoding="utf-8") as metrics_file:
+        while progress.step < prep.total_steps:
             try:
                 state.check()
             except Cancelled:
-                path = str(checkpoint().path) if step > last_saved else None
-                emit({"type": "cancelled", "step": step, "checkpoint": path})
+                saved = _checkpoint(spec, prep, progress, emit) if progress.step > progress.last_saved else None
+                emit({"type": "cancelled", "step": progress.step, "checkpoint": str(saved.path) if saved else None})
                 raise
-            epoch, pos = divmod(step, steps_per_epoch)
+            epoch, pos = divmod(progress.step, prep.steps_per_epoch)
             if epoch != order_epoch:
-                order_epoch, order = epoch, epoch_order(len(train_enc), spec.seed, epoch)
-            batch = [train_enc[i] for i in order[pos * spec.batch_size : (pos + 1) * spec.batch_size]]
-            ids, mask, labels = collate(batch, pad_id)
+                order_epoch, order = epoch, epoch_order(len(prep.train_enc), spec.seed, epoch)
+            batch = [prep.train_enc[i] for i in order[pos * spec.batch_size : (pos + 1) * spec.batch_size]]
+            entry = _train_step(prep, progress, batch, proc)
 
-            t0 = time.perf_counter()
-            # The model's own loss: mean next-token cross-entropy over the labelled positions.
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_time = time.perf_counter() - t0
-            step += 1
-            session_steps += 1
-
-            elapsed_session = time.perf_counter() - session_start
-            entry: dict[str, Any] = {
-                "step": step,
-                "epoch": step / steps_per_epoch,
-                "loss": float(loss.detach()),
-                "lr": float(scheduler.get_last_lr()[0]),
-                "tokens": int(mask.sum()),
-                "tokens_per_s": int(mask.sum()) / max(step_time, 1e-9),
-                "elapsed": elapsed_before + elapsed_session,
-                "eta": elapsed_session / session_steps * (total_steps - step),
-                "cpu_percent": proc.cpu_percent(None),
-                "rss_mb": proc.memory_info().rss / (1024 * 1024),
-                "total_steps": total_steps,
-            }
-            if step % eval_every == 0 or step == total_steps:
-                entry["val_loss"] = evaluate(model, val_enc, pad_id, spec.batch_size, state)
+            step = progress.step
+            if step % eval_every == 0 or step == prep.total_steps:
+                entry["val_loss"] = evaluate(prep.model, prep.val_enc, prep.pad_id, spec.batch_size, state)
             metrics_file.write(json.dumps(entry) + "\n")
             metrics_file.flush()
             emit({"type": "metrics", **entry})
-            state.report(step / total_steps, f"step {step}/{total_steps}, loss {entry['loss']:.3f}")
-            if step % spec.save_every == 0 and step < total_steps:
-                checkpoint()
-                last_saved = step
-    finally:
-        metrics_file.close()
+            state.report(step / prep.total_steps, f"step {step}/{prep.total_steps}, loss {entry['loss']:.3f}")
+            if step % spec.save_every == 0 and step < prep.total_steps:
+                _checkpoint(spec, prep, progress, emit)
+                progress.last_saved = step
 
-    # ---- finish -------------------------------------------------------------------------------
-    checkpoint()
+
+def _train_step(prep: _Prepared, progress: _Progress, batch: list[ds.Encoded], proc: psutil.Process) -> dict[str, Any]:
+    """One optimizer step on ``batch``; advances ``progress`` and returns the step's metrics line."""
+    import torch
+
+    ids, mask, labels = collate(batch, prep.pad_id)
+    t0 = time.perf_counter()
+    # The model's own loss: mean next-token cross-entropy over the labelled positions.
+    loss = prep.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(prep.params, 1.0)
+    prep.optimizer.step()
+    prep.scheduler.step()
+    prep.optimizer.zero_grad(set_to_none=True)
+    step_time = time.perf_counter() - t0
+    progress.step += 1
+    progress.session_steps += 1
+
+    step, total_steps = progress.step, prep.total_steps
+    elapsed_session = time.perf_counter() - progress.session_start
+    return {
+        "step": step,
+        "epoch": step / prep.steps_per_epoch,
+        "loss": float(loss.detach()),
+        "lr": float(prep.scheduler.get_last_lr()[0]),
+        "tokens": int(mask.sum()),
+        "tokens_per_s": int(mask.sum()) / max(step_time, 1e-9),
+        "elapsed": progress.elapsed_before + elapsed_session,
+        "eta": elapsed_session / progress.session_steps * (total_steps - step),
+        "cpu_percent": proc.cpu_percent(None),
+        "rss_mb": proc.memory_info().rss / (1024 * 1024),
+        "total_steps": total_steps,
+    }
+
+
+def _finish(
+    spec: TrainingSpec, state: StateLike, prep: _Prepared, progress: _Progress, emit: EventSink
+) -> TrainingResult:
+    """After the last step: a final checkpoint, the validation loss after training, the sample answers,
+    then the finished adapter, result.json and the job record (status done)."""
+    _checkpoint(spec, prep, progress, emit)
+    step = progress.step
     state.report(1.0, "measuring the validation loss after training")
-    val_after = evaluate(model, val_enc, pad_id, spec.batch_size, state)
+    val_after = evaluate(prep.model, prep.val_enc, prep.pad_id, spec.batch_size, state)
     emit({"type": "eval", "when": "after", "step": step, "val_loss": val_after,
           "perplexity": perplexity(val_after)})
 
-    samples: list[dict[str, str]] = []
-    if spec.sample_count > 0:
-        state.report(1.0, "writing sample answers")
-        model.eval()
-        for prompt in sample_prompts(tokenizer, prepared.validation, spec.sample_count):
-            state.check()
-            with model.disable_adapter():
-                before = generate(model, tokenizer, prompt, spec.sample_max_new_tokens)
-            after = generate(model, tokenizer, prompt, spec.sample_max_new_tokens)
-            samples.append({"prompt": prompt, "before": before, "after": after})
-        emit({"type": "samples", "samples": samples})
-
+    samples = _sample_answers(spec, state, prep, emit) if spec.sample_count > 0 else []
     result = TrainingResult(
         status="done",
         step=step,
-        total_steps=total_steps,
+        total_steps=prep.total_steps,
         adapter_dir=str(spec.adapter_dir),
-        val_loss_before=val_before,
+        val_loss_before=progress.val_before,
         val_loss_after=val_after,
-        perplexity_before=perplexity(val_before),
+        perplexity_before=perplexity(progress.val_before),
         perplexity_after=perplexity(val_after),
-        train_samples=len(train_enc),
-        validation_samples=len(val_enc),
-        elapsed_s=elapsed_before + time.perf_counter() - session_start,
-        resumed_from=resumed_from,
+        train_samples=len(prep.train_enc),
+        validation_samples=len(prep.val_enc),
+        elapsed_s=progress.elapsed(),
+        resumed_from=progress.resumed_from,
         samples=samples,
     )
-    save_adapter(model, spec, result.summary())
+    save_adapter(prep.model, spec, result.summary())
     ck.write_json_atomic(spec.job_dir / "result.json", result.summary())
     recovery.update_job(spec.job_dir, status="done", message="", step=step)
     emit({"type": "done", "result": result.summary()})
     return result
+
+
+def _sample_answers(spec: TrainingSpec, state: StateLike, prep: _Prepared, emit: EventSink) -> list[dict[str, str]]:
+    """The answers to a few validation prompts without and with the adapter (user content: the event
+    and the result only, never a file)."""
+    state.report(1.0, "writing sample answers")
+    prep.model.eval()
+    samples: list[dict[str, str]] = []
+    for prompt in sample_prompts(prep.tokenizer, prep.dataset.validation, spec.sample_count):
+        state.check()
+        with prep.model.disable_adapter():
+            before = generate(prep.model, prep.tokenizer, prompt, spec.sample_max_new_tokens)
+        after = generate(prep.model, prep.tokenizer, prompt, spec.sample_max_new_tokens)
+        samples.append({"prompt": prompt, "before": before, "after": after})
+    emit({"type": "samples", "samples": samples})
+    return samples
