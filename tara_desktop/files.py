@@ -101,10 +101,8 @@ def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
 @contextlib.contextmanager
 def atomic_dir(final_path: Path, *, temp: Path | None = None) -> Iterator[Path]:
     """Yield an empty sibling temp folder (``NAME.tmp`` unless ``temp`` names one) to build a folder in;
-    on a clean exit every file in it and the folder are fsynced and it is renamed to ``final_path``. An
-    existing ``final_path`` is first moved aside to ``NAME.old`` and removed once the new one is in place
-    (a kill between the two renames leaves ``NAME.old`` and ``NAME.tmp``, both recognisable leftovers).
-    On any exception the temp folder is removed and ``final_path`` is untouched."""
+    on a clean exit it is put in place of ``final_path`` by :func:`commit_dir`. On any exception the temp
+    folder is removed and ``final_path`` is untouched."""
     final = Path(final_path)
     tmp = Path(temp) if temp is not None else final.with_name(f"{final.name}.tmp")
     if tmp.exists():
@@ -112,26 +110,36 @@ def atomic_dir(final_path: Path, *, temp: Path | None = None) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        for p in sorted(tmp.rglob("*")):
-            if p.is_file():
-                fsync_path(p)
-        fsync_path(tmp)
-        if final.exists():
-            old = final.with_name(f"{final.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(final, old)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                os.replace(old, final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        commit_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def commit_dir(built: Path, final_path: Path) -> None:
+    """Put the finished folder ``built`` (a sibling of ``final_path``) in its place: every file in it and the
+    folder are fsynced and it is renamed to ``final_path``. An existing ``final_path`` is first moved aside
+    to ``NAME.old`` and removed once the new one is in place (a kill between the two renames leaves
+    ``NAME.old`` and ``built``, both recognisable leftovers). If it fails, ``built`` is left as it was (a
+    download can resume from it) and ``final_path`` is untouched."""
+    final = Path(final_path)
+    for p in sorted(built.rglob("*")):
+        if p.is_file():
+            fsync_path(p)
+    fsync_path(built)
+    if final.exists():
+        old = final.with_name(f"{final.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        try:
+            os.replace(built, final)
+        except BaseException:
+            os.replace(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, final)
     fsync_path(final.parent)
 
 

@@ -13,11 +13,9 @@ optional Whisper base install.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -27,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tara_desktop import paths
 from tara_desktop.errors import ConfigError, TaraError
-from tara_desktop.files import atomic_dir, atomic_write
+from tara_desktop.files import atomic_dir, atomic_write, commit_dir
 from tara_desktop.jobs import JobState
 
 log = logging.getLogger(__name__)
@@ -291,19 +289,18 @@ def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | No
                  timeout=timeout, validate=False)
     marker = json.dumps({"id": entry.id, "engine": entry.engine, "kind": entry.kind,
                          "interface": entry.interface or "", "labels": json.dumps(entry.labels)})
-    with atomic_dir(final) as folder:
-        moved = [(staging / f.name, folder / f.name) for f in entry.files]
-        try:
-            for src, dst in moved:
-                os.replace(src, dst)  # same folder: a rename, not a copy of a gigabyte
-            (folder / MARKER).write_text(marker, encoding="utf-8")
-            _point_at_folder(folder, final)
-        except BaseException:
-            for src, dst in moved:  # the downloaded files go back, so a retry does not fetch them again
-                with contextlib.suppress(OSError):
-                    os.replace(dst, src)
-            raise
-    shutil.rmtree(staging, ignore_errors=True)  # only leftover .part files of another version could remain
+    wanted = {f.name for f in entry.files}
+    for leftover in staging.iterdir():  # .part files of another version: not part of this model
+        if leftover.name not in wanted:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+    (staging / MARKER).write_text(marker, encoding="utf-8")
+    _point_at_folder(staging, final)
+    # The downloaded folder itself becomes the model's folder; if that fails it stays, so a retry
+    # fetches nothing again.
+    commit_dir(staging, final)
     return final
 
 

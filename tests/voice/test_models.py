@@ -202,3 +202,33 @@ def test_a_download_replaces_an_incomplete_folder_in_one_step(model_server: tupl
     assert {p.name for p in final.iterdir()} == {f.name for f in vm.catalog_entry(IEMOCAP).files} | {vm.MARKER}
     assert f"pretrained_path: {final.as_posix()}" in (final / "hyperparams.yaml").read_text()
     assert sorted(p.name for p in dest.iterdir()) == [final.name]  # no staging, .tmp or .old left
+
+
+def test_when_the_last_rename_fails_the_downloaded_files_stay_for_a_retry(
+        model_server: tuple[str, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Putting the finished folder in place can fail (a virus scanner holding it on Windows): the downloaded
+    files must stay, so the retry fetches nothing again."""
+    import os
+
+    from tara_desktop import files
+
+    url, requests = model_server
+    dest = tmp_path / "voice"
+    real_replace = os.replace
+    refuse = [True]
+
+    def replace(src: object, dst: object) -> None:
+        if refuse[0] and str(src).endswith(".partial"):
+            raise PermissionError(13, "Access is denied", str(dst))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    with pytest.raises(PermissionError):
+        vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=dest, base_url=url)
+    fetched = len(requests)
+    staging = dest / ".speechbrain-emotion-recognition-wav2vec2-IEMOCAP.partial"
+    assert {f.name for f in vm.catalog_entry(IEMOCAP).files} <= {p.name for p in staging.iterdir()}
+    refuse[0] = False
+    folder = vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=dest, base_url=url)
+    assert len(requests) == fetched  # nothing downloaded twice
+    assert vm.read_marker(folder)["id"] == IEMOCAP and not staging.exists()
