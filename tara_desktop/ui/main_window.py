@@ -138,7 +138,6 @@ class MainWindow(QMainWindow):
         self.session.opened.connect(self._on_opened)
         self.session.failed.connect(self._on_open_failed)
         self.session.model_status.connect(self.chat.set_status)
-        self.session.warmed_up.connect(self.chat.voice.prepare)  # Piper's cold start, after the model's
 
     # ---- pages ------------------------------------------------------------------------------------
     def _make_page(self, name: str) -> Page:
@@ -311,6 +310,7 @@ class MainWindow(QMainWindow):
                 self.hide()
                 QApplication.processEvents()
             self.jobs.shutdown()
+            self.chat.voice.close_engines()  # after the jobs: a turn still speaking has stopped
             for lazy in self.pages.values():
                 if lazy.page is not None and hasattr(lazy.page, "shutdown"):
                     lazy.page.shutdown()

@@ -50,14 +50,12 @@ class Session(QObject):
         opened(object): the Assistant is ready.
         failed(str): it could not be opened (one sentence).
         model_status(str): the default model's state (loading, ready, not found).
-        warmed_up(): the default model is loaded (the moment to warm up what comes next, the voice).
     """
 
     status_changed = Signal(str)
     opened = Signal(object)
     failed = Signal(str)
     model_status = Signal(str)
-    warmed_up = Signal()
 
     def __init__(self, jobs: JobHost, profile_dir: Path | None, parent: QWidget) -> None:
         super().__init__(parent)
@@ -140,7 +138,6 @@ class Session(QObject):
 
     def _on_warmed_up(self, text: str) -> None:
         self.model_status.emit(str(text))
-        self.warmed_up.emit()
 
     def _on_warm_up_failed(self, name: str, message: str) -> None:
         self.model_status.emit(f"{name} did not load: {message}")

@@ -78,7 +78,8 @@ class VoiceController(QObject):
         self.mic: Microphone | None = None
         self.job: JobThread | None = None
         self._engines: VoiceEngines | None = None
-        self._engines_for: object | None = None  # the Assistant they were built for
+        self._engines_for: tuple[object, VoiceSettings] | None = None  # the Assistant and settings they follow
+        self._shut_down = False
         self._told_fallback = False
         self._meter = QTimer(self)
         self._meter.setInterval(50)
@@ -97,22 +98,26 @@ class VoiceController(QObject):
         sentence, so withdrawing it acts on the next one."""
         assistant = self.model.assistant
         assert assistant is not None, "voice needs an open profile"
-        if self._engines is not None and self._engines_for is not assistant:  # another profile was opened
-            self._close_engines()
+        if self._shut_down:
+            raise TaraError("the window is closing")
+        settings = self.settings
+        if self._engines is not None and self._engines_for != (assistant, settings):
+            self._close_engines()  # another profile, or saved voice settings (Speak replies, a new model)
         if self._engines is None:
             profile = assistant.profile
-            self._engines_for = assistant
+            self._engines_for = (assistant, settings)
 
             def online_allowed() -> bool:
                 return bool(profile.consent.get("online_voice"))
 
-            self._engines = VoiceEngines.build(self.settings, online_allowed)
+            self._engines = VoiceEngines.build(settings, online_allowed)
         return self._engines
 
     def prepare(self) -> None:
-        """Once the chat model is loaded: start the offline voice (Piper's cold start, 4-8 s) in the
-        background so the first spoken reply does not wait for it. Returns at once."""
-        if self.model.assistant is None or self.job is not None:
+        """Start the offline voice (Piper's cold start, 1-8 s) in the background while the person is still
+        speaking, so the first spoken reply does not wait for it; called on every press, it does the work
+        once. People who only type never start Piper. Returns at once."""
+        if self.model.assistant is None or self.job is not None or self._shut_down:
             return
         try:
             tts = self.engines().tts
@@ -131,6 +136,7 @@ class VoiceController(QObject):
         if pane.assistant is None:
             pane.banner.show_info("TARA is still starting; try push-to-talk in a moment.")
             return
+        self.prepare()
         # The microphone works without any consent; "record_voice" only decides whether recordings are kept.
         try:
             from tara_desktop.voice.audio import Microphone
@@ -183,7 +189,12 @@ class VoiceController(QObject):
             return
         assistant = model.assistant
         assert assistant is not None, "a voice turn needs an open profile"
-        engines = self.engines()
+        try:
+            engines = self.engines()
+        except TaraError as exc:
+            pane.voice_state.set_state("idle")
+            pane.banner.show_error(f"Voice is not available: {exc}")
+            return
         box: dict[str, object] = {}
         model.cancel_edit()
         template = model.request("-", source="voice")  # the conversation, pin and model of this turn
@@ -299,10 +310,16 @@ class VoiceController(QObject):
         if engines is not None and engines.tts is not None:
             engines.tts.close()  # the Piper process ends with the window (or the profile)
 
+    def close_engines(self) -> None:
+        """After the window's jobs have stopped: end the Piper process."""
+        self._close_engines()
+
     def shutdown(self) -> None:
+        """The window is closing: stop listening, start nothing new (the engines close in
+        :meth:`close_engines`, once the running turn has stopped)."""
+        self._shut_down = True
         self._queued = None
         self._meter.stop()
-        self._close_engines()
         if self.mic is not None:
             try:
                 self.mic.stop()

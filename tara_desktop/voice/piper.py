@@ -83,6 +83,7 @@ class PiperTts:
         self._errors: list[str] = []
         self._spoken_by: subprocess.Popen[bytes] | None = None  # the process that has spoken (it is warm)
         self._lock = threading.Lock()
+        self._closed = False
         _live_pipers.add(self)
 
     @classmethod
@@ -93,6 +94,8 @@ class PiperTts:
         return cls(*files)
 
     def _start(self) -> subprocess.Popen[bytes]:
+        if self._closed:
+            raise TtsUnavailable("the offline voice was closed")
         if self._proc is not None:
             if self._proc.poll() is None:
                 return self._proc
@@ -197,6 +200,13 @@ class PiperTts:
             self._dir = None
 
     def close(self) -> None:
+        """End the process for good (the window or the profile closed): a sentence being spoken or a warm-up
+        stops at once instead of being waited for, and nothing starts Piper again afterwards."""
+        self._closed = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()  # without the lock: a cold start or a sentence may hold it for seconds
         with self._lock:
             self._stop()
             self._cleanup_dir()

@@ -83,22 +83,10 @@ def test_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def warm_voice() -> bool:
-    """Ask for it to let the window warm up the offline voice once its model is loaded, as the app does."""
-    return True
-
-
-@pytest.fixture
-def window(qtbot: Any, tiny_gguf: Path, test_configs: Path, request: pytest.FixtureRequest,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The real main window with the profile open and the tiny model used for every reply. The offline
-    voice is not warmed up in the background (a Piper process per window would load the 2-core machine)
-    unless the test asks for it by also taking the ``warm_voice`` fixture."""
+def window(qtbot: Any, tiny_gguf: Path, test_configs: Path) -> Iterator[Any]:
+    """The real main window with the profile open and the tiny model used for every reply."""
     from tara_desktop.ui.main_window import MainWindow
-    from tara_desktop.ui.voice_controller import VoiceController
 
-    if "warm_voice" not in request.fixturenames:
-        monkeypatch.setattr(VoiceController, "prepare", lambda self: None)
     home = Path(os.environ["TARA_HOME"])
     win = MainWindow(home, show_welcome=False)
     qtbot.addWidget(win)

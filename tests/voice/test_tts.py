@@ -258,9 +258,9 @@ def test_synthesize_to_wav_writes_the_whole_text(tmp_path: Path) -> None:
     assert audio.size / sr > 1.0
 
 
-def test_warm_up_starts_piper_and_speaks_off_the_callers_thread(piper: PiperTts,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    piper.close()  # a cold voice: no process yet
+def test_warm_up_starts_piper_and_speaks_off_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    piper = PiperTts.default()  # a cold voice: no process yet
+    assert piper is not None
     synth = SpeechSynthesizer(edge=None, fallbacks=[piper, EspeakTts()])
     first = synth.warm_up()
     assert synth.warm_up() is first  # a second call adds nothing
@@ -277,6 +277,12 @@ def test_warm_up_starts_piper_and_speaks_off_the_callers_thread(piper: PiperTts,
     assert lines == []
     out = synth.speak("The first reply is spoken by the warm process.")
     assert out.engine == "piper" and piper._proc.pid == pid and len(lines) == 1
+    proc = piper._proc
+    synth.close()
+    assert proc.poll() is not None  # closed: the process is gone
+    with pytest.raises(TtsUnavailable, match="closed"):
+        piper.synthesize("Nothing starts Piper again after close.", None)  # no new process after close
+    assert piper._proc is None
 
 
 def test_warm_up_without_piper_is_quiet_and_harmless(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
