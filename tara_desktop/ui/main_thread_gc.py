@@ -12,10 +12,12 @@ generation, with Python's own thresholds. Plain reference counting (nearly all m
 from __future__ import annotations
 
 import gc
+import time
 
 from PySide6.QtCore import QCoreApplication, QObject, QTimer
 
 INTERVAL_MS = 200
+FULL_EVERY_S = 60.0
 
 _guard: MainThreadGc | None = None
 _holders = 0
@@ -28,6 +30,7 @@ class MainThreadGc(QObject):
         super().__init__(parent)
         self.was_enabled = gc.isenabled()
         self.collections = 0
+        self._next_full = 0.0
         self._timer = QTimer(self)
         self._timer.setInterval(INTERVAL_MS)
         self._timer.timeout.connect(self._on_tick)
@@ -47,9 +50,15 @@ class MainThreadGc(QObject):
         c0, c1, c2 = gc.get_count()
         if t0 <= 0:  # someone turned collection off on purpose (gc.set_threshold(0))
             return
-        if c2 > t2:
+        now = time.monotonic()
+        if c2 > t2 and now >= self._next_full:
+            # A full collection walks every object (0.1-0.2 s with torch loaded); CPython spaces them out
+            # by how much the old generation grew, here by time: at least a minute apart, and never more
+            # than 0.5% of the time.
             gc.collect(2)
-        elif c1 > t1:
+            spent = time.monotonic() - now
+            self._next_full = now + max(FULL_EVERY_S, 200 * spent)
+        elif c1 > t1 or c2 > t2:
             gc.collect(1)
         elif c0 > t0:
             gc.collect(0)

@@ -76,3 +76,17 @@ def test_the_main_window_holds_the_collector_until_it_closes(window: Any) -> Non
     assert not gc.isenabled()
     window.close()
     assert gc.isenabled()
+
+
+def test_full_collections_are_spaced_out(monkeypatch: Any) -> None:
+    """A full collection walks every object: when the old generation keeps filling (a long reply), the
+    guard does one, then only younger ones for at least FULL_EVERY_S."""
+    guard = main_thread_gc.MainThreadGc()
+    done: list[int] = []
+    t2 = gc.get_threshold()[2]
+    monkeypatch.setattr(gc, "get_count", lambda: (0, 0, t2 + 1))
+    monkeypatch.setattr(gc, "collect", lambda generation=2: done.append(generation) or 0)
+    for _ in range(3):
+        guard._on_tick()
+    assert done == [2, 1, 1]
+    guard.deleteLater()
