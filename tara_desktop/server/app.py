@@ -19,6 +19,7 @@ goes away (disconnect) cancels the turn's job state, which stops the model withi
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -435,7 +436,7 @@ class ApiService:
             raise bad_request("the file is not a WAV file; send 16-bit PCM WAV audio", param="file")
         voice = self.assistant.configs.app.voice
         text, engine = await self._in_lane(VOICE_LANE, "speech recognition",
-                                           lambda: voice_adapter.transcribe_wav(data, voice))
+                                           lambda _state: voice_adapter.transcribe_wav(data, voice))
         info["finish"] = engine
         if fmt == "text":
             return PlainTextResponse(text)
@@ -450,7 +451,7 @@ class ApiService:
         text, voice_name = parse_speech_request(await self._json(request))
         voice = self.assistant.configs.app.voice
         wav, engine = await self._in_lane(VOICE_LANE, "the voice",
-                                          lambda: voice_adapter.speak_wav(text, voice, None))
+                                          lambda _state: voice_adapter.speak_wav(text, voice, None))
         info["finish"] = engine
         del voice_name  # OpenAI voice names (alloy, ...) do not exist offline: TARA's voice speaks
         return Response(wav, media_type="audio/wav")
@@ -463,11 +464,13 @@ class ApiService:
         router = self.assistant.router
         asked = parse_embeddings_request(await self._json(request), router)
         info["model"] = asked.model[:64]
-        body = await self._in_lane(EMBEDDING_LANE, "the embedding model", lambda: embeddings_response(router, asked))
+        body = await self._in_lane(EMBEDDING_LANE, "the embedding model", functools.partial(embeddings_response, router, asked))
         info["prompt_tokens"] = int(body["usage"]["prompt_tokens"])
         return JSONResponse(body)
 
-    async def _in_lane(self, lane: str, what: str, job: Callable[[], T]) -> T:
+    async def _in_lane(self, lane: str, what: str, job: Callable[[JobState], T]) -> T:
+        """Run ``job(state)`` on a worker thread once the lane has room; ``state`` is cancelled when the
+        client goes away, so a long job can stop between its steps."""
         ticket = self.lanes.reserve(lane, what)
         state = JobState()
 
@@ -475,7 +478,7 @@ class ApiService:
             try:
                 if not ticket.wait(state):
                     raise ApiError(503, "the request was cancelled while waiting", type="server_error")
-                return job()
+                return job(state)
             finally:
                 ticket.release()
 

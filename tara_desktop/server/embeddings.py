@@ -17,12 +17,16 @@ import base64
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from tara_desktop.server.errors import ApiError, bad_request
 
 if TYPE_CHECKING:
+    from tara_desktop.jobs import JobState
     from tara_desktop.routing.router import DomainRouter
 
 MAX_INPUTS = 2048  # OpenAI's own limit per request
+BATCH = 64  # texts embedded at a time: a cancel or a wrong ``dimensions`` stops after one batch, not all
 MAX_INPUT_CHARS = 32_000  # a text longer than this is cut to the model's window anyway; refuse it as a mistake
 
 
@@ -79,19 +83,30 @@ def parse_embeddings_request(body: Any, router: DomainRouter) -> EmbeddingsReque
     return EmbeddingsRequest(model=model.strip(), inputs=texts, encoding_format=fmt, dimensions=dimensions)
 
 
-def embeddings_response(router: DomainRouter, request: EmbeddingsRequest) -> dict[str, Any]:
-    """Embed the request's texts with the router's model: the OpenAI response body (a blocking call)."""
+def embeddings_response(router: DomainRouter, request: EmbeddingsRequest, state: JobState | None = None
+                        ) -> dict[str, Any]:
+    """Embed the request's texts with the router's model: the OpenAI response body (a blocking call). The
+    texts go through in batches of :data:`BATCH`; a cancelled ``state`` (the client went away) stops
+    between them, and a wrong ``dimensions`` is refused after the first."""
     from tara_desktop.routing.embedding import EmbeddingUnavailable
 
-    try:
-        vectors, tokens = router.embed(request.inputs)
-    except EmbeddingUnavailable as exc:
-        raise ApiError(503, f"embeddings are not available: {exc}", type="server_error",
-                       code="model_unavailable") from None
-    size = int(vectors.shape[1])
-    if request.dimensions is not None and request.dimensions != size:
-        raise bad_request(f"'dimensions' is {request.dimensions}, but this model's embeddings have {size}; "
-                          f"ask for {size} or leave it out", param="dimensions")
+    parts: list[np.ndarray] = []
+    tokens = 0
+    for start in range(0, len(request.inputs), BATCH):
+        if state is not None:
+            state.check()
+        try:
+            vectors, used = router.embed(request.inputs[start : start + BATCH])
+        except EmbeddingUnavailable as exc:
+            raise ApiError(503, f"embeddings are not available: {exc}", type="server_error",
+                           code="model_unavailable") from None
+        size = int(vectors.shape[1])
+        if request.dimensions is not None and request.dimensions != size:
+            raise bad_request(f"'dimensions' is {request.dimensions}, but this model's embeddings have {size}; "
+                              f"ask for {size} or leave it out", param="dimensions")
+        parts.append(vectors)
+        tokens += used
+    vectors = np.concatenate(parts)
     data: list[dict[str, Any]] = []
     for i, vector in enumerate(vectors):
         embedding: str | list[float]

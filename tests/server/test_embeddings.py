@@ -106,3 +106,19 @@ def test_without_the_embedding_model_it_says_so_with_a_503(http: Any, api_assist
     assert error["code"] == "model_unavailable" and "keywords only" in error["message"]
     r = http.post("/embeddings", json={"model": "all-MiniLM-L6-v2", "input": WIFI})
     assert r.status_code == 404  # the router names no embedding model now
+
+
+def test_many_texts_go_in_batches_in_order_and_a_cancel_stops_between_them(api_assistant: Assistant) -> None:
+    from tara_desktop.jobs import Cancelled, JobState
+    from tara_desktop.server.embeddings import BATCH, EmbeddingsRequest, embeddings_response
+
+    texts = [f"{WIFI} ({i})" for i in range(BATCH * 2 + 3)]
+    asked = EmbeddingsRequest(model="tara", inputs=texts, encoding_format="float", dimensions=None)
+    body = embeddings_response(api_assistant.router, asked, JobState())
+    assert [d["index"] for d in body["data"]] == list(range(len(texts)))
+    last, _tokens = api_assistant.router.embed(texts[-1:])
+    assert np.allclose(body["data"][-1]["embedding"], last[0], atol=1e-6)  # the third batch's, in its place
+    stopped = JobState()
+    stopped.cancel()  # the client went away
+    with pytest.raises(Cancelled):
+        embeddings_response(api_assistant.router, asked, stopped)
