@@ -106,7 +106,7 @@ def voice():
     try:
         from tara_desktop.voice.tts import SpeechSynthesizer
         tts = SpeechSynthesizer.from_config(settings, online_allowed=lambda: False)
-        tts.warm_up()
+        tts.warm_up().join()  # warm_up returns at once with its thread
         spoken = tts.speak("Hello, I am ready.")
         steps.append(f"tts {getattr(spoken, 'engine', '?')}")
     except Exception as exc:
