@@ -14,6 +14,11 @@ class ProfileLocked(ProfileError):
     """The profile needs a passphrase and none was given (no TARA_PASSPHRASE, no argument)."""
 
 
+class NewProfileNeedsPassphrase(ProfileLocked):
+    """There is no profile yet and it can only be protected by a passphrase (no OS keyring, or the person
+    chose a passphrase): one must be chosen, and nothing can recover it later."""
+
+
 class WrongPassphrase(ProfileError):
     """The passphrase does not unlock this profile. Nothing was changed."""
 

@@ -29,7 +29,13 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from tara_desktop.profile import crypto
-from tara_desktop.profile.errors import PassphraseChanged, ProfileError, ProfileLocked, WeakPassphrase
+from tara_desktop.profile.errors import (
+    NewProfileNeedsPassphrase,
+    PassphraseChanged,
+    ProfileError,
+    ProfileLocked,
+    WeakPassphrase,
+)
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
@@ -307,13 +313,13 @@ def choose_source_for_new_profile(
         return KeyringSource(profile_id)
     if requested == "passphrase" or passphrase:
         if not passphrase:
-            raise ProfileLocked(
+            raise NewProfileNeedsPassphrase(
                 "a passphrase is needed to create this profile; set TARA_PASSPHRASE or type one when asked"
             )
         return PassphraseSource(passphrase)
     if keyring_backend() is not None:
         return KeyringSource(profile_id)
-    raise ProfileLocked(
+    raise NewProfileNeedsPassphrase(
         "no OS keyring is available and no passphrase was given; set TARA_PASSPHRASE to protect the "
         "profile with a passphrase"
     )

@@ -96,14 +96,20 @@ class Session(QObject):
         exc = self._job.exception if self._job is not None else None
         self._job = None
         if needs_passphrase(exc) and self.passphrase_tries < 5:
-            from tara_desktop.profile.errors import PassphraseChanged, ProfileLocked
+            from tara_desktop.profile.errors import (
+                NewProfileNeedsPassphrase,
+                PassphraseChanged,
+                ProfileLocked,
+                WeakPassphrase,
+            )
             from tara_desktop.ui.unlock_dialog import ask_passphrase
 
             self.passphrase_tries += 1
             first = self.passphrase_tries == 1 and isinstance(exc, ProfileLocked)
             if isinstance(exc, PassphraseChanged):
                 message = "Your passphrase was changed in another TARA window or command; enter the new one."
-            phrase = ask_passphrase(self._window, None if first else message)
+            choosing = isinstance(exc, NewProfileNeedsPassphrase | WeakPassphrase)  # typed twice, then
+            phrase = ask_passphrase(self._window, None if first else message, new_profile=choosing)
             if phrase is not None:
                 self.open(phrase)
                 return

@@ -190,10 +190,12 @@ def test_a_weak_passphrase_for_a_new_profile_is_refused_and_asked_again(
     monkeypatch.delenv("TARA_PASSPHRASE")
     monkeypatch.setenv("TARA_KEY_SOURCE", "passphrase")
     asked: list[str | None] = []
+    choosing: list[bool] = []
     answers = iter(["sunshine", "a quiet lighthouse at dawn"])
 
-    def ask(_parent: object, error: str | None = None) -> str | None:
+    def ask(_parent: object, error: str | None = None, *, new_profile: bool = False) -> str | None:
         asked.append(error)
+        choosing.append(new_profile)
         return next(answers)
 
     monkeypatch.setattr(unlock_dialog, "ask_passphrase", ask)
@@ -203,5 +205,26 @@ def test_a_weak_passphrase_for_a_new_profile_is_refused_and_asked_again(
         win.open_session()
     assert len(asked) == 2 and asked[0] is None  # first: a plain prompt
     assert asked[1] is not None and "choose" in asked[1] and "sunshine" not in asked[1]  # why, not the phrase
+    assert choosing == [True, True]  # a passphrase being chosen is typed twice
     assert win.session.assistant is not None
     win.close()
+
+
+def test_a_new_passphrase_is_accepted_only_when_typed_twice_the_same(qtbot: Any) -> None:
+    from tara_desktop.ui.unlock_dialog import UnlockDialog
+
+    dialog = UnlockDialog(None, new_profile=True)
+    qtbot.addWidget(dialog)
+    ok = dialog._ok
+    assert dialog.repeat.isVisibleTo(dialog) and ok.text() == "Create profile"
+    dialog.field.setText("a quiet lighthouse at dawn")
+    assert not ok.isEnabled()
+    dialog.repeat.setText("a quiet lighthouse at dusk")  # a typo would lock the person out
+    assert not ok.isEnabled() and dialog.mismatch.isVisibleTo(dialog)
+    dialog.repeat.setText("a quiet lighthouse at dawn")
+    assert ok.isEnabled() and not dialog.mismatch.isVisibleTo(dialog)
+    unlock = UnlockDialog(None)
+    qtbot.addWidget(unlock)
+    assert not unlock.repeat.isVisibleTo(unlock) and unlock._ok.text() == "Unlock"
+    unlock.field.setText("x")
+    assert unlock._ok.isEnabled()
