@@ -1,6 +1,6 @@
 """Models: the user's and the bundled GGUF models beside the catalog, with size and whether each fits this
-computer; add (dialog or drop), validate, load/unload, download (progress, cancel, resume), remove; and
-the domain → model/adapter mapping."""
+computer; add (dialog or drop), validate, load/unload, download (progress, cancel, resume), remove; the
+domain → model/adapter mapping; and the voice models (ui/voice_models_panel.py)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from tara_desktop.jobs import JobState
 from tara_desktop.ui.banner import page_heading
 from tara_desktop.ui.mapping_editor import MappingEditor
 from tara_desktop.ui.progress_bar import JobProgressBar
+from tara_desktop.ui.voice_models_panel import VoiceModelsPanel
 from tara_desktop.ui.workers import Emit, JobHost, JobThread
 
 if TYPE_CHECKING:
@@ -152,6 +153,8 @@ class ModelsPage(QWidget):
         self.tabs.addTab(models, "Models")
         self.mapping = MappingEditor(self)
         self.tabs.addTab(self.mapping, "Domains → models")
+        self.voice_models = VoiceModelsPanel(jobs, self.banner, self)  # speech recognition and emotion
+        self.tabs.addTab(self.voice_models, "Voice models")
 
         self.add_button.clicked.connect(self.add_model_dialog)
         self.validate_button.clicked.connect(self.validate_selected)
@@ -222,6 +225,7 @@ class ModelsPage(QWidget):
         self.assistant = assistant
         self.setEnabled(assistant is not None)
         self.mapping.set_assistant(assistant)
+        self.voice_models.set_assistant(assistant)
         self.refresh()
 
     def services(self) -> Assistant:
