@@ -174,8 +174,9 @@ class VoiceModelsPanel(QGroupBox):
         row.addWidget(self.progress, 1)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setAccessibleName("Cancel the voice model download")
-        self.cancel_button.setToolTip("A cancelled download is kept and resumes where it stopped.")
-        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("Stops it: a download is kept and resumes where it stopped; an install keeps "
+                                      "nothing.")
+        self.cancel_button.hide()  # shown with the progress bar, while a download or install runs
         row.addWidget(self.cancel_button)
         lay.addLayout(row)
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
@@ -279,7 +280,7 @@ class VoiceModelsPanel(QGroupBox):
     def _start(self, fn: JobFunction, name: str, message: str) -> JobThread:
         self.job = job = self.jobs.start(fn, name)
         self.progress.begin()
-        self.cancel_button.setEnabled(True)
+        self.cancel_button.show()
         self.banner.show_info(message)
         job.progress.connect(self.progress.show_progress)
         job.succeeded.connect(self._on_installed)
@@ -322,7 +323,7 @@ class VoiceModelsPanel(QGroupBox):
     def _on_job_done(self) -> None:
         self.job = None
         self.progress.hide()
-        self.cancel_button.setEnabled(False)
+        self.cancel_button.hide()
         self._update_buttons()
         self.refresh()  # installed, paused (Resume) or as it was
 
