@@ -76,7 +76,7 @@ def main() -> int:
         work = Path(tmp)
         env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
         env.update({"TARA_HOME": str(work / "home"), "TARA_PASSPHRASE": "bench", "QT_QPA_PLATFORM": "offscreen",
-                    "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         rows = []
         for label, argv, warm_runs in (("tara --help", ["--help"], args.runs),
                                        ("tara-desktop --smoke", ["--smoke"], 1)):

@@ -44,7 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pages", default="Chat,Models,Training,Privacy,Settings")
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args.out.mkdir(parents=True, exist_ok=True)
     questions = args.question or QUESTIONS
     with tempfile.TemporaryDirectory(prefix="tara-shots-") as tmp:

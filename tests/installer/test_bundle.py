@@ -115,7 +115,6 @@ class Sandbox:
             "TARA_HOME": str(self.home),
             "TARA_PASSPHRASE": "bundle test passphrase",
             "QT_QPA_PLATFORM": "offscreen",
-            "OMP_WAIT_POLICY": "PASSIVE",
         }
 
     def run(self, program: str, *args: str, trace: Path | None = None,

@@ -44,7 +44,7 @@ def test_the_bundled_file_is_the_one_the_catalog_records() -> None:
 
 
 def _tara(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
+    full = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "tara_desktop.cli", *args], capture_output=True, text=True,
                           env=full, timeout=timeout, cwd=ROOT)
 

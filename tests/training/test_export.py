@@ -6,10 +6,6 @@ zero and a wrong permutation or transpose shows), converted with our converter, 
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads make llama.cpp crawl on a busy CPU
-
 import ctypes
 import shutil
 from pathlib import Path

@@ -4,9 +4,6 @@ registration in the profile, and an export killed with SIGKILL leaving nothing a
 from __future__ import annotations
 
 import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads make llama.cpp crawl on a busy CPU
-
 import signal
 import subprocess
 import sys
