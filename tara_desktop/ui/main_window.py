@@ -151,6 +151,7 @@ class MainWindow(QMainWindow):
             from tara_desktop.ui.models_page import ModelsPage
 
             page = ModelsPage(self.jobs, self)
+            page.voice_models.installed.connect(self._on_voice_model_installed)
         elif name == "Training":
             from tara_desktop.ui.training_tab import TrainingTab
 
@@ -163,6 +164,9 @@ class MainWindow(QMainWindow):
         if self.session.assistant is not None:
             page.set_assistant(self.session.assistant)
         return page
+
+    def _on_voice_model_installed(self, _model_id: str) -> None:
+        self.chat.voice.reset_engines()  # the next spoken turn looks for its models again
 
     def _on_settings_saved(self, _overrides: dict[str, object]) -> None:
         self.chat.set_assistant(self.session.assistant)

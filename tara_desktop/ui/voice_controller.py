@@ -310,6 +310,14 @@ class VoiceController(QObject):
         if engines is not None and engines.tts is not None:
             engines.tts.close()  # the Piper process ends with the window (or the profile)
 
+    def reset_engines(self) -> None:
+        """A voice model was installed: the next spoken turn builds its engines afresh and uses it (a turn
+        running now keeps the engines it has)."""
+        if self.job is None:
+            self._close_engines()
+        else:
+            self._engines_for = None  # rebuilt at the next turn's start
+
     def close_engines(self) -> None:
         """After the window's jobs have stopped: end the Piper process."""
         self._close_engines()

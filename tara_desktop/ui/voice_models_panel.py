@@ -42,11 +42,9 @@ ACTION_COLUMN = len(COLUMNS) - 1
 PURPOSE = {"asr": "speech recognition", "emotion": "emotion from the voice"}
 Action = Literal["download", "install", ""]
 Status = Literal["bundled", "installed", "not installed", "missing"]  # missing: bundled, but not found
-# What the banner says once a model is in place and the voice settings choose it. The voice controller
-# keeps the engines it built until the voice settings change or the profile opens again, so a new model
-# is heard from the next start of TARA (tell the controller through ``VoiceModelsPanel.installed`` to make
-# it the next spoken turn).
-USED_FROM = "spoken turns use it from the next time TARA starts"
+# What the banner says once a model is in place and the voice settings choose it: the main window passes
+# ``VoiceModelsPanel.installed`` to the voice controller, which builds its engines afresh for the next turn.
+USED_FROM = "spoken turns use it from the next one"
 
 
 @dataclass(frozen=True)

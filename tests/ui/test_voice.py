@@ -80,3 +80,12 @@ def test_saved_voice_settings_rebuild_the_engines(qtbot: Any, window: Any) -> No
     assert voice.engines().tts is not None  # speak_replies is on by default
     assistant.save_settings({"voice": {"speak_replies": False}})
     assert voice.engines().tts is None
+
+
+def test_a_voice_model_installed_on_the_models_page_is_used_from_the_next_spoken_turn(window: Any) -> None:
+    voice = window.chat.voice
+    before = voice.engines()
+    page = window.page("Models")
+    page.voice_models.installed.emit("whisper-base")  # what the panel says when an install finished
+    assert voice._engines is None  # the next turn looks for its models again
+    assert voice.engines() is not before
