@@ -78,6 +78,9 @@ def main() -> int:
     started = time.perf_counter()
 
     def send_next() -> None:
+        if window.chat.busy:  # turn_finished comes before the job's last signal clears busy: send once it has
+            QTimer.singleShot(20, send_next)
+            return
         # a turn that neither finishes nor fails within TURN_LIMIT_S is a hang: dump every thread and exit
         faulthandler.cancel_dump_traceback_later()
         faulthandler.dump_traceback_later(TURN_LIMIT_S, exit=True)
@@ -91,6 +94,9 @@ def main() -> int:
         if n % args.per_conversation == 0:
             window.chat.show_conversation(None)
         window.chat.send(QUESTIONS[n % len(QUESTIONS)], model_path=model)
+        if not window.chat.busy:  # refused: say so instead of waiting for a reply that never comes
+            summary["failures"].append(f"turn {n} was not sent")
+            loop.quit()
 
     def on_finished(result: Any) -> None:
         if os.environ.get("TARA_SOAK_VERBOSE"):
