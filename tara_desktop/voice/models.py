@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,27 @@ class VoiceModelFile(BaseModel):
     size_bytes: int | None = Field(None, gt=0)
     approx_size_mb: int | None = Field(None, gt=0)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # A file that is not in the model's own repository (the encoder's config of a SpeechBrain model that
+    # names its encoder by hub id): fetched from ``url`` into ``subdir`` of the model folder.
+    url: str | None = Field(None, pattern=r"^https://\S+[^/]$")
+    subdir: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @property
+    def rel_path(self) -> str:
+        return f"{self.subdir}/{self.name}" if self.subdir else self.name
+
+
+class HubEncoder(BaseModel):
+    """A hyperparams key naming an encoder by hub id (``wav2vec2_hub: facebook/wav2vec2-base``): at install
+    it is pointed at ``subdir`` of the model folder, which holds the encoder's config files (catalog files
+    with that ``subdir``) and a link to ``checkpoint`` (SpeechBrain's HuggingFace lobe needs a checkpoint
+    beside the config to treat the folder as a local model; the Pretrainer then loads the real weights)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    subdir: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    checkpoint: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.ckpt$")
 
 
 class VoiceCatalogModel(BaseModel):
@@ -65,6 +87,7 @@ class VoiceCatalogModel(BaseModel):
     license: str
     base_url: str | None = Field(None, pattern=r"^https://\S+/$")
     files: list[VoiceModelFile] = Field(min_length=1)
+    hub_encoder: HubEncoder | None = None
     notes: str = ""
 
     @property
@@ -150,7 +173,14 @@ def model_location(entry: VoiceCatalogModel, profile: Path | None = None) -> Pat
     folder = user_voice_dir(profile) / entry.folder
     if entry.engine == "faster-whisper":
         return folder if is_whisper_dir(folder) else None
-    return folder if all((folder / f.name).is_file() for f in entry.files) else None
+    return folder if _complete(entry, folder) else None
+
+
+def _complete(entry: VoiceCatalogModel, folder: Path) -> bool:
+    if not all((folder / f.rel_path).is_file() for f in entry.files):
+        return False
+    enc = entry.hub_encoder
+    return enc is None or (folder / enc.subdir / enc.checkpoint).is_file()
 
 
 def read_marker(folder: Path) -> dict[str, str]:
@@ -262,9 +292,14 @@ class _FileProgress(JobState):
 
 
 def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | None = None,
-                         timeout: float = 30.0, base_url: str | None = None) -> Path:
+                         timeout: float = 30.0, base_url: str | None = None,
+                         file_base_url: str | None = None) -> Path:
     """Download every file of a catalog model (resumable: a cancelled or dropped download keeps its
-    ``.part`` files and continues next time) and move the folder into place when all are complete."""
+    ``.part`` files and continues next time) and move the folder into place when all are complete.
+
+    Files with their own ``url`` (an encoder's config) are fetched from it, or from ``file_base_url`` +
+    their name when given (tests, mirrors). Everything the load needs is then in the folder, and the
+    hyperparams name it by local path: loading never reaches the network."""
     from tara_desktop.llm.download import download
 
     entry = catalog_entry(model_id)
@@ -275,21 +310,28 @@ def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | No
         raise VoiceModelError(f"{entry.id} ships with TARA and is not downloaded")
     dest_root = Path(dest_root) if dest_root is not None else user_voice_dir()
     final = dest_root / entry.folder
-    if all((final / f.name).is_file() for f in entry.files):
+    if _complete(entry, final):
         return final
     staging = dest_root / f".{entry.folder}.partial"
     staging.mkdir(parents=True, exist_ok=True)
     n = len(entry.files)
     for i, f in enumerate(entry.files):
-        target = staging / f.name
+        target = staging / f.rel_path
         if target.is_file():
             continue
+        if f.url is None:
+            url = base_url + f.name
+        else:
+            url = file_base_url + f.name if file_base_url else f.url
+        target.parent.mkdir(parents=True, exist_ok=True)
         sub = _FileProgress(state, i, n, entry.id)
-        download(base_url + f.name, target, sha256=f.sha256, state=sub, expected_size=f.size_bytes,
+        download(url, target, sha256=f.sha256, state=sub, expected_size=f.size_bytes,
                  timeout=timeout, validate=False)
     marker = json.dumps({"id": entry.id, "engine": entry.engine, "kind": entry.kind,
                          "interface": entry.interface or "", "labels": json.dumps(entry.labels)})
-    wanted = {f.name for f in entry.files}
+    wanted = {f.name for f in entry.files if f.subdir is None} | {f.subdir for f in entry.files if f.subdir}
+    if entry.hub_encoder is not None:
+        wanted.add(entry.hub_encoder.subdir)
     for leftover in staging.iterdir():  # .part files of another version: not part of this model
         if leftover.name not in wanted:
             if leftover.is_dir():
@@ -297,17 +339,33 @@ def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | No
             else:
                 leftover.unlink(missing_ok=True)
     (staging / MARKER).write_text(marker, encoding="utf-8")
-    _point_at_folder(staging, final)
+    _point_at_folder(staging, final, entry.hub_encoder)
     # The downloaded folder itself becomes the model's folder; if that fails it stays, so a retry
     # fetches nothing again.
     commit_dir(staging, final)
     return final
 
 
-def _point_at_folder(folder: Path, final: Path) -> None:
-    """Hub hyperparams name their checkpoints by hub path (``pretrained_path: speechbrain/...``): point that
-    at the model's folder (``final``, where ``folder`` is about to be moved) so loading reads these files and
-    fetches nothing again."""
+def _link_checkpoint(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (no second copy of a large checkpoint), else a copy."""
+    if dst.is_file():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+
+def _point_at_folder(folder: Path, final: Path, encoder: HubEncoder | None = None) -> None:
+    """Hub hyperparams name their checkpoints by hub path (``pretrained_path: speechbrain/...``) and some
+    their encoder by hub id (``wav2vec2_hub: facebook/wav2vec2-base``): point these at the model's folder
+    (``final``, where ``folder`` is about to be moved) and its encoder subfolder, so loading reads these
+    files and fetches nothing."""
+    if encoder is not None and (folder / encoder.checkpoint).is_file():
+        _link_checkpoint(folder / encoder.checkpoint, folder / encoder.subdir / encoder.checkpoint)
     hp = folder / "hyperparams.yaml"
     try:
         lines = hp.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -317,6 +375,9 @@ def _point_at_folder(folder: Path, final: Path) -> None:
     for i, line in enumerate(lines):
         if line.startswith("pretrained_path:"):
             lines[i] = f"pretrained_path: {final.as_posix()}\n"
+            changed = True
+        elif encoder is not None and line.startswith(f"{encoder.key}:"):
+            lines[i] = f"{encoder.key}: {(final / encoder.subdir).as_posix()}\n"
             changed = True
     if changed:
         atomic_write(hp, "".join(lines).encode("utf-8"))
@@ -332,7 +393,7 @@ def voice_models_status(profile: Path | None = None) -> list[dict[str, object]]:
             "id": entry.id, "name": entry.name, "kind": entry.kind, "engine": entry.engine,
             "installed": where is not None, "path": str(where) if where else None,
             "bundled": entry.bundled, "size_mb": entry.approx_size_mb, "license": entry.license,
-            "files": [{"name": f.name, "size_bytes": f.size_bytes, "approx_size_mb": f.approx_size_mb}
+            "files": [{"name": f.rel_path, "size_bytes": f.size_bytes, "approx_size_mb": f.approx_size_mb}
                       for f in entry.files],
             "notes": entry.notes,
         })

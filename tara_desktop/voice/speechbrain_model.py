@@ -8,7 +8,10 @@ files) and a lazily loaded, cached model. SpeechBrain (and torch) are imported o
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,17 +25,48 @@ class SpeechBrainError(TaraError):
     """A SpeechBrain model folder is missing, incomplete or names an interface SpeechBrain does not have."""
 
 
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_offline_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """The model hub switched off for a load: a downloaded folder has everything it needs (the download
+    fetched the encoder's config too), so a load that would reach the network fails instead of doing so.
+
+    Sets HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE and huggingface_hub's constant (read once at its import) for
+    the duration, then restores them."""
+    with _offline_lock:
+        saved = {k: os.environ.get(k) for k in _OFFLINE_VARS}
+        for k in _OFFLINE_VARS:
+            os.environ[k] = "1"
+        import huggingface_hub.constants as hub_constants
+
+        was = hub_constants.HF_HUB_OFFLINE
+        hub_constants.HF_HUB_OFFLINE = True
+        try:
+            yield
+        finally:
+            hub_constants.HF_HUB_OFFLINE = was
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
 def load_speechbrain(model_cls: type[Pretrained], folder: Path) -> Pretrained:
-    """Load a SpeechBrain pretrained interface from a local folder (no hub access for the folder itself)."""
+    """Load a SpeechBrain pretrained interface from a local folder, with the model hub off (:func:`hub_offline`)."""
     folder = Path(folder)
     if not (folder / "hyperparams.yaml").is_file():
         raise SpeechBrainError(f"{folder}: no hyperparams.yaml; the model folder is missing or incomplete")
     from speechbrain.utils.fetching import LocalStrategy
 
-    model = model_cls.from_hparams(
-        source=str(folder), savedir=str(folder), run_opts={"device": "cpu"},
-        local_strategy=LocalStrategy.NO_LINK,
-    )
+    with hub_offline():
+        model = model_cls.from_hparams(
+            source=str(folder), savedir=str(folder), run_opts={"device": "cpu"},
+            local_strategy=LocalStrategy.NO_LINK,
+        )
     _quiet_label_encoders(model)
     return model
 
@@ -46,9 +80,10 @@ def load_speechbrain_foreign(folder: Path, module_file: str, class_name: str) ->
     from speechbrain.inference.interfaces import foreign_class
     from speechbrain.utils.fetching import LocalStrategy
 
-    model: Pretrained = foreign_class(source=str(folder), savedir=str(folder), pymodule_file=module_file,
-                                      classname=class_name, run_opts={"device": "cpu"},
-                                      local_strategy=LocalStrategy.NO_LINK)
+    with hub_offline():
+        model: Pretrained = foreign_class(source=str(folder), savedir=str(folder), pymodule_file=module_file,
+                                          classname=class_name, run_opts={"device": "cpu"},
+                                          local_strategy=LocalStrategy.NO_LINK)
     _quiet_label_encoders(model)
     return model
 

@@ -3,8 +3,10 @@ downloads over a real HTTP server on 127.0.0.1 (resumable, cancellable) that the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 from tara_desktop.jobs import Cancelled, JobState
 from tara_desktop.voice import models as vm
 
+from .conftest import Speak
+
 IEMOCAP = "speechbrain/emotion-recognition-wav2vec2-IEMOCAP"
 
 
@@ -21,8 +25,14 @@ def test_catalog_lists_the_models_with_files_and_sizes() -> None:
     entries = {e.id: e for e in vm.load_voice_catalog()}
     emotion = entries[IEMOCAP]
     assert emotion.kind == "emotion" and emotion.engine == "speechbrain"
-    assert {f.name for f in emotion.files} == {"hyperparams.yaml", "custom_interface.py", "label_encoder.txt",
-                                              "model.ckpt", "wav2vec2.ckpt"}
+    assert {f.rel_path for f in emotion.files} == {"hyperparams.yaml", "custom_interface.py", "label_encoder.txt",
+                                                  "model.ckpt", "wav2vec2.ckpt", "wav2vec2_hub/config.json",
+                                                  "wav2vec2_hub/preprocessor_config.json"}
+    # The encoder named by hub id in the hyperparams comes with the download (so loading is offline).
+    assert emotion.hub_encoder and emotion.hub_encoder.key == "wav2vec2_hub"
+    assert all(f.url and f.url.startswith("https://huggingface.co/facebook/wav2vec2-base/resolve/main/")
+               for f in emotion.files if f.subdir)
+    assert entries["speechbrain/asr-wav2vec2-librispeech"].hub_encoder is not None
     assert emotion.approx_size_mb and emotion.base_url and emotion.base_url.startswith("https://huggingface.co/")
     sb_asr = [e for e in entries.values() if e.kind == "asr" and e.engine == "speechbrain"]
     assert sb_asr and all(e.interface in ("EncoderASR", "EncoderDecoderASR") for e in sb_asr)
@@ -109,17 +119,23 @@ def test_the_real_whisper_base_packages_assemble_to_the_published_sha(tmp_path: 
     assert pinned.transcribe(audio, sr).language == "de"
 
 
-@pytest.fixture
-def model_server(emotion_model_dir: Path) -> Iterator[tuple[str, list[str]]]:
-    """A real HTTP server on 127.0.0.1 serving the built model's files (Range requests supported by the
-    handler below); yields (base URL, request log)."""
-    requests: list[str] = []
+def encoder_url(model_url: str) -> str:
+    """Where the model server serves the encoder's files (the second repository of a download)."""
+    return model_url.replace("/models/", "/encoder/")
+
+
+@contextlib.contextmanager
+def _serve(root: Path, requests: list[str]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving a built model's files under /models/ and its wav2vec2
+    encoder's (``root/wav2vec2_hub``) under /encoder/ (Range requests supported by the handler below);
+    yields the model's base URL and logs each request in ``requests``; stopped on exit."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             name = self.path.rsplit("/", 1)[-1]
-            requests.append(name)
-            path = emotion_model_dir / name
+            encoder = self.path.split("/")[1] == "encoder"
+            requests.append(f"encoder/{name}" if encoder else name)
+            path = (root / "wav2vec2_hub" if encoder else root) / name
             if not path.is_file():
                 self.send_error(404)
                 return
@@ -142,13 +158,28 @@ def model_server(emotion_model_dir: Path) -> Iterator[tuple[str, list[str]]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/models/", requests
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/models/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def model_server(emotion_model_dir: Path) -> Iterator[tuple[str, list[str]]]:
+    """The built emotion model served from 127.0.0.1 (:func:`_serve`); yields (base URL, request log)."""
+    requests: list[str] = []
+    with _serve(emotion_model_dir, requests) as url:
+        yield url, requests
+
+
+def _download(url: str, dest: Path, state: JobState | None = None) -> Path:
+    return vm.download_voice_model(IEMOCAP, state=state or JobState(), dest_root=dest, base_url=url,
+                                   file_base_url=encoder_url(url))
 
 
 def test_download_resumes_after_a_cancel_and_the_model_loads(model_server: tuple[str, list[str]], tmp_path: Path,
-                                                              speak) -> None:  # type: ignore[no-untyped-def]
+                                                              speak: Speak) -> None:
     url, requests = model_server
     dest = tmp_path / "voice"
     state = JobState()
@@ -159,15 +190,14 @@ def test_download_resumes_after_a_cancel_and_the_model_loads(model_server: tuple
 
     state = JobState(cancel_after_two)
     with pytest.raises(Cancelled):
-        vm.download_voice_model(IEMOCAP, state=state, dest_root=dest, base_url=url)
+        _download(url, dest, state)
     staging = dest / ".speechbrain-emotion-recognition-wav2vec2-IEMOCAP.partial"
     assert staging.is_dir() and not (dest / "speechbrain-emotion-recognition-wav2vec2-IEMOCAP").exists()
     complete_first = {p.name for p in staging.iterdir() if not p.name.endswith(".part")}
     assert complete_first == {"hyperparams.yaml"}
 
     progress: list[float] = []
-    folder = vm.download_voice_model(IEMOCAP, dest_root=dest, base_url=url,
-                                     state=JobState(lambda f, m: progress.append(f) if f is not None else None))
+    folder = _download(url, dest, JobState(lambda f, m: progress.append(f) if f is not None else None))
     assert folder == dest / "speechbrain-emotion-recognition-wav2vec2-IEMOCAP" and not staging.exists()
     assert requests.count("hyperparams.yaml") == 1  # finished before the cancel: not fetched again
     assert progress and max(progress) <= 1.0
@@ -197,10 +227,16 @@ def test_a_download_replaces_an_incomplete_folder_in_one_step(model_server: tupl
     final = dest / "speechbrain-emotion-recognition-wav2vec2-IEMOCAP"
     final.mkdir(parents=True)
     (final / "hyperparams.yaml").write_text("left from an old, broken copy\n")
-    folder = vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=dest, base_url=url)
+    folder = _download(url, dest)
     assert folder == final
-    assert {p.name for p in final.iterdir()} == {f.name for f in vm.catalog_entry(IEMOCAP).files} | {vm.MARKER}
-    assert f"pretrained_path: {final.as_posix()}" in (final / "hyperparams.yaml").read_text()
+    entry = vm.catalog_entry(IEMOCAP)
+    assert {p.name for p in final.iterdir()} == {f.name for f in entry.files if not f.subdir} | {
+        vm.MARKER, "wav2vec2_hub"}
+    assert {p.name for p in (final / "wav2vec2_hub").iterdir()} == {
+        "config.json", "preprocessor_config.json", "wav2vec2.ckpt"}
+    hp = (final / "hyperparams.yaml").read_text()
+    assert f"pretrained_path: {final.as_posix()}" in hp
+    assert f"wav2vec2_hub: {(final / 'wav2vec2_hub').as_posix()}\n" in hp
     assert sorted(p.name for p in dest.iterdir()) == [final.name]  # no staging, .tmp or .old left
 
 
@@ -224,11 +260,60 @@ def test_when_the_last_rename_fails_the_downloaded_files_stay_for_a_retry(
 
     monkeypatch.setattr(files.os, "replace", replace)
     with pytest.raises(PermissionError):
-        vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=dest, base_url=url)
+        _download(url, dest)
     fetched = len(requests)
     staging = dest / ".speechbrain-emotion-recognition-wav2vec2-IEMOCAP.partial"
-    assert {f.name for f in vm.catalog_entry(IEMOCAP).files} <= {p.name for p in staging.iterdir()}
+    assert all((staging / f.rel_path).is_file() for f in vm.catalog_entry(IEMOCAP).files)
     refuse[0] = False
-    folder = vm.download_voice_model(IEMOCAP, state=JobState(), dest_root=dest, base_url=url)
+    folder = _download(url, dest)
     assert len(requests) == fetched  # nothing downloaded twice
     assert vm.read_marker(folder)["id"] == IEMOCAP and not staging.exists()
+
+
+def test_the_encoder_comes_with_the_download_and_loading_is_offline(
+        emotion_model_dir: Path, tmp_path: Path, speak: Speak) -> None:
+    """The hyperparams name the wav2vec2 encoder by hub id (as the real model's do): the download fetches its
+    config from the second URL and points the hyperparams at it, so the model loads with the server gone
+    and the hub switched off for the load."""
+    import os
+
+    import huggingface_hub.constants as hub_constants
+
+    from tara_desktop.voice.emotion import EmotionDetector, SpeechBrainEmotion
+
+    served = tmp_path / "served"
+    shutil.copytree(emotion_model_dir, served)
+    hp = served / "hyperparams.yaml"
+    text = "".join(
+        "wav2vec2_hub: facebook/wav2vec2-base\n" if line.startswith("wav2vec2_hub:")
+        else "pretrained_path: speechbrain/emotion-recognition-wav2vec2-IEMOCAP\n"
+        if line.startswith("pretrained_path:") else line
+        for line in hp.read_text().splitlines(keepends=True))
+    hp.write_text(text)
+    dest = tmp_path / "voice"
+    requests: list[str] = []
+    with _serve(served, requests) as url:
+        folder = _download(url, dest)
+    assert "encoder/config.json" in requests and "encoder/preprocessor_config.json" in requests
+    loaded = (folder / "hyperparams.yaml").read_text()
+    settings = "".join(line for line in loaded.splitlines(keepends=True) if not line.startswith("#"))
+    assert "facebook/" not in settings and "speechbrain/emotion" not in settings
+    assert f"wav2vec2_hub: {(folder / 'wav2vec2_hub').as_posix()}" in loaded
+
+    entry = vm.catalog_entry(IEMOCAP)
+    engine = SpeechBrainEmotion(folder, interface=entry.interface, labels=entry.labels, model=entry.id)
+    was_env, was_const = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
+    engine.load()  # the server is stopped: nothing to fetch from, and the hub is off for the load
+    assert os.environ.get("HF_HUB_OFFLINE") == was_env and hub_constants.HF_HUB_OFFLINE == was_const  # restored
+    audio, sr = speak("thank you that was helpful", voice="en-us")
+    result = EmotionDetector(engine).detect(audio, sr)
+    assert result.engine == "speechbrain" and result.label in {"neutral", "happy", "sad", "angry"}
+
+
+def test_a_load_that_would_reach_the_hub_fails_instead(tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    from tara_desktop.voice.speechbrain_model import hub_offline
+
+    with hub_offline(), pytest.raises(OSError):
+        AutoConfig.from_pretrained("facebook/wav2vec2-base", cache_dir=str(tmp_path))
