@@ -314,10 +314,16 @@ def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | No
         return final
     staging = dest_root / f".{entry.folder}.partial"
     staging.mkdir(parents=True, exist_ok=True)
+    # A complete download of an earlier catalog version (before its encoder files were listed): keep its
+    # files, fetch only what is new.
+    earlier = final if read_marker(final).get("id") == entry.id else None
     n = len(entry.files)
     for i, f in enumerate(entry.files):
         target = staging / f.rel_path
         if target.is_file():
+            continue
+        if earlier is not None and (earlier / f.rel_path).is_file():
+            _link_checkpoint(earlier / f.rel_path, target)
             continue
         if f.url is None:
             url = base_url + f.name
@@ -347,7 +353,7 @@ def download_voice_model(model_id: str, *, state: JobState, dest_root: Path | No
 
 
 def _link_checkpoint(src: Path, dst: Path) -> None:
-    """``dst`` as a hard link to ``src`` (no second copy of a large checkpoint), else a copy."""
+    """``dst`` as a hard link to ``src`` (no second copy of a large file), else a copy."""
     if dst.is_file():
         return
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -317,3 +317,22 @@ def test_a_load_that_would_reach_the_hub_fails_instead(tmp_path: Path) -> None:
 
     with hub_offline(), pytest.raises(OSError):
         AutoConfig.from_pretrained("facebook/wav2vec2-base", cache_dir=str(tmp_path))
+
+
+def test_a_model_downloaded_before_the_encoder_files_were_listed_fetches_only_those(
+        model_server: tuple[str, list[str]], tmp_path: Path) -> None:
+    url, requests = model_server
+    dest = tmp_path / "voice"
+    folder = _download(url, dest)
+    shutil.rmtree(folder / "wav2vec2_hub")  # as an earlier TARA left it: no encoder folder
+    hp = folder / "hyperparams.yaml"
+    hp.write_text("".join("wav2vec2_hub: facebook/wav2vec2-base\n" if line.startswith("wav2vec2_hub:") else line
+                          for line in hp.read_text().splitlines(keepends=True)))
+    entry = vm.catalog_entry(IEMOCAP)
+    assert not vm._complete(entry, folder)
+    requests.clear()
+    assert _download(url, dest) == folder
+    assert sorted(requests) == ["encoder/config.json", "encoder/preprocessor_config.json"]
+    assert vm._complete(entry, folder)
+    assert f"wav2vec2_hub: {(folder / 'wav2vec2_hub').as_posix()}\n" in hp.read_text()
+    assert sorted(p.name for p in dest.iterdir()) == [folder.name]
