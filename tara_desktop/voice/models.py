@@ -173,10 +173,11 @@ def model_location(entry: VoiceCatalogModel, profile: Path | None = None) -> Pat
     folder = user_voice_dir(profile) / entry.folder
     if entry.engine == "faster-whisper":
         return folder if is_whisper_dir(folder) else None
-    return folder if _complete(entry, folder) else None
+    return folder if all((folder / f.rel_path).is_file() for f in entry.files) else None
 
 
 def _complete(entry: VoiceCatalogModel, folder: Path) -> bool:
+    """Every catalog file there, and the encoder's checkpoint linked into its subfolder (a download's)."""
     if not all((folder / f.rel_path).is_file() for f in entry.files):
         return False
     enc = entry.hub_encoder

@@ -9,6 +9,7 @@ files) and a lazily loaded, cached model. SpeechBrain (and torch) are imported o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,16 @@ class SpeechBrainError(TaraError):
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _offline_lock = threading.Lock()
+# SpeechBrain's HuggingFace lobe (1.1 / 1.0 module paths).
+_HF_LOBE_LOGGERS = ("speechbrain.integrations.huggingface.huggingface",
+                    "speechbrain.lobes.models.huggingface_transformers.huggingface")
+
+
+def _no_transfer_warnings(record: logging.LogRecord) -> bool:
+    """A downloaded model's encoder folder holds a link to its SpeechBrain checkpoint: the lobe first reads it
+    with its own key mapping, matches none of the keys and warns once per key with the whole model printed;
+    the Pretrainer then loads that checkpoint properly. Those warnings are noise."""
+    return not str(record.msg).startswith("During parameter transfer")
 
 
 @contextlib.contextmanager
@@ -35,7 +46,8 @@ def hub_offline() -> Iterator[None]:
     fetched the encoder's config too), so a load that would reach the network fails instead of doing so.
 
     Sets HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE and huggingface_hub's constant (read once at its import) for
-    the duration, then restores them."""
+    the duration, then restores them; also drops the lobe's parameter-transfer warnings (see
+    :func:`_no_transfer_warnings`)."""
     with _offline_lock:
         saved = {k: os.environ.get(k) for k in _OFFLINE_VARS}
         for k in _OFFLINE_VARS:
@@ -44,9 +56,14 @@ def hub_offline() -> Iterator[None]:
 
         was = hub_constants.HF_HUB_OFFLINE
         hub_constants.HF_HUB_OFFLINE = True
+        lobe_loggers = [logging.getLogger(name) for name in _HF_LOBE_LOGGERS]
+        for lg in lobe_loggers:
+            lg.addFilter(_no_transfer_warnings)
         try:
             yield
         finally:
+            for lg in lobe_loggers:
+                lg.removeFilter(_no_transfer_warnings)
             hub_constants.HF_HUB_OFFLINE = was
             for k, v in saved.items():
                 if v is None:

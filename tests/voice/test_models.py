@@ -308,6 +308,14 @@ def test_the_encoder_comes_with_the_download_and_loading_is_offline(
     audio, sr = speak("thank you that was helpful", voice="en-us")
     result = EmotionDetector(engine).detect(audio, sr)
     assert result.engine == "speechbrain" and result.label in {"neutral", "happy", "sad", "angry"}
+    # The same weights as the model loaded with its encoder in the HuggingFace layout.
+    import torch
+
+    reference = SpeechBrainEmotion(emotion_model_dir, interface=entry.interface, labels=entry.labels).load()
+    wav = torch.from_numpy(audio[: sr]).float().unsqueeze(0)
+    with torch.no_grad():
+        # (to float noise: the lobe builds the encoder from its config here, from_pretrained there)
+        assert torch.allclose(engine.load().encode_batch(wav), reference.encode_batch(wav), atol=1e-3)
 
 
 def test_a_load_that_would_reach_the_hub_fails_instead(tmp_path: Path) -> None:
