@@ -386,8 +386,21 @@ def _point_at_folder(folder: Path, final: Path, encoder: HubEncoder | None = Non
         elif encoder is not None and line.startswith(f"{encoder.key}:"):
             lines[i] = f"{encoder.key}: {(final / encoder.subdir).as_posix()}\n"
             changed = True
+        elif encoder is not None and _relative_save_path(line):
+            # The lobe's save_path (``wav2vec2_checkpoints``) is relative to the working folder: there it
+            # would link the checkpoint; in the encoder folder it finds it already in place.
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = f"{indent}save_path: {(final / encoder.subdir).as_posix()}\n"
+            changed = True
     if changed:
         atomic_write(hp, "".join(lines).encode("utf-8"))
+
+
+def _relative_save_path(line: str) -> bool:
+    key, _, value = line.strip().partition(":")
+    value = value.split("#", 1)[0].strip()
+    return (line[:1] in (" ", "\t") and key == "save_path" and bool(value)
+            and not value.startswith(("/", "!", "<", "~")) and ":" not in value)
 
 
 def voice_models_status(profile: Path | None = None) -> list[dict[str, object]]:

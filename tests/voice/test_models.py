@@ -271,7 +271,7 @@ def test_when_the_last_rename_fails_the_downloaded_files_stay_for_a_retry(
 
 
 def test_the_encoder_comes_with_the_download_and_loading_is_offline(
-        emotion_model_dir: Path, tmp_path: Path, speak: Speak) -> None:
+        emotion_model_dir: Path, tmp_path: Path, speak: Speak, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hyperparams name the wav2vec2 encoder by hub id (as the real model's do): the download fetches its
     config from the second URL and points the hyperparams at it, so the model loads with the server gone
     and the hub switched off for the load."""
@@ -287,7 +287,8 @@ def test_the_encoder_comes_with_the_download_and_loading_is_offline(
     text = "".join(
         "wav2vec2_hub: facebook/wav2vec2-base\n" if line.startswith("wav2vec2_hub:")
         else "pretrained_path: speechbrain/emotion-recognition-wav2vec2-IEMOCAP\n"
-        if line.startswith("pretrained_path:") else line
+        if line.startswith("pretrained_path:")
+        else "    save_path: wav2vec2_checkpoints\n" if line.startswith("    save_path:") else line
         for line in hp.read_text().splitlines(keepends=True))
     hp.write_text(text)
     dest = tmp_path / "voice"
@@ -303,7 +304,9 @@ def test_the_encoder_comes_with_the_download_and_loading_is_offline(
     entry = vm.catalog_entry(IEMOCAP)
     engine = SpeechBrainEmotion(folder, interface=entry.interface, labels=entry.labels, model=entry.id)
     was_env, was_const = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
+    monkeypatch.chdir(tmp_path)
     engine.load()  # the server is stopped: nothing to fetch from, and the hub is off for the load
+    assert not (tmp_path / "wav2vec2_checkpoints").exists()  # nothing written beside the working folder
     assert os.environ.get("HF_HUB_OFFLINE") == was_env and hub_constants.HF_HUB_OFFLINE == was_const  # restored
     audio, sr = speak("thank you that was helpful", voice="en-us")
     result = EmotionDetector(engine).detect(audio, sr)
@@ -344,3 +347,25 @@ def test_a_model_downloaded_before_the_encoder_files_were_listed_fetches_only_th
     assert vm._complete(entry, folder)
     assert f"wav2vec2_hub: {(folder / 'wav2vec2_hub').as_posix()}\n" in hp.read_text()
     assert sorted(p.name for p in dest.iterdir()) == [folder.name]
+
+
+def test_hub_hyperparams_are_pointed_at_the_model_folder(tmp_path: Path) -> None:
+    """As in the hub's hyperparams: checkpoints by hub path, the encoder by hub id, its save_path relative."""
+    (tmp_path / "wav2vec2.ckpt").write_bytes(b"weights")
+    (tmp_path / "hyperparams.yaml").write_text(
+        "pretrained_path: speechbrain/emotion-recognition-wav2vec2-IEMOCAP\n"
+        "wav2vec2_hub: facebook/wav2vec2-base  # the encoder\n"
+        "wav2vec2: !new:speechbrain.lobes.models.huggingface_wav2vec.HuggingFaceWav2Vec2\n"
+        "    source: !ref <wav2vec2_hub>\n"
+        "    save_path: wav2vec2_checkpoints\n"
+        "other: !new:x.Y\n"
+        "    save_path: !ref <pretrained_path>/z\n")
+    final = tmp_path / "final"
+    enc = vm.HubEncoder(key="wav2vec2_hub", subdir="wav2vec2_hub", checkpoint="wav2vec2.ckpt")
+    vm._point_at_folder(tmp_path, final, enc)
+    hp = (tmp_path / "hyperparams.yaml").read_text().splitlines()
+    assert hp[0] == f"pretrained_path: {final.as_posix()}"
+    assert hp[1] == f"wav2vec2_hub: {(final / 'wav2vec2_hub').as_posix()}"
+    assert hp[4] == f"    save_path: {(final / 'wav2vec2_hub').as_posix()}"
+    assert hp[6] == "    save_path: !ref <pretrained_path>/z"
+    assert (tmp_path / "wav2vec2_hub" / "wav2vec2.ckpt").read_bytes() == b"weights"
